@@ -1,0 +1,85 @@
+"""The one-process system: the three apps under their prefixes, the in-process bus,
+and every service's relay, consumer and scheduler on background threads.
+
+The code paths are those of production; only the URLs in the settings differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from services import bootstrap
+from shared.clock import Clock
+from shared.config import Settings, ensure_embedded_secret
+from shared.worker import Worker
+
+log = logging.getLogger("partsflow.embedded")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class PrefixDispatcher:
+    """Send each request to the app that owns its first path segment; everything
+    else (``/``, ``/login``) goes to the default app. Paths are not rewritten: each
+    app serves its own prefix, as it does behind the gateway."""
+
+    def __init__(self, apps: dict[str, WSGIApp], default: WSGIApp) -> None:
+        self.apps = apps
+        self.default = default
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        segment = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+        return self.apps.get(segment, self.default)(environ, start_response)
+
+
+class EmbeddedSystem:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = ensure_embedded_secret(settings)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap.upgrade_databases(self.settings)
+        self.services = {
+            name: bootstrap.open_service(name, self.settings, clock) for name in bootstrap.SERVICES
+        }
+        self.apps: dict[str, Flask] = {
+            name: module.create_app(settings=self.settings, service=self.services[name])
+            for name, module in bootstrap.SERVICES.items()
+        }
+        self.wsgi = PrefixDispatcher(dict(self.apps), default=self.apps["tracking"])
+        self.workers: dict[str, Worker] = {
+            name: bootstrap.create_worker(name, self.settings, service=self.services[name])
+            for name in bootstrap.SERVICES
+        }
+        self.stop = threading.Event()
+
+    def start_background(self) -> None:
+        for worker in self.workers.values():
+            worker.start(self.stop)
+
+    def close(self) -> None:
+        self.stop.set()
+        for worker in self.workers.values():
+            worker.join(timeout=10)
+        for service in self.services.values():
+            service.db.dispose()
+
+    def __enter__(self) -> EmbeddedSystem:
+        self.start_background()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def serve(self, host: str, port: int) -> None:
+        from werkzeug.serving import make_server
+
+        server = make_server(host, port, self.wsgi, threaded=True)
+        stopper = threading.Thread(
+            target=lambda: (self.stop.wait(), server.shutdown()), daemon=True
+        )
+        stopper.start()
+        server.serve_forever()

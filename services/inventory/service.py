@@ -1,0 +1,1117 @@
+"""Inventory's use cases: one function per action, each its own transaction.
+
+Stock numbers change only through :func:`_change_stock`, a conditional UPDATE whose
+WHERE clause is the rule (``available`` never below zero), followed by the ledger
+line that explains the change. Row locks are always taken in the same order —
+reservation rows, then stock rows, then unit rows — so concurrent actions queue
+instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.inventory import rules
+from services.inventory.models import (
+    LaneTransit,
+    Movement,
+    Part,
+    Reservation,
+    ReservationEvent,
+    ReservationUnit,
+    Stock,
+    Unit,
+    Warehouse,
+)
+from shared.bus.store import Transaction
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.errors import Conflict, DomainError, InvalidInput, NotFound
+
+stock_t = Stock.__table__
+unit_t = Unit.__table__
+movement_t = Movement.__table__
+reservation_t = Reservation.__table__
+reservation_unit_t = ReservationUnit.__table__
+reservation_event_t = ReservationEvent.__table__
+
+
+class ReservationRejected(Conflict):
+    """Not enough stock where it was asked for: the problem lists alternatives."""
+
+    title = "Not enough stock"
+    type_slug = "not-enough-stock"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class Inventory:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock = clock or SystemClock()
+
+    # ==================================================================================
+    # Warehouses and parts
+    # ==================================================================================
+    def create_warehouse(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            if _warehouse_or_none(tx.session, data["code"]) is not None:
+                raise Conflict(f"warehouse {data['code']} exists already")
+            warehouse = Warehouse(
+                code=data["code"],
+                name=data["name"],
+                region=data["region"],
+                kind=data["kind"],
+                created_at=now,
+                updated_at=now,
+            )
+            tx.session.add(warehouse)
+            tx.session.flush()
+            resource = warehouse_resource(warehouse)
+            tx.publish("inventory.warehouse.created", subject=warehouse.code, data=resource)
+        return resource
+
+    def update_warehouse(self, code: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        with self.db.transaction() as tx:
+            warehouse = _warehouse(tx.session, code)
+            for name, value in changes.items():
+                setattr(warehouse, name, value)
+            warehouse.updated_at = self.clock.now()
+            tx.session.flush()
+            resource = warehouse_resource(warehouse)
+            tx.publish("inventory.warehouse.updated", subject=warehouse.code, data=resource)
+        return resource
+
+    def list_warehouses(self) -> list[dict[str, Any]]:
+        with self.db.reading() as session:
+            rows = session.scalars(select(Warehouse).order_by(Warehouse.code)).all()
+            return [warehouse_resource(w) for w in rows]
+
+    def get_warehouse(self, code: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            return warehouse_resource(_warehouse(session, code))
+
+    def create_part(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        with self.db.transaction() as tx:
+            if _part_or_none(tx.session, data["part_number"]) is not None:
+                raise Conflict(f"part {data['part_number']} exists already")
+            part = Part(
+                part_number=data["part_number"],
+                description=data["description"],
+                serialized=data["serialized"],
+                reorder_point=data.get("reorder_point"),
+                created_at=self.clock.now(),
+            )
+            tx.session.add(part)
+            tx.session.flush()
+            resource = part_resource(part)
+            tx.publish("inventory.part.created", subject=part.part_number, data=resource)
+        return resource
+
+    def update_part(self, part_number: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        with self.db.transaction() as tx:
+            part = _part(tx.session, part_number)
+            for name, value in changes.items():
+                setattr(part, name, value)
+            tx.session.flush()
+            resource = part_resource(part)
+            tx.publish("inventory.part.updated", subject=part.part_number, data=resource)
+        return resource
+
+    def list_parts(self) -> list[dict[str, Any]]:
+        with self.db.reading() as session:
+            return [
+                part_resource(p)
+                for p in session.scalars(select(Part).order_by(Part.part_number)).all()
+            ]
+
+    def get_part(self, part_number: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            return part_resource(_part(session, part_number))
+
+    # ==================================================================================
+    # Receipts and adjustments
+    # ==================================================================================
+    def receive_stock(self, data: Mapping[str, Any], *, actor: str | None = None) -> dict[str, Any]:
+        quantity: int = data["quantity"]
+        serials: list[str] = list(data.get("serials") or [])
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            warehouse = _warehouse(s, data["warehouse"])
+            part = _part(s, data["part_number"])
+            _check_serials_given(part, serials, quantity, "quantity")
+            reference = data.get("reference")
+            if part.serialized:
+                self._create_units(s, part, warehouse, serials, now)
+            level = _add_stock(s, warehouse.id, part.id, quantity)
+            movement_ids = _add_movements(
+                s,
+                [
+                    _movement(
+                        "receipt", warehouse.id, part.id, qty, qty, 0, serial, None, reference, now
+                    )
+                    for qty, serial in _lines(quantity, serials)
+                ],
+            )
+            stock = stock_resource(warehouse.code, part, level)
+            tx.publish(
+                "inventory.stock.received",
+                subject=f"{part.part_number}@{warehouse.code}",
+                data={
+                    "warehouse": warehouse.code,
+                    "part_number": part.part_number,
+                    "quantity": quantity,
+                    "serials": serials,
+                    "reference": reference,
+                    "movement_ids": movement_ids,
+                    "stock": stock,
+                },
+            )
+            _announce_crossing(tx, part, warehouse.code, level.available - quantity, level)
+        return {"movement_ids": movement_ids, "stock": stock}
+
+    def _create_units(
+        self, s: Session, part: Part, warehouse: Warehouse, serials: Sequence[str], now: datetime
+    ) -> None:
+        taken = s.scalars(select(Unit.serial).where(Unit.serial.in_(serials))).all()
+        if taken:
+            raise Conflict(
+                f"serial numbers already known: {', '.join(sorted(taken)[:10])}",
+                serials=sorted(taken),
+            )
+        try:
+            with s.begin_nested():
+                s.execute(
+                    insert(unit_t),
+                    [
+                        {
+                            "serial": serial,
+                            "part_id": part.id,
+                            "warehouse_id": warehouse.id,
+                            "status": "available",
+                            "reservation_id": None,
+                            "location": None,
+                            "updated_at": now,
+                        }
+                        for serial in serials
+                    ],
+                )
+        except IntegrityError:
+            raise Conflict("a serial number was registered at the same moment") from None
+
+    def adjust_stock(self, data: Mapping[str, Any], *, actor: str | None = None) -> dict[str, Any]:
+        delta: int = data["delta"]
+        serials: list[str] = list(data.get("serials") or [])
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            warehouse = _warehouse(s, data["warehouse"])
+            part = _part(s, data["part_number"])
+            _check_serials_given(part, serials, abs(delta), "delta")
+            reference = data["reason"]
+            if delta > 0:
+                if part.serialized:
+                    self._create_units(s, part, warehouse, serials, now)
+                level = _add_stock(s, warehouse.id, part.id, delta)
+            else:
+                level = _change_stock(s, warehouse.id, part.id, on_hand=delta, reserved=0)
+                if level is None:
+                    current = _stock_level(s, warehouse.id, part.id)
+                    raise Conflict(
+                        f"an adjustment of {delta} would take on_hand ({current.on_hand}) below "
+                        f"reserved ({current.reserved}) or below zero",
+                        stock=stock_resource(warehouse.code, part, current),
+                    )
+                if part.serialized:
+                    removed = (
+                        s.execute(
+                            update(unit_t)
+                            .where(
+                                unit_t.c.serial.in_(serials),
+                                unit_t.c.part_id == part.id,
+                                unit_t.c.warehouse_id == warehouse.id,
+                                unit_t.c.status == "available",
+                            )
+                            .values(status="written_off", updated_at=now)
+                            .returning(unit_t.c.serial)
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    missing = sorted(set(serials) - set(removed))
+                    if missing:
+                        raise Conflict(
+                            "these units are not available in the warehouse: "
+                            + ", ".join(missing[:10]),
+                            serials=missing,
+                        )
+            sign = 1 if delta > 0 else -1
+            movement_ids = _add_movements(
+                s,
+                [
+                    _movement(
+                        "adjustment",
+                        warehouse.id,
+                        part.id,
+                        qty,
+                        sign * qty,
+                        0,
+                        serial,
+                        None,
+                        reference,
+                        now,
+                    )
+                    for qty, serial in _lines(abs(delta), serials)
+                ],
+            )
+            stock = stock_resource(warehouse.code, part, level)
+            tx.publish(
+                "inventory.stock.adjusted",
+                subject=f"{part.part_number}@{warehouse.code}",
+                data={
+                    "warehouse": warehouse.code,
+                    "part_number": part.part_number,
+                    "delta": delta,
+                    "reason": reference,
+                    "serials": serials,
+                    "movement_ids": movement_ids,
+                    "stock": stock,
+                    "actor": actor,
+                },
+            )
+            _announce_crossing(tx, part, warehouse.code, level.available - delta, level)
+        return {"movement_ids": movement_ids, "stock": stock}
+
+    def list_stock(
+        self,
+        *,
+        part_number: str | None = None,
+        warehouse: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> Page:
+        query = (
+            select(
+                Warehouse.code, Part.part_number, Part.reorder_point, Stock.on_hand, Stock.reserved
+            )
+            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+            .join(Part, Part.id == Stock.part_id)
+        )
+        if part_number:
+            query = query.where(Part.part_number == part_number)
+        if warehouse:
+            query = query.where(Warehouse.code == warehouse)
+        with self.db.reading() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.execute(
+                query.order_by(Part.part_number, Warehouse.code)
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+        items = []
+        for code, number, reorder_point, on_hand, reserved in rows:
+            available = on_hand - reserved
+            items.append(
+                {
+                    "warehouse": code,
+                    "part_number": number,
+                    "on_hand": on_hand,
+                    "reserved": reserved,
+                    "available": available,
+                    "reorder_point": reorder_point,
+                    "low": reorder_point is not None and available < reorder_point,
+                }
+            )
+        return Page(items, total)
+
+    # ==================================================================================
+    # Reservations
+    # ==================================================================================
+    def reserve_part(self, data: Mapping[str, Any], *, actor: str | None = None) -> dict[str, Any]:
+        """Promise ``quantity`` of a part to a job, from the named warehouse or the one
+        whose lane predicts the earliest arrival. Raises :class:`ReservationRejected`
+        (409, with alternatives) when there is not enough."""
+        quantity: int = data["quantity"]
+        preempt: list[str] = list(data.get("preempt") or [])
+        problem = rules.preemption_problem(data["priority"], preempt)
+        if problem:
+            raise InvalidInput(problem, errors={"preempt": [problem]})
+        request_id = data.get("request_id")
+        now = self.clock.now()
+        reservation_id = str(uuid.uuid4())
+        with self.db.transaction() as tx:
+            s = tx.session
+            if request_id:
+                existing = s.scalar(
+                    select(Reservation.id).where(Reservation.request_id == request_id)
+                )
+                if existing:
+                    return reservation_resources(s, [existing])[0]
+            part = _part(s, data["part_number"])
+            site_region = data["site"]["region"]
+            if data.get("warehouse"):
+                named = _warehouse(s, data["warehouse"])
+                candidates = [
+                    rules.RankedSource(rules.Source(named.id, named.code, named.region, 0), 0.0)
+                ]
+            else:
+                candidates = self._ranked_sources(s, part.id, site_region, minimum=quantity)
+            preempted: list[Reservation] = []
+            if preempt:
+                preempted = self._preempt(
+                    s,
+                    part,
+                    preempt,
+                    candidates[0].source if data.get("warehouse") else None,
+                    reservation_id,
+                    now,
+                    actor,
+                )
+                if not data.get("warehouse"):
+                    origin = s.get(Warehouse, preempted[0].warehouse_id)
+                    candidates = [
+                        rules.RankedSource(
+                            rules.Source(origin.id, origin.code, origin.region, 0), 0.0
+                        )
+                    ]
+            chosen: rules.RankedSource | None = None
+            level: StockLevel | None = None
+            for candidate in candidates:
+                level = _change_stock(s, candidate.source.warehouse_id, part.id, 0, quantity)
+                if level is not None:
+                    chosen = candidate
+                    break
+            if chosen is None or level is None:
+                raise self._rejection(s, part, data, quantity, now)
+            warehouse_id = chosen.source.warehouse_id
+            serials = (
+                self._hold_units(s, part.id, warehouse_id, reservation_id, quantity, now)
+                if part.serialized
+                else []
+            )
+            s.execute(
+                insert(reservation_t).values(
+                    id=reservation_id,
+                    job_id=data["job_id"],
+                    part_id=part.id,
+                    warehouse_id=warehouse_id,
+                    quantity=quantity,
+                    status="confirmed",
+                    priority=data["priority"],
+                    required_by=data["required_by"],
+                    owner=data["owner"],
+                    site_name=data["site"]["name"],
+                    site_region=site_region,
+                    replaces=data.get("replaces"),
+                    request_id=request_id,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if serials:
+                s.execute(
+                    insert(reservation_unit_t),
+                    [{"reservation_id": reservation_id, "serial": serial} for serial in serials],
+                )
+            note = f"preempted {', '.join(r.id for r in preempted)}" if preempted else None
+            _add_history(s, reservation_id, "confirmed", now, note=note, actor=actor)
+            _add_movements(
+                s,
+                [
+                    _movement(
+                        "reservation",
+                        warehouse_id,
+                        part.id,
+                        qty,
+                        0,
+                        qty,
+                        serial,
+                        reservation_id,
+                        f"job {data['job_id']}",
+                        now,
+                    )
+                    for qty, serial in _lines(quantity, serials)
+                ],
+            )
+            resources = reservation_resources(s, [reservation_id, *(r.id for r in preempted)])
+            resource = resources[0]
+            tx.publish("inventory.reservation.confirmed", subject=reservation_id, data=resource)
+            for gone in resources[1:]:
+                tx.publish(
+                    "inventory.reservation.preempted", subject=gone["id"], data=gone, reply=False
+                )
+            before = level.available + quantity - sum(r.quantity for r in preempted)
+            _announce_crossing(tx, part, chosen.source.code, before, level)
+        return resource
+
+    def _ranked_sources(
+        self, s: Session, part_id: int, site_region: str, *, minimum: int
+    ) -> list[rules.RankedSource]:
+        rows = s.execute(
+            select(Warehouse.id, Warehouse.code, Warehouse.region, Stock.on_hand - Stock.reserved)
+            .join(Stock, Stock.warehouse_id == Warehouse.id)
+            .where(Stock.part_id == part_id, Stock.on_hand - Stock.reserved >= minimum)
+        ).all()
+        sources = [rules.Source(*row) for row in rows]
+        if not sources:
+            return []
+        return rules.rank_sources(sources, site_region, _lane_history(s, site_region))
+
+    def _rejection(
+        self, s: Session, part: Part, data: Mapping[str, Any], quantity: int, now: datetime
+    ) -> ReservationRejected:
+        alternatives = [
+            {
+                "warehouse": ranked.source.code,
+                "available": ranked.source.available,
+                "estimated_arrival": ranked.estimated_arrival(now),
+            }
+            for ranked in self._ranked_sources(s, part.id, data["site"]["region"], minimum=1)
+            if ranked.source.code != data.get("warehouse")
+        ]
+        extra: dict[str, Any] = {"alternatives": alternatives}
+        if data["priority"] == "machine_down":
+            rows = s.execute(
+                select(Reservation, Warehouse.code)
+                .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+                .where(
+                    Reservation.part_id == part.id,
+                    Reservation.status == "confirmed",
+                    Reservation.priority == "routine",
+                )
+                .order_by(Reservation.required_by.desc())
+                .limit(50)
+            ).all()
+            extra["preemptible"] = [
+                {
+                    "id": r.id,
+                    "job_id": r.job_id,
+                    "warehouse": code,
+                    "quantity": r.quantity,
+                    "required_by": r.required_by,
+                    "owner": r.owner,
+                }
+                for r, code in rows
+            ]
+        where = f" at {data['warehouse']}" if data.get("warehouse") else " in any warehouse"
+        return ReservationRejected(
+            f"not enough {part.part_number} available{where} for {quantity}", **_jsonable(extra)
+        )
+
+    def _hold_units(
+        self,
+        s: Session,
+        part_id: int,
+        warehouse_id: int,
+        reservation_id: str,
+        quantity: int,
+        now: datetime,
+    ) -> list[str]:
+        # The stock row is locked already, so no other reservation picks units here now.
+        pick = (
+            select(unit_t.c.serial)
+            .where(
+                unit_t.c.part_id == part_id,
+                unit_t.c.warehouse_id == warehouse_id,
+                unit_t.c.status == "available",
+            )
+            .order_by(unit_t.c.serial)
+            .limit(quantity)
+        )
+        if self.db.is_postgres:
+            pick = pick.with_for_update()
+        serials = list(s.scalars(pick).all())
+        if len(serials) < quantity:
+            raise Conflict("the stock count and the serial units disagree; count the units")
+        s.execute(
+            update(unit_t)
+            .where(unit_t.c.serial.in_(serials))
+            .values(status="reserved", reservation_id=reservation_id, updated_at=now)
+        )
+        return serials
+
+    def _preempt(
+        self,
+        s: Session,
+        part: Part,
+        ids: Sequence[str],
+        named: rules.Source | None,
+        new_id: str,
+        now: datetime,
+        actor: str | None,
+    ) -> list[Reservation]:
+        query = select(Reservation).where(Reservation.id.in_(ids)).order_by(Reservation.id)
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        found = {r.id: r for r in s.scalars(query).all()}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"no reservation {', '.join(missing)} to preempt")
+        warehouses = {r.warehouse_id for r in found.values()}
+        for r in found.values():
+            if r.part_id != part.id:
+                raise Conflict(f"reservation {r.id} is for another part")
+            if r.priority != "routine":
+                raise Conflict(f"reservation {r.id} is {r.priority}; only routine ones yield")
+            if r.status != "confirmed":
+                raise Conflict(f"reservation {r.id} is {r.status}; only a confirmed one yields")
+        if len(warehouses) > 1 or (named is not None and warehouses != {named.warehouse_id}):
+            raise Conflict("the reservations to preempt must hold stock at the warehouse chosen")
+        for r in found.values():
+            self._give_back(s, r, "preempted", now, note=f"preempted by {new_id}", actor=actor)
+            r.preempted_by = new_id
+        s.flush()
+        return [found[i] for i in ids]
+
+    def _give_back(
+        self,
+        s: Session,
+        r: Reservation,
+        status: str,
+        now: datetime,
+        *,
+        note: str | None,
+        actor: str | None,
+    ) -> None:
+        """Turn a confirmed reservation into ``status`` and return its stock and units."""
+        r.status = status
+        r.version += 1
+        r.updated_at = now
+        level = _change_stock(s, r.warehouse_id, r.part_id, 0, -r.quantity)
+        if level is None:
+            raise Conflict("the stock row disagrees with the reservation; count the stock")
+        serials = (
+            s.execute(
+                update(unit_t)
+                .where(unit_t.c.reservation_id == r.id, unit_t.c.status == "reserved")
+                .values(status="available", reservation_id=None, updated_at=now)
+                .returning(unit_t.c.serial)
+            )
+            .scalars()
+            .all()
+        )
+        _add_history(s, r.id, status, now, note=note, actor=actor)
+        _add_movements(
+            s,
+            [
+                _movement(
+                    "release",
+                    r.warehouse_id,
+                    r.part_id,
+                    qty,
+                    0,
+                    -qty,
+                    serial,
+                    r.id,
+                    note or status,
+                    now,
+                )
+                for qty, serial in _lines(r.quantity, sorted(serials))
+            ],
+        )
+        s.flush()
+
+    def release_reservation(
+        self, reservation_id: str, reason: str | None = None, *, actor: str | None = None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            r = _reservation_for_update(s, reservation_id, self.db.is_postgres)
+            if r.status != "confirmed":
+                raise Conflict(
+                    f"reservation {r.id} is {r.status}; only a confirmed reservation can be "
+                    "released",
+                    current_status=r.status,
+                )
+            part = s.get(Part, r.part_id)
+            warehouse = s.get(Warehouse, r.warehouse_id)
+            self._give_back(s, r, "released", now, note=reason, actor=actor)
+            resource = reservation_resources(s, [r.id])[0]
+            tx.publish("inventory.reservation.released", subject=r.id, data=resource)
+            level = _stock_level(s, r.warehouse_id, r.part_id)
+            _announce_crossing(tx, part, warehouse.code, level.available - r.quantity, level)
+        return resource
+
+    def get_reservation(self, reservation_id: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            resources = reservation_resources(session, [reservation_id])
+        if not resources:
+            raise NotFound(f"no reservation {reservation_id}")
+        return resources[0]
+
+    def list_reservations(
+        self,
+        *,
+        job_id: str | None = None,
+        status: str | None = None,
+        part_number: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> Page:
+        query = select(Reservation.id)
+        if job_id:
+            query = query.where(Reservation.job_id == job_id)
+        if status:
+            query = query.where(Reservation.status == status)
+        if part_number:
+            query = query.join(Part, Part.id == Reservation.part_id).where(
+                Part.part_number == part_number
+            )
+        with self.db.reading() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            ids = session.scalars(
+                query.order_by(Reservation.created_at, Reservation.id)
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+            return Page(reservation_resources(session, list(ids)), total)
+
+    def reject_command(
+        self,
+        event_type: str,
+        envelope: Mapping[str, Any],
+        error: DomainError,
+        *,
+        request: Mapping[str, Any],
+    ) -> None:
+        """Answer a command that could not be carried out (not enough stock, unknown
+        reservation...) with its ``*.rejected`` event."""
+        data: dict[str, Any] = {
+            "command_id": envelope["id"],
+            "request_id": request.get("request_id"),
+            "status": "rejected",
+            "reason": error.type_slug,
+            "detail": error.detail,
+            **{
+                k: request[k]
+                for k in ("job_id", "part_number", "quantity", "reservation_id")
+                if k in request
+            },
+            **_jsonable(error.extra),
+        }
+        if isinstance(error, InvalidInput):
+            data["errors"] = error.errors
+        with self.db.transaction() as tx:
+            tx.publish(event_type, subject=envelope["id"], data=data)
+
+    # ==================================================================================
+    # The ledger and units
+    # ==================================================================================
+    def list_movements(
+        self,
+        *,
+        part_number: str | None = None,
+        warehouse: str | None = None,
+        since: datetime | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> Page:
+        query = (
+            select(Movement, Warehouse.code, Part.part_number)
+            .join(Warehouse, Warehouse.id == Movement.warehouse_id)
+            .join(Part, Part.id == Movement.part_id)
+        )
+        if part_number:
+            query = query.where(Part.part_number == part_number)
+        if warehouse:
+            query = query.where(Warehouse.code == warehouse)
+        if since:
+            query = query.where(Movement.at >= since)
+        with self.db.reading() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.execute(
+                query.order_by(Movement.id).offset((page - 1) * page_size).limit(page_size)
+            ).all()
+        return Page([movement_resource(m, code, number) for m, code, number in rows], total)
+
+    def get_unit(self, serial: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            row = session.execute(
+                select(Unit, Part.part_number, Warehouse.code)
+                .join(Part, Part.id == Unit.part_id)
+                .outerjoin(Warehouse, Warehouse.id == Unit.warehouse_id)
+                .where(Unit.serial == serial)
+            ).first()
+            if row is None:
+                raise NotFound(f"no unit with serial {serial}")
+            unit, number, code = row
+            history = session.execute(
+                select(Movement, Warehouse.code)
+                .join(Warehouse, Warehouse.id == Movement.warehouse_id)
+                .where(Movement.serial == serial)
+                .order_by(Movement.id)
+            ).all()
+        return {
+            "serial": unit.serial,
+            "part_number": number,
+            "warehouse": code,
+            "status": unit.status,
+            "reservation_id": unit.reservation_id,
+            "location": unit.location,
+            "history": [movement_resource(m, c, number) for m, c in history],
+        }
+
+    def ledger_balances(self) -> list[dict[str, Any]]:
+        """Per stock row: its numbers and what the ledger says they should be."""
+        with self.db.reading() as session:
+            sums = (
+                select(
+                    Movement.warehouse_id,
+                    Movement.part_id,
+                    func.sum(Movement.on_hand_change).label("on_hand"),
+                    func.sum(Movement.reserved_change).label("reserved"),
+                )
+                .group_by(Movement.warehouse_id, Movement.part_id)
+                .subquery()
+            )
+            rows = session.execute(
+                select(
+                    Warehouse.code,
+                    Part.part_number,
+                    Stock.on_hand,
+                    Stock.reserved,
+                    sums.c.on_hand,
+                    sums.c.reserved,
+                )
+                .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+                .join(Part, Part.id == Stock.part_id)
+                .outerjoin(
+                    sums,
+                    and_(
+                        sums.c.warehouse_id == Stock.warehouse_id, sums.c.part_id == Stock.part_id
+                    ),
+                )
+            ).all()
+        return [
+            {
+                "warehouse": code,
+                "part_number": number,
+                "on_hand": on_hand,
+                "reserved": reserved,
+                "ledger_on_hand": int(l_on_hand or 0),
+                "ledger_reserved": int(l_reserved or 0),
+            }
+            for code, number, on_hand, reserved, l_on_hand, l_reserved in rows
+        ]
+
+
+# ======================================================================================
+# Resources: what the API shows and the events carry
+# ======================================================================================
+def warehouse_resource(w: Warehouse) -> dict[str, Any]:
+    return {
+        "code": w.code,
+        "name": w.name,
+        "region": w.region,
+        "kind": w.kind,
+        "created_at": w.created_at,
+        "updated_at": w.updated_at,
+    }
+
+
+def part_resource(p: Part) -> dict[str, Any]:
+    return {
+        "part_number": p.part_number,
+        "description": p.description,
+        "serialized": p.serialized,
+        "reorder_point": p.reorder_point,
+        "created_at": p.created_at,
+    }
+
+
+def stock_resource(warehouse_code: str, part: Part, level: StockLevel) -> dict[str, Any]:
+    return {
+        "warehouse": warehouse_code,
+        "part_number": part.part_number,
+        "on_hand": level.on_hand,
+        "reserved": level.reserved,
+        "available": level.available,
+        "reorder_point": part.reorder_point,
+        "low": part.reorder_point is not None and level.available < part.reorder_point,
+    }
+
+
+def movement_resource(m: Movement, warehouse_code: str, part_number: str) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "warehouse": warehouse_code,
+        "part_number": part_number,
+        "quantity": m.quantity,
+        "on_hand_change": m.on_hand_change,
+        "reserved_change": m.reserved_change,
+        "serial": m.serial,
+        "reservation_id": m.reservation_id,
+        "reference": m.reference,
+        "at": m.at,
+    }
+
+
+def reservation_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Reservations as the API shows them, in the order of ``ids``."""
+    if not ids:
+        return []
+    rows = s.execute(
+        select(Reservation, Part.part_number, Warehouse.code)
+        .join(Part, Part.id == Reservation.part_id)
+        .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
+        .where(Reservation.id.in_(ids))
+    ).all()
+    serials: dict[str, list[str]] = {}
+    for reservation_id, serial in s.execute(
+        select(ReservationUnit.reservation_id, ReservationUnit.serial)
+        .where(ReservationUnit.reservation_id.in_(ids))
+        .order_by(ReservationUnit.serial)
+    ):
+        serials.setdefault(reservation_id, []).append(serial)
+    history: dict[str, list[dict[str, Any]]] = {}
+    for event in s.scalars(
+        select(ReservationEvent)
+        .where(ReservationEvent.reservation_id.in_(ids))
+        .order_by(ReservationEvent.id)
+    ):
+        history.setdefault(event.reservation_id, []).append(
+            {"status": event.status, "at": event.at, "note": event.note, "actor": event.actor}
+        )
+    by_id = {}
+    for r, part_number, code in rows:
+        by_id[r.id] = {
+            "id": r.id,
+            "job_id": r.job_id,
+            "part_number": part_number,
+            "quantity": r.quantity,
+            "warehouse": code,
+            "status": r.status,
+            "priority": r.priority,
+            "required_by": r.required_by,
+            "owner": r.owner,
+            "site": {"name": r.site_name, "region": r.site_region},
+            "serials": serials.get(r.id, []),
+            "replaces": r.replaces,
+            "preempted_by": r.preempted_by,
+            "request_id": r.request_id,
+            "version": r.version,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "history": history.get(r.id, []),
+        }
+    return [by_id[i] for i in ids if i in by_id]
+
+
+# ======================================================================================
+# Statements
+# ======================================================================================
+def _warehouse_or_none(s: Session, code: str) -> Warehouse | None:
+    return s.scalar(select(Warehouse).where(Warehouse.code == code))
+
+
+def _warehouse(s: Session, code: str) -> Warehouse:
+    warehouse = _warehouse_or_none(s, code)
+    if warehouse is None:
+        raise NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
+    return warehouse
+
+
+def _part_or_none(s: Session, part_number: str) -> Part | None:
+    return s.scalar(select(Part).where(Part.part_number == part_number))
+
+
+def _part(s: Session, part_number: str) -> Part:
+    part = _part_or_none(s, part_number)
+    if part is None:
+        raise NotFound(
+            f"no part {part_number}", errors={"part_number": [f"unknown part {part_number}"]}
+        )
+    return part
+
+
+def _reservation_for_update(s: Session, reservation_id: str, lock: bool) -> Reservation:
+    query = select(Reservation).where(Reservation.id == reservation_id)
+    if lock:
+        query = query.with_for_update()
+    r = s.scalar(query)
+    if r is None:
+        raise NotFound(f"no reservation {reservation_id}")
+    return r
+
+
+def _check_serials_given(part: Part, serials: Sequence[str], count: int, field: str) -> None:
+    if part.serialized and len(serials) != count:
+        message = (
+            f"{part.part_number} is serialized: give one serial per unit "
+            f"({count} expected, {len(serials)} given)"
+        )
+        raise InvalidInput(message, errors={"serials": [message]})
+    if not part.serialized and serials:
+        message = f"{part.part_number} is not serialized: serials are not taken"
+        raise InvalidInput(message, errors={"serials": [message]})
+
+
+def _lines(quantity: int, serials: Sequence[str]) -> list[tuple[int, str | None]]:
+    """Ledger lines: one per serial unit, or one for a bulk quantity."""
+    if serials:
+        return [(1, serial) for serial in serials]
+    return [(quantity, None)]
+
+
+def _movement(
+    kind: str,
+    warehouse_id: int,
+    part_id: int,
+    quantity: int,
+    on_hand_change: int,
+    reserved_change: int,
+    serial: str | None,
+    reservation_id: str | None,
+    reference: str | None,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "warehouse_id": warehouse_id,
+        "part_id": part_id,
+        "quantity": quantity,
+        "on_hand_change": on_hand_change,
+        "reserved_change": reserved_change,
+        "serial": serial,
+        "reservation_id": reservation_id,
+        "reference": reference,
+        "at": at,
+    }
+
+
+def _add_movements(s: Session, movements: list[dict[str, Any]]) -> list[int]:
+    if len(movements) == 1:
+        return [
+            s.execute(
+                insert(movement_t).values(**movements[0]).returning(movement_t.c.id)
+            ).scalar_one()
+        ]
+    return list(
+        s.scalars(
+            insert(movement_t).returning(movement_t.c.id, sort_by_parameter_order=True), movements
+        ).all()
+    )
+
+
+def _add_history(
+    s: Session,
+    reservation_id: str,
+    status: str,
+    at: datetime,
+    *,
+    note: str | None = None,
+    actor: str | None = None,
+) -> None:
+    s.execute(
+        insert(reservation_event_t).values(
+            reservation_id=reservation_id, status=status, at=at, note=note, actor=actor
+        )
+    )
+
+
+def _change_stock(
+    s: Session, warehouse_id: int, part_id: int, on_hand: int, reserved: int
+) -> StockLevel | None:
+    """Apply a change if the result keeps 0 <= reserved <= on_hand; None if it would not."""
+    row = s.execute(
+        update(stock_t)
+        .where(
+            stock_t.c.warehouse_id == warehouse_id,
+            stock_t.c.part_id == part_id,
+            stock_t.c.on_hand + on_hand >= stock_t.c.reserved + reserved,
+            stock_t.c.reserved + reserved >= 0,
+        )
+        .values(on_hand=stock_t.c.on_hand + on_hand, reserved=stock_t.c.reserved + reserved)
+        .returning(stock_t.c.on_hand, stock_t.c.reserved)
+    ).first()
+    return None if row is None else StockLevel(row.on_hand, row.reserved)
+
+
+def _add_stock(s: Session, warehouse_id: int, part_id: int, quantity: int) -> StockLevel:
+    """Receive into a stock row, creating it on first receipt."""
+    dialect_insert = (
+        postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    statement = dialect_insert(stock_t).values(
+        warehouse_id=warehouse_id, part_id=part_id, on_hand=quantity, reserved=0
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[stock_t.c.warehouse_id, stock_t.c.part_id],
+        set_={"on_hand": stock_t.c.on_hand + quantity},
+    ).returning(stock_t.c.on_hand, stock_t.c.reserved)
+    row = s.execute(statement).one()
+    return StockLevel(row.on_hand, row.reserved)
+
+
+def _stock_level(s: Session, warehouse_id: int, part_id: int) -> StockLevel:
+    row = s.execute(
+        select(stock_t.c.on_hand, stock_t.c.reserved).where(
+            stock_t.c.warehouse_id == warehouse_id, stock_t.c.part_id == part_id
+        )
+    ).first()
+    return StockLevel(0, 0) if row is None else StockLevel(row.on_hand, row.reserved)
+
+
+def _lane_history(s: Session, destination_region: str) -> dict[tuple[str, str], list[float]]:
+    """Recent transit hours into one region, by lane."""
+    history: dict[tuple[str, str], list[float]] = {}
+    for origin, destination, hours in s.execute(
+        select(LaneTransit.origin_region, LaneTransit.destination_region, LaneTransit.hours)
+        .where(LaneTransit.destination_region == destination_region)
+        .order_by(LaneTransit.observed_at.desc())
+        .limit(2000)
+    ):
+        history.setdefault((origin, destination), []).append(hours)
+    return history
+
+
+def _announce_crossing(
+    tx: Transaction, part: Part, warehouse_code: str, available_before: int, level: StockLevel
+) -> None:
+    crossing = rules.low_stock_crossing(available_before, level.available, part.reorder_point)
+    if crossing is None:
+        return
+    tx.publish(
+        f"inventory.stock.{crossing}",
+        subject=f"{part.part_number}@{warehouse_code}",
+        data=stock_resource(warehouse_code, part, level),
+        reply=False,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

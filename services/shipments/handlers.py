@@ -1,0 +1,7 @@
+"""Shipments's message handlers."""
+
+from __future__ import annotations
+
+from shared.bus.consumer import Route
+
+ROUTES: dict[str, Route] = {}

@@ -1,0 +1,12 @@
+"""Shipments's use cases."""
+
+from __future__ import annotations
+
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+
+
+class Shipments:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock = clock or SystemClock()

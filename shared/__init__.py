@@ -1,0 +1,1 @@
+"""What all Partsflow services stand on; nothing here knows any one service."""

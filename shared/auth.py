@@ -1,0 +1,165 @@
+"""Users, roles and credentials.
+
+Users live in one JSON file (``PARTSFLOW_USERS_FILE``) that every service reads,
+reloaded when it changes, so ``partsflow users add`` takes effect without a
+restart. API tokens are random and stored only as SHA-256 digests (a token has
+enough entropy that a slow hash adds nothing); passwords for the login form are
+stored with werkzeug's salted scrypt hash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+ROLES = ("admin", "logistics", "engineer", "service", "viewer")
+
+READ = "read"
+MANAGE_STOCK = "manage_stock"
+RESERVE = "reserve"
+MANAGE_SHIPMENTS = "manage_shipments"
+RECORD_EVENTS = "record_events"
+ACKNOWLEDGE_ALERTS = "acknowledge_alerts"
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {READ, MANAGE_STOCK, RESERVE, MANAGE_SHIPMENTS, RECORD_EVENTS, ACKNOWLEDGE_ALERTS}
+    ),
+    "logistics": frozenset(
+        {READ, MANAGE_STOCK, RESERVE, MANAGE_SHIPMENTS, RECORD_EVENTS, ACKNOWLEDGE_ALERTS}
+    ),
+    "engineer": frozenset({READ, ACKNOWLEDGE_ALERTS}),
+    "service": frozenset({READ, RESERVE, RECORD_EVENTS}),
+    "viewer": frozenset({READ}),
+}
+
+TOKEN_PREFIX = "pf_"
+MIN_PASSWORD_LENGTH = 8
+
+
+class UserError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UserStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._mtime: float | None = None
+        self._users: dict[str, dict] = {}
+        self._by_token: dict[str, str] = {}
+
+    # -- reading ------------------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._mtime and self._mtime is not None:
+            return
+        with self._lock:
+            users = self._read_file()
+            self._users = users
+            self._by_token = {
+                digest: name for name, user in users.items() for digest in user.get("tokens", [])
+            }
+            self._mtime = mtime
+
+    def _read_file(self) -> dict[str, dict]:
+        try:
+            content = json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            return {}
+        return dict(content.get("users", {}))
+
+    def by_token(self, token: str) -> User | None:
+        self._load()
+        name = self._by_token.get(token_digest(token))
+        if name is None:
+            return None
+        return User(name=name, role=self._users[name]["role"])
+
+    def by_password(self, name: str, password: str) -> User | None:
+        self._load()
+        user = self._users.get(name)
+        if not user or not user.get("password_hash"):
+            # Same work either way, so timing does not tell which names exist.
+            check_password_hash(_dummy_hash(), password)
+            return None
+        if not check_password_hash(user["password_hash"], password):
+            return None
+        return User(name=name, role=user["role"])
+
+    def get(self, name: str) -> User | None:
+        self._load()
+        user = self._users.get(name)
+        return User(name=name, role=user["role"]) if user else None
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._users)
+
+    # -- writing ------------------------------------------------------------------------
+    def add(self, name: str, role: str, password: str | None = None) -> str:
+        """Create (or update) a user; return a new API token, shown only this once."""
+        if role not in ROLES:
+            raise UserError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise UserError("a user name takes letters, digits, '-', '_' and '.'")
+        if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+            raise UserError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = self._read_file()
+            user = users.get(name, {"tokens": []})
+            user["role"] = role
+            user["tokens"] = [*user.get("tokens", []), token_digest(token)]
+            if password is not None:
+                user["password_hash"] = generate_password_hash(password)
+            users[name] = user
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"users": users}, handle, indent=2, sort_keys=True)
+            os.replace(tmp, self.path)
+        self._mtime = None
+        return token
+
+
+def parse_bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash(secrets.token_hex(8))

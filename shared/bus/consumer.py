@@ -1,0 +1,360 @@
+"""Consumers: apply each message once, ack after commit, never lose one.
+
+One thread owns the broker connection: it receives, acks, rejects and serves
+heartbeats. Handlers run on worker threads, so a handler that takes minutes does
+not let the connection die. Outcomes:
+
+* applied (or found in the inbox: a duplicate) → ack, after the commit;
+* the database is unreachable → retried in place with backoff, without limit and
+  without spending a delivery attempt (nothing is dead-lettered for an outage);
+* the handler fails otherwise → requeued after a backoff, and dead-lettered once
+  the message has had ``delivery_limit`` deliveries;
+* the body is not an envelope, or has no handler → dead-lettered at once; a command
+  whose data fails validation is answered by its ``*.rejected`` event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from kombu import Consumer as KombuConsumer
+from kombu import Producer
+from marshmallow import Schema, ValidationError
+
+from shared.bus.connection import connect, connection_errors
+from shared.bus.context import MessageContext, message_context
+from shared.bus.envelope import MalformedMessage, decode
+from shared.bus.store import DuplicateDelivery
+from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
+from shared.config import Settings
+from shared.db import Database, is_transient_db_error
+
+log = logging.getLogger("partsflow.bus.consumer")
+
+Handler = Callable[[Any, dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What to do with one message type: validate ``data`` with ``schema``, then call
+    ``handle(service, data, envelope)``. ``rejected`` names the event that answers a
+    command whose data is invalid."""
+
+    handle: Handler
+    schema: type[Schema] | None = None
+    kind: str = "event"
+    rejected: str | None = None
+
+
+def queue_specs(service: str, routes: Mapping[str, Route]) -> list[QueueSpec]:
+    """The work queues a service's routing table needs."""
+    commands = tuple(sorted(t for t, r in routes.items() if r.kind == COMMAND))
+    events = tuple(sorted(t for t, r in routes.items() if r.kind != COMMAND))
+    specs = []
+    if commands:
+        specs.append(QueueSpec(service, "commands", commands))
+    if events:
+        specs.append(QueueSpec(service, "events", events))
+    return specs
+
+
+class Outcome(Enum):
+    ACK = "ack"
+    REQUEUE = "requeue"
+    DEAD = "dead"
+
+
+@dataclass
+class Stats:
+    applied: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    rejected: int = 0
+    reconnects: int = 0
+
+
+class MessageConsumer:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        topology: Topology,
+        service: str,
+        db: Database,
+        routes: Mapping[str, Route],
+        target: Any,
+        threads: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.service = service
+        self.db = db
+        self.routes = dict(routes)
+        self.target = target
+        self.threads = threads
+        self.stats = Stats()
+        self.connected = threading.Event()
+        self._work: queue.Queue[tuple[int, Any] | None] = queue.Queue()
+        self._finished: queue.Queue[tuple[int, Any, Outcome, str]] = queue.Queue()
+        self._generation = 0
+        self._in_flight = 0
+        self._failures: OrderedDict[str, int] = OrderedDict()
+        self._stop = threading.Event()
+
+    # -- the connection thread --------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        workers = [
+            threading.Thread(
+                target=self._work_loop, name=f"{self.service}-handler-{i}", daemon=True
+            )
+            for i in range(self.threads)
+        ]
+        for worker in workers:
+            worker.start()
+        backoff = self.settings.retry_backoff_seconds
+        try:
+            while not stop.is_set():
+                try:
+                    self._consume(stop)
+                    backoff = self.settings.retry_backoff_seconds
+                except TopologyError:
+                    raise
+                except Exception as exc:
+                    self.connected.clear()
+                    self.stats.reconnects += 1
+                    log.warning(
+                        "consumer lost the broker, reconnecting: %r",
+                        exc,
+                        extra={"service": self.service},
+                    )
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.max_retry_backoff_seconds)
+        finally:
+            self.connected.clear()
+            for _ in workers:
+                self._work.put(None)
+            for worker in workers:
+                worker.join(timeout=10)
+
+    def _consume(self, stop: threading.Event) -> None:
+        connection = connect(self.settings, name=f"{self.service}-consumer")
+        try:
+            connection.ensure_connection(max_retries=1)
+            self.topology.declare(connection)
+            channel = connection.channel()
+            channel.basic_qos(0, self.settings.consumer_prefetch, False)
+            self._generation += 1
+            generation = self._generation
+            self._in_flight = 0
+            queues = [
+                self.topology.work_queue(spec) for spec in self.topology.queues_of(self.service)
+            ]
+
+            def received(message: Any) -> None:
+                self._in_flight += 1
+                self._work.put((generation, message))
+
+            consumer = KombuConsumer(channel, queues=queues, on_message=received, no_ack=False)
+            consumer.consume()
+            self.connected.set()
+            errors = connection_errors(connection)
+            last_heartbeat = time.monotonic()
+            while not stop.is_set():
+                self._settle(generation, channel)
+                with contextlib.suppress(TimeoutError):
+                    connection.drain_events(timeout=0.05)
+                if time.monotonic() - last_heartbeat > 1.0:
+                    connection.heartbeat_check()
+                    last_heartbeat = time.monotonic()
+            # Stopping: take no more, let what is being handled finish and settle.
+            with contextlib.suppress(errors):
+                consumer.cancel()
+            deadline = time.monotonic() + 30
+            while self._in_flight > 0 and time.monotonic() < deadline:
+                self._settle(generation, channel, wait=0.1)
+        finally:
+            self.connected.clear()
+            with contextlib.suppress(Exception):
+                connection.release()
+
+    def _settle(self, generation: int, channel: Any, wait: float = 0.0) -> None:
+        while True:
+            try:
+                done_generation, message, outcome, reason = self._finished.get(timeout=wait)
+            except queue.Empty:
+                return
+            wait = 0.0
+            if done_generation != generation:
+                # Received on a connection that is gone: the broker redelivers it, and
+                # the inbox makes the repeat harmless.
+                continue
+            self._in_flight -= 1
+            if outcome is Outcome.ACK:
+                message.ack()
+            elif outcome is Outcome.REQUEUE:
+                message.reject(requeue=True)
+            else:
+                self._dead_letter(channel, message, reason)
+
+    def _dead_letter(self, channel: Any, message: Any, reason: str) -> None:
+        self.stats.dead_lettered += 1
+        log.error(
+            "message dead-lettered: %s",
+            reason,
+            extra={
+                "service": self.service,
+                "message_id": message.properties.get("message_id"),
+                "type": message.properties.get("type"),
+            },
+        )
+        if self.settings.is_memory_bus:
+            # The in-process transport has no dead-letter exchange: move it there ourselves.
+            headers = dict(message.headers or {})
+            headers["x-partsflow-dead-reason"] = reason[:500]
+            Producer(channel).publish(
+                message.body,
+                exchange=self.topology.dead_letter_exchange(),
+                routing_key=self.service,
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                retry=False,
+            )
+            message.ack()
+        else:
+            message.reject(requeue=False)
+
+    # -- the handler threads ---------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            generation, message = item
+            try:
+                outcome, reason = self.handle(message)
+            except Exception as exc:
+                log.exception("unexpected consumer failure")
+                outcome, reason = Outcome.REQUEUE, repr(exc)
+            self._finished.put((generation, message, outcome, reason))
+
+    def handle(self, message: Any) -> tuple[Outcome, str]:
+        """Apply one delivered message and say what to tell the broker."""
+        properties = message.properties or {}
+        try:
+            envelope = decode(message.body)
+        except MalformedMessage as exc:
+            route = self.routes.get(properties.get("type") or "")
+            if exc.message_id and route is not None and route.rejected:
+                self._answer_rejected(
+                    route, exc.message_id, properties, {"_envelope": [exc.reason]}
+                )
+            return Outcome.DEAD, f"malformed: {exc.reason}"
+        route = self.routes.get(envelope["type"])
+        if route is None:
+            return Outcome.DEAD, f"no handler for {envelope['type']}"
+        data = envelope["data"]
+        if route.schema is not None:
+            try:
+                data = route.schema().load(envelope["data"])
+            except ValidationError as err:
+                if route.rejected:
+                    self._answer_rejected(
+                        route, envelope["id"], properties, err.normalized_messages()
+                    )
+                    return Outcome.ACK, "rejected"
+                return Outcome.DEAD, f"invalid data: {err.normalized_messages()}"
+        context = MessageContext(
+            correlation_id=envelope["id"] if route.kind == COMMAND else envelope["correlationid"],
+            inbox_message_id=envelope["id"],
+            inbox_message_type=envelope["type"],
+            reply_to=properties.get("reply_to"),
+        )
+        backoff = self.settings.retry_backoff_seconds
+        while True:
+            try:
+                with message_context(context):
+                    route.handle(self.target, data, envelope)
+                self.stats.applied += 1
+                self._failures.pop(envelope["id"], None)
+                return Outcome.ACK, "applied"
+            except DuplicateDelivery:
+                self.stats.duplicates += 1
+                return Outcome.ACK, "duplicate"
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    if self._stop.is_set():
+                        return Outcome.REQUEUE, "stopping"
+                    log.warning("database unavailable, retrying: %s", exc.__class__.__name__)
+                    self.stats.retried += 1
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.max_retry_backoff_seconds)
+                    continue
+                return self._failed(envelope, message, exc)
+
+    def _failed(
+        self, envelope: dict[str, Any], message: Any, exc: Exception
+    ) -> tuple[Outcome, str]:
+        message_id = envelope["id"]
+        local = self._failures.get(message_id, 0) + 1
+        self._failures[message_id] = local
+        self._failures.move_to_end(message_id)
+        while len(self._failures) > 10_000:
+            self._failures.popitem(last=False)
+        broker_count = int((message.headers or {}).get("x-delivery-count") or 0) + 1
+        deliveries = max(local, broker_count)
+        reason = f"{exc.__class__.__name__}: {exc}"
+        log.warning(
+            "handler failed (delivery %d of %d): %s",
+            deliveries,
+            self.settings.delivery_limit,
+            reason,
+            extra={"service": self.service, "message_id": message_id},
+        )
+        if deliveries >= self.settings.delivery_limit:
+            self._failures.pop(message_id, None)
+            return Outcome.DEAD, f"failed {deliveries} times: {reason}"
+        self.stats.retried += 1
+        self._stop.wait(
+            min(
+                self.settings.retry_backoff_seconds * 2 ** (deliveries - 1),
+                self.settings.max_retry_backoff_seconds,
+            )
+        )
+        return Outcome.REQUEUE, reason
+
+    def _answer_rejected(
+        self, route: Route, command_id: str, properties: Mapping[str, Any], errors: Any
+    ) -> None:
+        self.stats.rejected += 1
+        context = MessageContext(
+            correlation_id=command_id,
+            inbox_message_id=command_id,
+            inbox_message_type=properties.get("type") or "",
+            reply_to=properties.get("reply_to"),
+        )
+        try:
+            with message_context(context), self.db.transaction() as tx:
+                tx.publish(
+                    route.rejected or "",
+                    subject=command_id,
+                    data={
+                        "command_id": command_id,
+                        "status": "rejected",
+                        "detail": "the command's data is invalid",
+                        "errors": errors,
+                    },
+                )
+        except DuplicateDelivery:
+            pass

@@ -1,0 +1,37 @@
+"""What the current request or message is, so that every event it causes carries
+its correlation id, and a consumed message is recorded in the inbox of the very
+transaction that applies it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass
+class MessageContext:
+    correlation_id: str
+    # Set when a consumed message is being handled: its id goes into the inbox.
+    inbox_message_id: str | None = None
+    inbox_message_type: str | None = None
+    reply_to: str | None = None
+    inbox_recorded: bool = False
+
+
+current_message: ContextVar[MessageContext | None] = ContextVar("current_message", default=None)
+
+
+@contextmanager
+def message_context(context: MessageContext) -> Iterator[MessageContext]:
+    token = current_message.set(context)
+    try:
+        yield context
+    finally:
+        current_message.reset(token)
+
+
+def current_correlation_id() -> str | None:
+    context = current_message.get()
+    return context.correlation_id if context else None

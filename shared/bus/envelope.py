@@ -1,0 +1,85 @@
+"""CloudEvents 1.0 structured JSON envelopes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+CONTENT_TYPE = "application/cloudevents+json"
+REQUIRED = ("specversion", "id", "source", "type")
+
+
+class MalformedMessage(ValueError):
+    """The body is not a CloudEvents envelope we can read; it can never succeed."""
+
+    def __init__(self, reason: str, *, message_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message_id = message_id
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_envelope(
+    type: str,
+    *,
+    source: str,
+    data: Mapping[str, Any],
+    subject: str | None = None,
+    correlationid: str | None = None,
+    id: str | None = None,
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    message_id = id or new_id()
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": message_id,
+        "source": source,
+        "type": type,
+        "time": (time or datetime.now(UTC)).isoformat(),
+        "datacontenttype": "application/json",
+        "correlationid": correlationid or message_id,
+        "data": dict(data),
+    }
+    if subject is not None:
+        envelope["subject"] = str(subject)
+    return envelope
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def encode(envelope: Mapping[str, Any]) -> str:
+    return json.dumps(envelope, separators=(",", ":"), default=_json_default)
+
+
+def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    """Parse and check an envelope; raise :class:`MalformedMessage` when it is not one."""
+    if isinstance(body, Mapping):
+        envelope = dict(body)
+    else:
+        try:
+            envelope = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedMessage(f"body is not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MalformedMessage("body is not a JSON object")
+    message_id = envelope.get("id") if isinstance(envelope.get("id"), str) else None
+    missing = [name for name in REQUIRED if not isinstance(envelope.get(name), str)]
+    if missing:
+        raise MalformedMessage(f"envelope lacks {', '.join(missing)}", message_id=message_id)
+    if envelope["specversion"] != "1.0":
+        raise MalformedMessage("specversion must be 1.0", message_id=message_id)
+    if not isinstance(envelope.get("data", {}), dict):
+        raise MalformedMessage("data must be a JSON object", message_id=message_id)
+    envelope.setdefault("data", {})
+    envelope.setdefault("correlationid", envelope["id"])
+    return envelope

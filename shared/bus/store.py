@@ -1,0 +1,180 @@
+"""The bus's tables in each service's database, and the write transaction.
+
+``outbox``: events and commands committed with the state change they announce; the
+relay publishes them. ``inbox``: ids of consumed messages, recorded in the same
+transaction as their effects. ``idempotency_keys``: first answers to POSTs that
+carried an ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.bus.context import current_message
+from shared.bus.envelope import encode, make_envelope
+from shared.sqltypes import BigId, UTCDateTime
+
+EVENTS = "events"
+COMMANDS = "commands"
+
+
+class DuplicateDelivery(Exception):
+    """The message was applied before (its id is in the inbox)."""
+
+
+@dataclass(frozen=True)
+class BusTables:
+    outbox: Table
+    inbox: Table
+    idempotency_keys: Table
+
+
+def define_bus_tables(metadata: MetaData) -> BusTables:
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("message_id", String(64), nullable=False, unique=True),
+        Column("exchange", String(16), nullable=False),
+        Column("routing_key", String(200), nullable=False),
+        Column("body", Text, nullable=False),
+        Column("correlation_id", String(64), nullable=False),
+        Column("reply_to", String(255)),
+        Column("created_at", UTCDateTime, nullable=False),
+        # Not before: set when a publish failed (an unroutable command), for a later retry.
+        Column("available_at", UTCDateTime),
+        Column("sent_at", UTCDateTime),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("last_error", Text),
+    )
+    Index(
+        "ix_outbox_unsent",
+        outbox.c.id,
+        postgresql_where=outbox.c.sent_at.is_(None),
+        sqlite_where=outbox.c.sent_at.is_(None),
+    )
+    Index("ix_outbox_sent_at", outbox.c.sent_at)
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("message_id", String(64), primary_key=True),
+        Column("message_type", String(200), nullable=False),
+        Column("received_at", UTCDateTime, nullable=False, index=True),
+    )
+    idempotency_keys = Table(
+        "idempotency_keys",
+        metadata,
+        Column("principal", String(100), primary_key=True),
+        Column("key", String(255), primary_key=True),
+        Column("request_hash", String(64), nullable=False),
+        Column("status_code", Integer),
+        Column("response_body", Text),
+        Column("created_at", UTCDateTime, nullable=False),
+    )
+    return BusTables(outbox=outbox, inbox=inbox, idempotency_keys=idempotency_keys)
+
+
+class Transaction:
+    """A unit of work: a session plus the outbox of the service that owns it."""
+
+    def __init__(self, session: Session, bus: BusTables, *, source: str) -> None:
+        self.session = session
+        self.bus = bus
+        self.source = source
+        self.outbox_rows = 0
+
+    def begin(self) -> None:
+        """Record the message being handled (if any) in the inbox, first of all."""
+        context = current_message.get()
+        if context is None or context.inbox_message_id is None or context.inbox_recorded:
+            return
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(self.bus.inbox).values(
+                        message_id=context.inbox_message_id,
+                        message_type=context.inbox_message_type or "",
+                        received_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            raise DuplicateDelivery(context.inbox_message_id) from None
+
+    def committed(self) -> None:
+        context = current_message.get()
+        if context is not None and context.inbox_message_id is not None:
+            context.inbox_recorded = True
+
+    def publish(
+        self,
+        type: str,
+        *,
+        data: Mapping[str, Any],
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        reply: bool = True,
+    ) -> str:
+        """Add an event to the outbox; it goes out after this transaction commits.
+
+        ``reply``: when the message being handled asked for an answer (``reply_to``),
+        this event is also sent there.
+        """
+        return self._add(EVENTS, type, data, subject, correlation_id, reply)
+
+    def send_command(
+        self,
+        type: str,
+        *,
+        data: Mapping[str, Any],
+        subject: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        return self._add(COMMANDS, type, data, subject, correlation_id, reply=False)
+
+    def _add(
+        self,
+        exchange: str,
+        type: str,
+        data: Mapping[str, Any],
+        subject: str | None,
+        correlation_id: str | None,
+        reply: bool,
+    ) -> str:
+        context = current_message.get()
+        envelope = make_envelope(
+            type,
+            source=self.source,
+            data=data,
+            subject=subject,
+            correlationid=correlation_id or (context.correlation_id if context else None),
+        )
+        self.session.execute(
+            insert(self.bus.outbox).values(
+                message_id=envelope["id"],
+                exchange=exchange,
+                routing_key=type,
+                body=encode(envelope),
+                correlation_id=envelope["correlationid"],
+                reply_to=context.reply_to if (reply and context) else None,
+                created_at=datetime.now(UTC),
+                attempts=0,
+            )
+        )
+        self.outbox_rows += 1
+        return envelope["id"]

@@ -1,0 +1,179 @@
+"""One database per service: engine, sessions, the transaction helper, migrations.
+
+A write transaction is where state and the events announcing it are committed
+together (the transactional outbox), and where a consumed message is recorded in
+the inbox so that a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.bus.store import BusTables, Transaction
+
+OUTBOX_CHANNEL = "partsflow_outbox"
+
+
+def build_engine(url: str, *, pool_size: int = 5) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+        _make_sqlite_transactional(engine)
+        return engine
+    return create_engine(
+        parsed.set(drivername="postgresql+psycopg"),
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def _make_sqlite_transactional(engine: Engine) -> None:
+    """SQLite takes the write lock up front (BEGIN IMMEDIATE) so two writers never
+    deadlock upgrading a read lock; WAL lets readers go on meanwhile."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        reading = conn.get_execution_options().get("partsflow_read", False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True when the database (not the data) is the problem: down, restarting, locked."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class Database:
+    """The database of one service."""
+
+    def __init__(self, url: str, *, service: str, bus: BusTables, pool_size: int = 5) -> None:
+        self.url = url
+        self.service = service
+        self.bus = bus
+        self.engine = build_engine(url, pool_size=pool_size)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._write_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(partsflow_read=True), expire_on_commit=False
+        )
+        # Set after a commit that wrote outbox rows; an in-process relay waits on it.
+        self.outbox_written = threading.Event()
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_outbox_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction; commits when the block ends without an exception."""
+        session = self._write_sessions()
+        tx = Transaction(session, self.bus, source=f"partsflow/{self.service}")
+        try:
+            tx.begin()
+            yield tx
+            if tx.outbox_rows and self.is_postgres:
+                session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+            session.commit()
+            tx.committed()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        if tx.outbox_rows:
+            self.outbox_written.set()
+            for callback in self._after_commit:
+                callback()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session: nothing it does is committed."""
+        session = self._read_sessions()
+        try:
+            yield session
+        finally:
+            # close() ends the transaction without expiring what was read.
+            session.close()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def upgrade(service: str, url: str, migrations_dir: Path, revision: str = "head") -> None:
+    """Bring one service's schema to ``revision`` (Alembic, one history per service)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(migrations_dir / "versions"))
+    config.attributes["partsflow_url"] = url
+    config.attributes["partsflow_service"] = service
+    command.upgrade(config, revision)
+
+
+def run_migrations(target_metadata: Any) -> None:
+    """The body of every service's ``migrations/env.py``.
+
+    On PostgreSQL an advisory lock makes concurrent start-ups take turns.
+    """
+    from alembic import context
+
+    config = context.config
+    url = config.attributes.get("partsflow_url") or config.get_main_option("sqlalchemy.url")
+    service = config.attributes.get("partsflow_service", "partsflow")
+    engine = build_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": f"migrate:{service}"}
+                )
+                connection.commit()
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=engine.dialect.name == "sqlite",
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:name))"),
+                    {"name": f"migrate:{service}"},
+                )
+                connection.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,512 @@
+"""What every service's Flask app has in common.
+
+Problem+json for every API error, token auth on the JSON API, Idempotency-Key on
+POST, request and correlation ids in logs and events, body limits, security
+headers, and the probes ``/healthz``, ``/readyz`` and ``/metrics``. Every app serves
+its own prefix (``/inventory/...``), so the same app runs mounted in the embedded
+process, under gunicorn, and behind the gateway with no path rewriting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+import marshmallow as ma
+import structlog
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask_smorest import Api
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from shared.auth import User, UserStore, parse_bearer
+from shared.bus.context import MessageContext, current_message
+from shared.config import Settings
+from shared.db import Database
+from shared.errors import DomainError, InvalidInput
+
+log = logging.getLogger("partsflow.web")
+
+PROBLEM_JSON = "application/problem+json"
+IDEMPOTENCY_STALE_AFTER = timedelta(minutes=5)
+PROBLEM_BASE = "https://partsflow.example/problems/"
+
+
+class ProblemSchema(ma.Schema):
+    """An error (RFC 9457), for the OpenAPI documents."""
+
+    type = ma.fields.String()
+    title = ma.fields.String()
+    status = ma.fields.Integer()
+    detail = ma.fields.String()
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+
+
+@dataclass
+class ServiceContext:
+    """Per-app state, kept at ``app.extensions["partsflow"]``."""
+
+    name: str
+    settings: Settings
+    db: Database
+    users: UserStore
+    registry: CollectorRegistry
+    readiness_checks: list[Callable[[], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def service_context(app: Flask | None = None) -> ServiceContext:
+    return (app or current_app).extensions["partsflow"]
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, with problem+json errors (RFC 9457)."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error: HTTPException) -> Response:
+        if not _wants_json():
+            return error.get_response()
+        data = getattr(error, "data", None) or {}
+        status = error.code or 500
+        errors = data.get("errors") or data.get("messages")
+        extra: dict[str, Any] = {}
+        if errors:
+            extra["errors"] = _flatten_locations(errors)
+        if status == 400 and errors:
+            # A body that is not JSON at all, or not an object: the contract says 422.
+            status = 422
+        detail = data.get("message") or error.description
+        if status == 422:
+            detail = data.get("message") or "The request has invalid fields; see errors."
+        response = problem(status, _title(status), detail, **extra)
+        for name, value in (data.get("headers") or {}).items():
+            response.headers[name] = value
+        return response
+
+
+def _flatten_locations(errors: Any) -> dict[str, list[str]]:
+    """webargs nests errors by location ({"json": {"quantity": [...]}}): flatten them."""
+    if not isinstance(errors, dict):
+        return {"_request": [str(errors)]}
+    flat: dict[str, list[str]] = {}
+    for location, fields_ in errors.items():
+        if location in ("json", "query", "form", "headers", "files", "path") and isinstance(
+            fields_, dict
+        ):
+            for name, messages in fields_.items():
+                flat[str(name)] = _messages(messages)
+        elif location in ("json", "query", "form"):
+            flat["_body" if location == "json" else f"_{location}"] = _messages(fields_)
+        else:
+            flat[str(location)] = _messages(fields_)
+    return flat
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, str):
+        return [value]
+    return [json.dumps(value, default=str)]
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _wants_json() -> bool:
+    if "/api/" in request.path:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
+    return best != "text/html"
+
+
+def create_service_app(
+    name: str,
+    import_name: str,
+    *,
+    settings: Settings,
+    db: Database,
+    title: str,
+    users: UserStore | None = None,
+) -> tuple[Flask, ProblemApi]:
+    prefix = f"/{name}"
+    app = Flask(import_name, static_url_path=f"{prefix}/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_NAME="partsflow_session",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,
+        API_TITLE=title,
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=f"{prefix}/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}],
+        },
+        PAGINATION_PAGE_SIZE=100,
+        PAGINATION_MAX_PAGE_SIZE=1000,
+        JSON_SORT_KEYS=False,
+    )
+    registry = CollectorRegistry()
+    context = ServiceContext(
+        name=name,
+        settings=settings,
+        db=db,
+        users=users or UserStore(settings.users_path),
+        registry=registry,
+    )
+    app.extensions["partsflow"] = context
+    api = ProblemApi(app)
+    api.DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 100, "max_page_size": 1000}
+    _install_request_hooks(app, prefix, context)
+    _install_error_handlers(app)
+    _install_probes(app, prefix, context)
+    return app, api
+
+
+# -- request hooks -------------------------------------------------------------------------
+
+
+def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> None:
+    requests_total = Counter(
+        "partsflow_http_requests_total",
+        "HTTP requests handled",
+        ["method", "endpoint", "status"],
+        registry=context.registry,
+    )
+    latency = Histogram(
+        "partsflow_http_request_seconds",
+        "HTTP request latency",
+        ["method", "endpoint"],
+        registry=context.registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+    api_prefix = f"{prefix}/api/v1/"
+
+    @app.before_request
+    def _begin() -> Response | None:
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        correlation_id = request.headers.get("X-Correlation-ID") or g.request_id
+        g.message_token = current_message.set(MessageContext(correlation_id=correlation_id))
+        structlog.contextvars.bind_contextvars(
+            request_id=g.request_id, correlation_id=correlation_id, service=context.name
+        )
+        if not request.path.startswith(api_prefix):
+            return None
+        token = parse_bearer(request.headers.get("Authorization"))
+        user = context.users.by_token(token) if token else None
+        if user is None:
+            response = problem(
+                401, "Unauthorized", "Send an API token: Authorization: Bearer <token>."
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="partsflow"'
+            return response
+        g.user = user
+        structlog.contextvars.bind_contextvars(user=user.name)
+        if request.method in ("POST", "PUT", "PATCH") and _has_body() and not request.is_json:
+            return problem(
+                415,
+                "Unsupported Media Type",
+                "Send the body as JSON (Content-Type: application/json).",
+            )
+        if request.method == "POST" and request.headers.get("Idempotency-Key"):
+            return _idempotency_begin(context, user)
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        _idempotency_finish(context, response)
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        requests_total.labels(request.method, endpoint, str(response.status_code)).inc()
+        latency.labels(request.method, endpoint).observe(elapsed)
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.status_code >= 500 or request.path.startswith(api_prefix):
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+        return response
+
+    @app.teardown_request
+    def _teardown(exc: BaseException | None) -> None:
+        if exc is not None:
+            _idempotency_abandon(context)
+        token = g.pop("message_token", None)
+        if token is not None:
+            current_message.reset(token)
+        structlog.contextvars.clear_contextvars()
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+
+
+# -- idempotency ---------------------------------------------------------------------------
+
+
+def _request_hash() -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.path.encode())
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
+    key = request.headers["Idempotency-Key"].strip()
+    if not key or len(key) > 255:
+        return problem(
+            422,
+            "Unprocessable Content",
+            "Idempotency-Key must be 1-255 characters.",
+            errors={"Idempotency-Key": ["must be 1-255 characters"]},
+        )
+    table = context.db.bus.idempotency_keys
+    request_hash = _request_hash()
+    now = datetime.now(UTC)
+    with context.db.transaction() as tx:
+        row = tx.session.execute(
+            select(table).where(table.c.principal == user.name, table.c.key == key)
+        ).first()
+        if (
+            row is not None
+            and row.status_code is None
+            and row.created_at < now - IDEMPOTENCY_STALE_AFTER
+        ):
+            # A request that never finished (its process died): let this one try again.
+            tx.session.execute(
+                delete(table).where(table.c.principal == user.name, table.c.key == key)
+            )
+            row = None
+        if row is None:
+            try:
+                with tx.session.begin_nested():
+                    tx.session.execute(
+                        insert(table).values(
+                            principal=user.name, key=key, request_hash=request_hash, created_at=now
+                        )
+                    )
+            except IntegrityError:
+                row = tx.session.execute(
+                    select(table).where(table.c.principal == user.name, table.c.key == key)
+                ).first()
+    if row is None:
+        g.idempotency_key = key
+        return None
+    if row.request_hash != request_hash:
+        return problem(
+            422,
+            "Unprocessable Content",
+            "This Idempotency-Key was used with a different request.",
+            errors={"Idempotency-Key": ["already used with a different request body"]},
+        )
+    if row.status_code is None:
+        return problem(409, "Conflict", "A request with this Idempotency-Key is still in progress.")
+    response = Response(row.response_body, status=row.status_code, mimetype="application/json")
+    if row.status_code >= 400:
+        response.mimetype = PROBLEM_JSON
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _idempotency_finish(context: ServiceContext, response: Response) -> None:
+    key = g.pop("idempotency_key", None)
+    if key is None:
+        return
+    table = context.db.bus.idempotency_keys
+    user = g.user
+    with context.db.transaction() as tx:
+        if response.status_code >= 500:
+            tx.session.execute(
+                delete(table).where(table.c.principal == user.name, table.c.key == key)
+            )
+        else:
+            tx.session.execute(
+                update(table)
+                .where(table.c.principal == user.name, table.c.key == key)
+                .values(status_code=response.status_code, response_body=response.get_data(True))
+            )
+
+
+def _idempotency_abandon(context: ServiceContext) -> None:
+    key = g.pop("idempotency_key", None)
+    if key is None:
+        return
+    table = context.db.bus.idempotency_keys
+    with context.db.transaction() as tx:
+        tx.session.execute(
+            delete(table).where(table.c.principal == g.user.name, table.c.key == key)
+        )
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError) -> Response:
+        extra = dict(error.extra)
+        if isinstance(error, InvalidInput):
+            extra["errors"] = error.errors
+        return problem(error.status, error.title, error.detail, **extra)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response | HTTPException:
+        if isinstance(error, HTTPException):
+            return error
+        log.exception("unhandled error")
+        return problem(500, "Internal Server Error", "Something went wrong on our side.")
+
+
+# -- auth for views ------------------------------------------------------------------------
+
+
+def current_user() -> User:
+    return g.user
+
+
+def requires(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A view that needs ``permission``; the API's before-request hook has already
+    turned a missing or unknown token into 401."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user: User | None = g.get("user")
+            if user is None:
+                return problem(401, "Unauthorized", "Sign in first.")
+            if not user.can(permission):
+                return problem(
+                    403, "Forbidden", f"The role {user.role!r} may not do this ({permission})."
+                )
+            return view(*args, **kwargs)
+
+        wrapper.required_permission = permission  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+# -- probes --------------------------------------------------------------------------------
+
+
+class _OutboxCollector:
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        outbox = self.context.db.bus.outbox
+        unsent = GaugeMetricFamily(
+            "partsflow_outbox_unsent", "Outbox rows not yet confirmed by the broker"
+        )
+        lag = GaugeMetricFamily(
+            "partsflow_outbox_lag_seconds", "Age of the oldest unsent outbox row"
+        )
+        try:
+            with self.context.db.reading() as session:
+                count, oldest = session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                ).one()
+        except Exception:
+            return []
+        unsent.add_metric([], count)
+        if oldest is not None:
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            lag.add_metric([], max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+        else:
+            lag.add_metric([], 0.0)
+        return [unsent, lag]
+
+
+def _install_probes(app: Flask, prefix: str, context: ServiceContext) -> None:
+    context.registry.register(_OutboxCollector(context))
+
+    @app.get(f"{prefix}/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", service=context.name)
+
+    @app.get(f"{prefix}/readyz")
+    def readyz() -> Response:
+        checks: dict[str, str] = {}
+        ok = True
+        try:
+            context.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            ok = False
+            checks["database"] = f"unreachable: {exc.__class__.__name__}"
+        for check in context.readiness_checks:
+            name = getattr(check, "__name__", "check")
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                ok = False
+                checks[name] = f"failed: {exc}"
+        response = jsonify(status="ready" if ok else "not ready", checks=checks)
+        response.status_code = 200 if ok else 503
+        return response
+
+    @app.get(f"{prefix}/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(context.registry), mimetype="text/plain; version=0.0.4")

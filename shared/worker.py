@@ -1,0 +1,114 @@
+"""A service's background work in one process: the outbox relay, the message
+consumer and any periodic jobs (tracking's alert scan), each on its own thread."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.bus.consumer import MessageConsumer, Route
+from shared.bus.relay import OutboxRelay
+from shared.bus.topology import Topology
+from shared.config import Settings
+from shared.db import Database, is_transient_db_error
+
+log = logging.getLogger("partsflow.worker")
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    interval: float
+    run: Callable[[], Any]
+
+
+@dataclass
+class Worker:
+    service: str
+    settings: Settings
+    db: Database
+    topology: Topology
+    routes: Mapping[str, Route]
+    target: Any
+    periodic: Sequence[PeriodicJob] = ()
+    consumer_threads: int = 1
+    relay: OutboxRelay = field(init=False)
+    consumer: MessageConsumer = field(init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    failure: BaseException | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.relay = OutboxRelay(self.db, self.settings, self.topology)
+        self.consumer = MessageConsumer(
+            settings=self.settings,
+            topology=self.topology,
+            service=self.service,
+            db=self.db,
+            routes=self.routes,
+            target=self.target,
+            threads=self.consumer_threads,
+        )
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        def guarded(name: str, body: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    body()
+                except BaseException as exc:  # a dead thread must stop the process
+                    self.failure = exc
+                    log.exception("%s stopped", name, extra={"service": self.service})
+                    stop.set()
+
+            return run
+
+        targets: list[tuple[str, Callable[[], None]]] = [
+            (f"{self.service}-relay", lambda: self.relay.run(stop)),
+        ]
+        if self.routes:
+            targets.append((f"{self.service}-consumer", lambda: self.consumer.run(stop)))
+        for job in self.periodic:
+            targets.append((f"{self.service}-{job.name}", _every(job, stop)))
+        self._threads = [
+            threading.Thread(target=guarded(name, body), name=name, daemon=True)
+            for name, body in targets
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self._threads
+
+    def join(self, timeout: float = 30) -> None:
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM/SIGINT; the exit status says whether a part failed."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("stopping on signal %s", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start(stop)
+        stop.wait()
+        self.join()
+        return 1 if self.failure else 0
+
+
+def _every(job: PeriodicJob, stop: threading.Event) -> Callable[[], None]:
+    def loop() -> None:
+        while not stop.wait(job.interval):
+            try:
+                job.run()
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    log.warning("%s: database unavailable", job.name)
+                else:
+                    log.exception("%s failed", job.name)
+
+    return loop

@@ -1,0 +1,218 @@
+"""What every API call gets right whatever the resource: auth, errors, limits,
+idempotency, probes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import ApiClient, reservation_body, seed_catalogue
+
+V1 = "/inventory/api/v1"
+
+
+@pytest.fixture
+def api(inventory) -> ApiClient:
+    client = inventory.api("logistics")
+    seed_catalogue(client)
+    client.post(f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 50})
+    return client
+
+
+class TestAuth:
+    def test_no_token_is_401_problem(self, api: ApiClient) -> None:
+        reply = api.as_user(None).get(f"{V1}/stock")
+        assert reply.status == 401
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+
+    def test_unknown_token_is_401(self, api: ApiClient) -> None:
+        assert api.as_user("pf_forged").get(f"{V1}/stock").status == 401
+
+    @pytest.mark.parametrize("role", ["viewer", "engineer"])
+    def test_read_only_roles_may_read_but_not_reserve(self, inventory, api, role) -> None:
+        user = inventory.api(role)
+        assert user.get(f"{V1}/stock").status == 200
+        reply = user.post(f"{V1}/reservations", reservation_body(part_number="GEL-250"))
+        assert reply.status == 403
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_service_role_may_reserve_but_not_receive(self, inventory, api) -> None:
+        machine = inventory.api("service")
+        assert (
+            machine.post(f"{V1}/reservations", reservation_body(part_number="GEL-250")).status
+            == 201
+        )
+        reply = machine.post(
+            f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 1}
+        )
+        assert reply.status == 403
+
+    def test_forbidden_request_changes_nothing(self, inventory, api) -> None:
+        inventory.api("viewer").post(
+            f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 9}
+        )
+        assert api.get(f"{V1}/stock", part_number="GEL-250").body[0]["on_hand"] == 50
+
+    def test_session_cookie_alone_does_not_open_the_api(self, inventory, api) -> None:
+        client = inventory.app.test_client()
+        client.set_cookie("partsflow_session", "anything", domain="localhost")
+        assert client.get(f"{V1}/stock").status_code == 401
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"quantity": 0}, "quantity"),
+            ({"quantity": -2}, "quantity"),
+            ({"quantity": "1"}, "quantity"),
+            ({"quantity": 1.5}, "quantity"),
+            ({"required_by": "2026-12-01T08:00:00"}, "required_by"),
+            ({"required_by": "tomorrow"}, "required_by"),
+            ({"priority": "whenever"}, "priority"),
+            ({"site": {"name": "x"}}, "site"),
+            ({"job_id": ""}, "job_id"),
+            ({"job_id": "   "}, "job_id"),
+            ({"status": "fulfilled"}, "status"),
+            ({"id": "mine"}, "id"),
+        ],
+    )
+    def test_reservation_field_errors(self, api: ApiClient, change, field) -> None:
+        reply = api.post(f"{V1}/reservations", reservation_body(part_number="GEL-250", **change))
+        assert reply.status == 422, reply
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert field in reply.body["errors"]
+
+    def test_missing_fields_are_each_named(self, api: ApiClient) -> None:
+        reply = api.post(f"{V1}/reservations", {})
+        assert reply.status == 422
+        assert {
+            "job_id",
+            "part_number",
+            "quantity",
+            "required_by",
+            "priority",
+            "owner",
+            "site",
+        } <= set(reply.body["errors"])
+
+    def test_server_owned_fields_are_refused(self, api: ApiClient) -> None:
+        reply = api.post(
+            f"{V1}/receipts",
+            {
+                "warehouse": "CDU",
+                "part_number": "GEL-250",
+                "quantity": 1,
+                "reserved": 0,
+                "available": 99,
+            },
+        )
+        assert reply.status == 422
+        assert {"reserved", "available"} <= set(reply.body["errors"])
+        assert api.get(f"{V1}/stock", part_number="GEL-250").body[0]["on_hand"] == 50
+
+    def test_body_that_is_not_json_is_415(self, api: ApiClient) -> None:
+        reply = api.post(f"{V1}/warehouses", data="code=X", content_type="text/plain")
+        assert reply.status == 415
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_broken_json_is_422(self, api: ApiClient) -> None:
+        reply = api.post(f"{V1}/warehouses", data="{not json", content_type="application/json")
+        assert reply.status == 422
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_json_array_body_is_422(self, api: ApiClient) -> None:
+        reply = api.post(f"{V1}/warehouses", data="[1, 2]", content_type="application/json")
+        assert reply.status == 422
+
+    def test_huge_body_is_413(self, api: ApiClient) -> None:
+        big = json.dumps({"code": "X", "name": "x" * (2 * 1024 * 1024)})
+        reply = api.post(f"{V1}/warehouses", data=big, content_type="application/json")
+        assert reply.status == 413
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_unknown_path_and_wrong_method_are_problems(self, api: ApiClient) -> None:
+        assert api.get(f"{V1}/nothing-here").status == 404
+        reply = api.client.delete(f"{V1}/stock", headers={"Authorization": f"Bearer {api.token}"})
+        assert reply.status_code == 405
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_page_size_is_capped(self, api: ApiClient) -> None:
+        assert api.get(f"{V1}/stock", page_size=1001).status == 422
+        reply = api.get(f"{V1}/stock", page_size=1, page=1)
+        assert reply.status == 200
+        assert json.loads(reply.headers["X-Pagination"])["page"] == 1
+
+
+class TestIdempotencyKey:
+    def test_replay_returns_the_first_answer_and_changes_nothing(self, api: ApiClient) -> None:
+        body = reservation_body(part_number="GEL-250", quantity=5)
+        first = api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "k-1"})
+        second = api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "k-1"})
+        assert first.status == second.status == 201
+        assert first.body == second.body
+        assert second.headers.get("Idempotent-Replayed") == "true"
+        stock = api.get(f"{V1}/stock", part_number="GEL-250").body[0]
+        assert stock["reserved"] == 5
+        assert len(api.get(f"{V1}/reservations").body) == 1
+
+    def test_same_key_with_another_body_is_422(self, api: ApiClient) -> None:
+        api.post(
+            f"{V1}/reservations",
+            reservation_body(part_number="GEL-250"),
+            headers={"Idempotency-Key": "k-2"},
+        )
+        reply = api.post(
+            f"{V1}/reservations",
+            reservation_body(part_number="GEL-250", quantity=2),
+            headers={"Idempotency-Key": "k-2"},
+        )
+        assert reply.status == 422
+
+    def test_a_refusal_is_replayed_too(self, api: ApiClient) -> None:
+        body = reservation_body(part_number="GEL-250", quantity=500)
+        first = api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "k-3"})
+        api.post(f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 500})
+        second = api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "k-3"})
+        assert first.status == second.status == 409
+        assert first.body == second.body
+
+    def test_keys_belong_to_their_user(self, inventory, api: ApiClient) -> None:
+        body = reservation_body(part_number="GEL-250")
+        api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "shared"})
+        other = inventory.api("admin").post(
+            f"{V1}/reservations", body, headers={"Idempotency-Key": "shared"}
+        )
+        assert other.status == 201
+        assert other.headers.get("Idempotent-Replayed") is None
+
+
+class TestProbes:
+    def test_health_ready_metrics(self, inventory, api: ApiClient) -> None:
+        client = inventory.app.test_client()
+        assert client.get("/inventory/healthz").get_json()["status"] == "ok"
+        ready = client.get("/inventory/readyz")
+        assert ready.status_code == 200
+        assert ready.get_json()["checks"]["database"] == "ok"
+        metrics = client.get("/inventory/metrics").get_data(as_text=True)
+        assert "partsflow_http_requests_total" in metrics
+        assert "partsflow_outbox_unsent" in metrics
+
+    def test_openapi_document_lists_the_contract_paths(self, inventory) -> None:
+        spec = inventory.app.test_client().get("/inventory/api/openapi.json").get_json()
+        paths = set(spec["paths"])
+        assert {
+            "/inventory/api/v1/warehouses",
+            "/inventory/api/v1/parts",
+            "/inventory/api/v1/parts/{part_number}",
+            "/inventory/api/v1/receipts",
+            "/inventory/api/v1/adjustments",
+            "/inventory/api/v1/stock",
+            "/inventory/api/v1/reservations",
+            "/inventory/api/v1/reservations/{reservation_id}",
+            "/inventory/api/v1/reservations/{reservation_id}/release",
+            "/inventory/api/v1/movements",
+            "/inventory/api/v1/units/{serial}",
+        } <= paths

@@ -1,0 +1,387 @@
+"""Reservations never oversell: many processes at once over HTTP on PostgreSQL, and
+bus commands through RabbitMQ, including duplicates, poison and a broker restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select, text
+
+from services import bootstrap
+from services.inventory.models import Reservation, ReservationUnit
+from tests.busclient import BusClient
+from tests.conftest import AMQP_URL, make_settings, wait_until
+from tests.integration.conftest import InventoryUnderTest, start_inventory
+from tests.processes import environment, free_port, json_headers, partsflow, wait_for_http
+from tests.support import reservation_body, seed_catalogue
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+V1 = "/inventory/api/v1"
+
+
+@pytest.fixture
+def pg_inventory(postgres, rabbitmq, tmp_path: Path) -> Iterator[InventoryUnderTest]:
+    settings = make_settings(
+        tmp_path,
+        inventory_db_url=postgres.create("inventory"),
+        broker_url=AMQP_URL,
+        bus_prefix=rabbitmq.prefix("inv"),
+        delivery_limit=3,
+    )
+    rabbitmq.track(bootstrap.bus_topology(settings))
+    system = start_inventory(settings)
+    seed_catalogue(system.api())
+    stop = threading.Event()
+    worker = bootstrap.create_worker("inventory", settings, service=system.service)
+    worker.start(stop)
+    wait_until(worker.consumer.connected.is_set, timeout=20, message="consumer connected")
+    system.worker = worker  # type: ignore[attr-defined]
+    yield system
+    stop.set()
+    worker.join(timeout=20)
+    system.service.db.dispose()
+
+
+def receive(system: InventoryUnderTest, part: str, warehouse: str, quantity: int) -> None:
+    body = {"warehouse": warehouse, "part_number": part, "quantity": quantity}
+    if part == "XRT-2000":
+        body["serials"] = [f"{warehouse}-{uuid.uuid4().hex[:8]}" for _ in range(quantity)]
+    reply = system.api().post(f"{V1}/receipts", body)
+    assert reply.status == 201, reply
+
+
+def assert_books_balance(system: InventoryUnderTest) -> None:
+    for row in system.service.ledger_balances():
+        assert row["on_hand"] == row["ledger_on_hand"], row
+        assert row["reserved"] == row["ledger_reserved"], row
+        assert 0 <= row["reserved"] <= row["on_hand"], row
+
+
+def assert_no_unit_held_twice(system: InventoryUnderTest) -> None:
+    with system.service.db.reading() as session:
+        held = session.execute(
+            select(ReservationUnit.serial, func.count())
+            .join(Reservation, Reservation.id == ReservationUnit.reservation_id)
+            .where(Reservation.status.in_(("confirmed", "issued")))
+            .group_by(ReservationUnit.serial)
+            .having(func.count() > 1)
+        ).all()
+    assert held == []
+
+
+def _fire(args: tuple[str, str, int, str]) -> list[int]:
+    """One client process: 50 reservations at once from its own threads."""
+    base_url, token, count, label = args
+    body = reservation_body(part_number="XRT-2000", warehouse="CDU")
+
+    def one(i: int) -> int:
+        payload = dict(body, job_id=f"{label}-{i}")
+        return requests.post(
+            f"{base_url}{V1}/reservations",
+            data=json.dumps(payload),
+            headers=json_headers(token),
+            timeout=60,
+        ).status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+class TestConcurrentReservationsOverHttp:
+    def test_200_clients_5_units_exactly_5_confirmed(self, pg_inventory, tmp_path) -> None:
+        system = pg_inventory
+        receive(system, "XRT-2000", "CDU", 5)
+        env = environment(system.settings)
+        servers, urls = [], []
+        for n in range(2):
+            port = free_port()
+            process = partsflow(
+                "web",
+                "inventory",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "3",
+                env=env,
+                log=tmp_path / f"web-{n}.log",
+            )
+            servers.append(process)
+            urls.append(f"http://127.0.0.1:{port}")
+        try:
+            for url, process in zip(urls, servers, strict=True):
+                wait_for_http(f"{url}/inventory/healthz", process)
+            token = system.tokens["service"]
+            jobs = [(urls[i % 2], token, 50, f"P{i}") for i in range(4)]
+            with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+                statuses = Counter(s for batch in pool.map(_fire, jobs) for s in batch)
+        finally:
+            for process in servers:
+                process.stop()
+        assert statuses == {201: 5, 409: 195}
+        stock = system.api().get(f"{V1}/stock", part_number="XRT-2000", warehouse="CDU").body[0]
+        assert (stock["on_hand"], stock["reserved"], stock["available"]) == (5, 5, 0)
+        assert_books_balance(system)
+        assert_no_unit_held_twice(system)
+
+    def test_two_requests_for_8_of_10_exactly_one_wins(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        barrier = threading.Barrier(2)
+
+        def attempt(job: str) -> int:
+            client = system.app.test_client()
+            barrier.wait()
+            return client.post(
+                f"{V1}/reservations",
+                json=reservation_body(job_id=job, part_number="GEL-250", quantity=8),
+                headers={"Authorization": f"Bearer {system.tokens['service']}"},
+            ).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            assert sorted(pool.map(attempt, ["A", "B"])) == [201, 409]
+        assert_books_balance(system)
+
+
+class TestReserveCommands:
+    def test_200_commands_5_units_exactly_5_confirmed(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "XRT-2000", "CDU", 5)
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            sent = [
+                client.command(
+                    "inventory.reserve",
+                    reservation_body(job_id=f"BUS-{i}", warehouse="CDU"),
+                )
+                for i in range(200)
+            ]
+            replies = client.collect_replies(lambda r: len(r) >= 200, timeout=60)
+        finally:
+            client.close()
+        kinds = Counter(r["type"] for r in replies)
+        assert kinds == {
+            "inventory.reservation.confirmed": 5,
+            "inventory.reservation.rejected": 195,
+        }
+        assert {r["correlationid"] for r in replies} == set(sent)
+        assert_books_balance(system)
+        assert_no_unit_held_twice(system)
+
+    def test_the_same_command_twice_is_applied_once(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            command_id = str(uuid.uuid4())
+            body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
+            client.command("inventory.reserve", body, message_id=command_id)
+            client.command("inventory.reserve", body, message_id=command_id)
+            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            wait_until(
+                lambda: system.worker.consumer.stats.duplicates >= 1,
+                timeout=20,
+                message="the repeat to be seen",
+            )
+        finally:
+            client.close()
+        assert len(client.replies) == 1
+        stock = system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]
+        assert stock["reserved"] == 3
+        assert len(system.api().get(f"{V1}/reservations").body) == 1
+
+    def test_release_command_answers_with_the_released_reservation(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 2)
+        reservation = (
+            system.api()
+            .post(f"{V1}/reservations", reservation_body(part_number="GEL-250", quantity=2))
+            .body
+        )
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            client.command("inventory.release", {"reservation_id": reservation["id"]})
+            client.command("inventory.release", {"reservation_id": "no-such-id"})
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+        finally:
+            client.close()
+        by_type = {r["type"]: r for r in replies}
+        assert by_type["inventory.reservation.released"]["data"]["id"] == reservation["id"]
+        assert by_type["inventory.release.rejected"]["data"]["reason"] == "not-found"
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 0
+
+
+class TestBadMessages:
+    def test_invalid_command_data_is_answered_rejected(self, pg_inventory) -> None:
+        client = BusClient(AMQP_URL, pg_inventory.settings.bus_prefix).open()
+        try:
+            command_id = client.command("inventory.reserve", {"job_id": "J", "quantity": -1})
+            [reply] = client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+        finally:
+            client.close()
+        assert reply["type"] == "inventory.reservation.rejected"
+        assert reply["correlationid"] == command_id
+        assert "quantity" in reply["data"]["errors"]
+
+    def test_malformed_body_goes_to_dead_letters_and_work_goes_on(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 5)
+        prefix = system.settings.bus_prefix
+        client = BusClient(AMQP_URL, prefix).open()
+        try:
+            client.publish_raw(b"\x00 not json", type="inventory.reserve", message_id="junk-1")
+            client.publish_raw(
+                json.dumps({"id": "half-1", "type": "inventory.reserve"}).encode(),
+                type="inventory.reserve",
+                message_id="half-1",
+            )
+            client.command("inventory.reserve", reservation_body(part_number="GEL-250"))
+            replies = client.collect_replies(
+                lambda r: (
+                    any(x["type"] == "inventory.reservation.confirmed" for x in r)
+                    and any(x["correlationid"] == "half-1" for x in r)
+                ),
+                timeout=20,
+            )
+            dead: list = []
+            wait_until(
+                lambda: (
+                    dead.extend(client.drain_queue(f"{prefix}.inventory.dead")) or len(dead) >= 2
+                ),
+                timeout=20,
+                message="both dead letters",
+            )
+        finally:
+            client.close()
+        assert sorted(m.properties.get("message_id") for m in dead) == ["half-1", "junk-1"]
+        rejected = [r for r in replies if r["correlationid"] == "half-1"]
+        assert rejected[0]["type"] == "inventory.reservation.rejected"
+
+    def test_poison_message_is_dead_lettered_after_the_delivery_limit(
+        self, pg_inventory, monkeypatch
+    ) -> None:
+        system = pg_inventory
+        prefix = system.settings.bus_prefix
+        receive(system, "GEL-250", "CDU", 5)
+        failures = Counter()
+        real_reserve = system.service.reserve_part
+
+        def reserve_or_crash(data, **kwargs):
+            if data["job_id"] == "POISON":
+                failures["poison"] += 1
+                raise RuntimeError("a bug that hits this job every time")
+            return real_reserve(data, **kwargs)
+
+        monkeypatch.setattr(system.service, "reserve_part", reserve_or_crash)
+        client = BusClient(AMQP_URL, prefix).open()
+        try:
+            client.command(
+                "inventory.reserve", reservation_body(job_id="POISON", part_number="GEL-250")
+            )
+            client.command(
+                "inventory.reserve", reservation_body(job_id="OK", part_number="GEL-250")
+            )
+            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            dead = wait_until(
+                lambda: client.drain_queue(f"{prefix}.inventory.dead") or None,
+                timeout=30,
+                message="the poison message in the dead-letter queue",
+            )
+        finally:
+            client.close()
+        assert [r["data"]["job_id"] for r in client.replies] == ["OK"]
+        assert len(dead) == 1
+        assert json.loads(dead[0].body)["data"]["job_id"] == "POISON"
+        assert failures["poison"] == system.settings.delivery_limit
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120, capture_output=True)
+
+
+class TestBrokerRestart:
+    def test_commands_survive_a_broker_restart_with_one_effect_each(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 1000)
+        prefix = system.settings.bus_prefix
+        accepted: list[str] = []
+        stop = threading.Event()
+
+        def publish_steadily() -> None:
+            client = None
+            i = 0
+            while not stop.is_set() and i < 300:
+                try:
+                    if client is None:
+                        client = BusClient(AMQP_URL, prefix).open()
+                    command_id = f"restart-{i}"
+                    client.command(
+                        "inventory.reserve",
+                        reservation_body(job_id=command_id, part_number="GEL-250"),
+                        message_id=command_id,
+                        reply=False,
+                    )
+                    accepted.append(command_id)
+                    i += 1
+                except Exception:
+                    if client is not None:
+                        client.connection.release()
+                    client = None
+                    time.sleep(0.2)
+            if client is not None:
+                client.connection.release()
+
+        publisher = threading.Thread(target=publish_steadily)
+        publisher.start()
+        try:
+            wait_until(lambda: len(accepted) >= 60, timeout=30, message="traffic")
+            rabbitmqctl("stop_app")
+            time.sleep(2)
+        finally:
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+        publisher.join(timeout=120)
+        stop.set()
+        assert len(accepted) == 300
+
+        def applied() -> int:
+            with system.service.db.reading() as session:
+                return session.scalar(
+                    select(func.count())
+                    .select_from(Reservation)
+                    .where(Reservation.request_id.like("restart-%"))
+                )
+
+        wait_until(
+            lambda: applied() == len(set(accepted)),
+            timeout=90,
+            message="every accepted command applied",
+        )
+        with system.service.db.reading() as session:
+            per_command = session.execute(
+                text(
+                    "SELECT request_id, count(*) FROM reservations "
+                    "WHERE request_id LIKE 'restart-%' GROUP BY request_id HAVING count(*) > 1"
+                )
+            ).all()
+        assert per_command == []
+        stock = system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]
+        assert stock["reserved"] == len(set(accepted))
+        assert_books_balance(system)
+        wait_until(lambda: _unsent(system) == 0, timeout=60, message="the outbox to drain")
+
+
+def _unsent(system: InventoryUnderTest) -> int:
+    outbox = system.service.db.bus.outbox
+    with system.service.db.reading() as session:
+        return session.scalar(select(func.count()).where(outbox.c.sent_at.is_(None)))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.auth import User, UserError, UserStore, parse_bearer
+from shared.bus.envelope import MalformedMessage, decode, encode, make_envelope
+
+
+class TestEnvelope:
+    def test_round_trip_keeps_cloudevents_fields(self) -> None:
+        envelope = make_envelope(
+            "inventory.reservation.confirmed",
+            source="partsflow/inventory",
+            subject="r-1",
+            data={"at": datetime(2026, 11, 22, 8, tzinfo=UTC)},
+            correlationid="c-1",
+        )
+        decoded = decode(encode(envelope))
+        assert decoded["specversion"] == "1.0"
+        assert decoded["correlationid"] == "c-1"
+        assert decoded["data"]["at"] == "2026-11-22T08:00:00+00:00"
+
+    def test_correlation_defaults_to_own_id(self) -> None:
+        envelope = make_envelope("x.y", source="s", data={})
+        assert envelope["correlationid"] == envelope["id"]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"not json",
+            b"[1]",
+            json.dumps({"id": "x"}).encode(),
+            json.dumps({"specversion": "0.3", "id": "x", "source": "s", "type": "t"}).encode(),
+            json.dumps(
+                {"specversion": "1.0", "id": "x", "source": "s", "type": "t", "data": [1]}
+            ).encode(),
+            b"\xff\xfe",
+        ],
+    )
+    def test_malformed_bodies_are_named(self, body: bytes) -> None:
+        with pytest.raises(MalformedMessage):
+            decode(body)
+
+    def test_malformed_envelope_keeps_its_id_when_it_has_one(self) -> None:
+        with pytest.raises(MalformedMessage) as error:
+            decode(json.dumps({"id": "cmd-7", "type": "inventory.reserve"}))
+        assert error.value.message_id == "cmd-7"
+
+
+class TestUserStore:
+    def test_token_is_shown_once_and_stored_hashed(self, tmp_path: Path) -> None:
+        store = UserStore(tmp_path / "users.json")
+        token = store.add("li", "engineer")
+        assert store.by_token(token) == User("li", "engineer")
+        assert token not in (tmp_path / "users.json").read_text()
+        assert store.by_token(token + "x") is None
+
+    def test_password_login(self, tmp_path: Path) -> None:
+        store = UserStore(tmp_path / "users.json")
+        store.add("ana", "logistics", "correct horse")
+        assert store.by_password("ana", "correct horse") == User("ana", "logistics")
+        assert store.by_password("ana", "wrong horse!") is None
+        assert store.by_password("nobody", "correct horse") is None
+
+    def test_changes_by_another_process_are_seen(self, tmp_path: Path) -> None:
+        path = tmp_path / "users.json"
+        reader = UserStore(path)
+        assert reader.names() == []
+        token = UserStore(path).add("late", "viewer")
+        assert reader.by_token(token) == User("late", "viewer")
+
+    def test_bad_role_and_short_password(self, tmp_path: Path) -> None:
+        store = UserStore(tmp_path / "users.json")
+        with pytest.raises(UserError):
+            store.add("x", "root")
+        with pytest.raises(UserError):
+            store.add("x", "viewer", "short")
+
+    def test_roles_grant_what_the_contract_says(self) -> None:
+        assert User("a", "engineer").can("acknowledge_alerts")
+        assert not User("a", "engineer").can("reserve")
+        assert User("a", "service").can("reserve")
+        assert User("a", "service").can("record_events")
+        assert not User("a", "service").can("manage_stock")
+        assert not User("a", "viewer").can("acknowledge_alerts")
+
+    def test_bearer_parsing(self) -> None:
+        assert parse_bearer("Bearer abc") == "abc"
+        assert parse_bearer("bearer  abc ") == "abc"
+        assert parse_bearer("Basic abc") is None
+        assert parse_bearer("Bearer ") is None
+        assert parse_bearer(None) is None

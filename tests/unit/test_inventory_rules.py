@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from services.inventory.rules import (
+    OTHER_REGION_HOURS,
+    SAME_REGION_HOURS,
+    Source,
+    lane_hours,
+    low_stock_crossing,
+    preemption_problem,
+    rank_sources,
+)
+
+
+class TestRankSources:
+    def test_same_region_wins_without_history(self) -> None:
+        ranked = rank_sources(
+            [Source(1, "SHA", "east", 9), Source(2, "CDU", "sichuan", 1)], "sichuan", {}
+        )
+        assert [r.source.code for r in ranked] == ["CDU", "SHA"]
+        assert ranked[0].transit_hours == SAME_REGION_HOURS
+        assert ranked[1].transit_hours == OTHER_REGION_HOURS
+
+    def test_history_beats_the_default(self) -> None:
+        history = {("east", "sichuan"): [10.0, 12.0, 11.0], ("sichuan", "sichuan"): [30.0]}
+        ranked = rank_sources(
+            [Source(1, "SHA", "east", 1), Source(2, "CDU", "sichuan", 1)], "sichuan", history
+        )
+        assert [r.source.code for r in ranked] == ["SHA", "CDU"]
+        assert ranked[0].transit_hours == 11.0
+
+    def test_ties_go_to_most_available(self) -> None:
+        ranked = rank_sources([Source(1, "A", "east", 2), Source(2, "B", "east", 7)], "west", {})
+        assert [r.source.code for r in ranked] == ["B", "A"]
+
+    def test_lane_hours_median(self) -> None:
+        assert lane_hours("a", "b", [1.0, 100.0, 3.0]) == 3.0
+
+
+class TestLowStockCrossing:
+    def test_one_event_per_crossing(self) -> None:
+        assert low_stock_crossing(3, 1, 2) == "low"
+        assert low_stock_crossing(1, 0, 2) is None
+        assert low_stock_crossing(1, 2, 2) == "replenished"
+        assert low_stock_crossing(5, 4, 2) is None
+
+    def test_no_reorder_point_no_events(self) -> None:
+        assert low_stock_crossing(5, 0, None) is None
+
+
+class TestPreemption:
+    def test_only_machine_down_preempts(self) -> None:
+        assert preemption_problem("urgent", ["r1"])
+        assert preemption_problem("machine_down", ["r1"]) is None
+        assert preemption_problem("routine", []) is None
+
+    def test_a_reservation_named_twice(self) -> None:
+        assert preemption_problem("machine_down", ["r1", "r1"])
