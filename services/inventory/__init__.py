@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from services.inventory import views
 from services.inventory.api import BLUEPRINTS
 from services.inventory.models import BUS
 from services.inventory.service import Inventory
@@ -42,4 +43,5 @@ def create_app(
     service_context(app).extras["inventory"] = service
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    views.register(app)
     return app

@@ -150,6 +150,8 @@ class ReserveCommand(ReservationIn):
     """The ``inventory.reserve`` command: the POST body plus the sender's request id."""
 
     request_id = Text(max_length=100)
+    # Set by shipments when it reserves the lines of a shipment created by hand.
+    shipment_id = Text(max_length=36)
 
 
 class ReleaseIn(Schema):
@@ -173,6 +175,7 @@ class ReservationOut(Schema):
     part_number = fields.String()
     quantity = fields.Integer()
     warehouse = fields.String()
+    warehouse_region = fields.String()
     status = fields.String()
     priority = fields.String()
     required_by = fields.DateTime()
@@ -181,6 +184,7 @@ class ReservationOut(Schema):
     serials = fields.List(fields.String())
     replaces = fields.String(allow_none=True)
     preempted_by = fields.String(allow_none=True)
+    shipment_id = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
     version = fields.Integer()
     created_at = fields.DateTime()

@@ -428,6 +428,7 @@ class Inventory:
                     site_name=data["site"]["name"],
                     site_region=site_region,
                     replaces=data.get("replaces"),
+                    shipment_id=data.get("shipment_id"),
                     request_id=request_id,
                     version=1,
                     created_at=now,
@@ -879,7 +880,7 @@ def reservation_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]
     if not ids:
         return []
     rows = s.execute(
-        select(Reservation, Part.part_number, Warehouse.code)
+        select(Reservation, Part.part_number, Warehouse.code, Warehouse.region)
         .join(Part, Part.id == Reservation.part_id)
         .join(Warehouse, Warehouse.id == Reservation.warehouse_id)
         .where(Reservation.id.in_(ids))
@@ -901,13 +902,14 @@ def reservation_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]
             {"status": event.status, "at": event.at, "note": event.note, "actor": event.actor}
         )
     by_id = {}
-    for r, part_number, code in rows:
+    for r, part_number, code, region in rows:
         by_id[r.id] = {
             "id": r.id,
             "job_id": r.job_id,
             "part_number": part_number,
             "quantity": r.quantity,
             "warehouse": code,
+            "warehouse_region": region,
             "status": r.status,
             "priority": r.priority,
             "required_by": r.required_by,
@@ -916,6 +918,7 @@ def reservation_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]
             "serials": serials.get(r.id, []),
             "replaces": r.replaces,
             "preempted_by": r.preempted_by,
+            "shipment_id": r.shipment_id,
             "request_id": r.request_id,
             "version": r.version,
             "created_at": r.created_at,

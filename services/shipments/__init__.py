@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from services.shipments import views
 from services.shipments.api import BLUEPRINTS
 from services.shipments.models import BUS
 from services.shipments.service import Shipments
@@ -42,4 +43,5 @@ def create_app(
     service_context(app).extras["shipments"] = service
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    views.register(app)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from services.tracking import views
 from services.tracking.api import BLUEPRINTS
 from services.tracking.models import BUS
 from services.tracking.service import Tracking
@@ -42,4 +43,5 @@ def create_app(
     service_context(app).extras["tracking"] = service
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    views.register(app)
     return app

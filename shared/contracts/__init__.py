@@ -1,0 +1,7 @@
+"""Schemas of every event and command payload (the ``data`` of the envelope).
+
+Each message is owned by the service that publishes it; consumers load ``data`` with
+these schemas, which keep unknown fields (``INCLUDE``) so that a publisher may add
+fields without breaking its readers. Field names follow the HTTP API: ``data`` carries
+the resource as the API shows it.
+"""
