@@ -39,6 +39,21 @@ class ApiClient:
         response = self.client.get(path, query_string=params, headers=self._headers(None))
         return _reply(response)
 
+    def wait_for(
+        self, path: str, predicate: Any = bool, timeout: float = 10.0, **params: Any
+    ) -> Any:
+        """GET ``path`` until ``predicate(body)`` holds (the bus is asynchronous)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.get(path, **params)
+            if reply.status == 200 and predicate(reply.body):
+                return reply.body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {path}: last {reply}")
+            time.sleep(0.02)
+
     def post(
         self,
         path: str,

@@ -11,6 +11,7 @@ from services.inventory.schemas import ReleaseCommand, ReserveCommand
 from services.inventory.service import Inventory
 from shared.bus.consumer import Route
 from shared.bus.topology import COMMAND
+from shared.contracts.shipments import ShipmentData
 from shared.errors import DomainError
 
 
@@ -33,6 +34,18 @@ def release(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]
         inventory.reject_command("inventory.release.rejected", envelope, error, request=data)
 
 
+def issue(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    inventory.issue_for_shipment(data)
+
+
+def delivered(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    inventory.settle_delivered_shipment(data)
+
+
+def lost(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    inventory.settle_lost_shipment(data)
+
+
 ROUTES: dict[str, Route] = {
     "inventory.reserve": Route(
         reserve, ReserveCommand, kind=COMMAND, rejected="inventory.reservation.rejected"
@@ -40,4 +53,7 @@ ROUTES: dict[str, Route] = {
     "inventory.release": Route(
         release, ReleaseCommand, kind=COMMAND, rejected="inventory.release.rejected"
     ),
+    "shipments.shipment.dispatched": Route(issue, ShipmentData),
+    "shipments.shipment.delivered": Route(delivered, ShipmentData),
+    "shipments.shipment.lost": Route(lost, ShipmentData),
 }

@@ -168,3 +168,20 @@ class LaneTransit(Base):
     destination_region: Mapped[str] = mapped_column(String(100))
     hours: Mapped[float]
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ShipmentIssue(Base):
+    """What inventory let go on each line of a dispatched shipment, and how that ended
+    (``settled``: ``fulfilled`` or ``lost``). Its presence makes a repeated or late
+    dispatch event change nothing."""
+
+    __tablename__ = "shipment_issues"
+
+    shipment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part_id: Mapped[int] = mapped_column(ForeignKey("parts.id"))
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    serials: Mapped[str] = mapped_column(Text, default="")
+    reservation_id: Mapped[str | None] = mapped_column(String(36))
+    settled: Mapped[str | None] = mapped_column(String(16))

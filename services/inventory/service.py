@@ -28,6 +28,7 @@ from services.inventory.models import (
     Reservation,
     ReservationEvent,
     ReservationUnit,
+    ShipmentIssue,
     Stock,
     Unit,
     Warehouse,
@@ -721,6 +722,324 @@ class Inventory:
             data["errors"] = error.errors
         with self.db.transaction() as tx:
             tx.publish(event_type, subject=envelope["id"], data=data)
+
+    # ==================================================================================
+    # Shipments: stock leaves on dispatch, arrives or is written off at the end
+    # ==================================================================================
+    def issue_for_shipment(self, shipment: Mapping[str, Any]) -> None:
+        """A dispatched shipment: its reserved lines are issued (reservation
+        ``issued``), its unreserved lines leave from what is available; units go
+        ``in_transit``. A transfer's lines are ``transfer_out`` in the ledger."""
+        with self.db.transaction() as tx:
+            self._issue(tx, shipment, self.clock.now())
+
+    def settle_delivered_shipment(self, shipment: Mapping[str, Any]) -> None:
+        """A delivered shipment: reservations ``fulfilled``; units at the site, or
+        received into the destination warehouse (``transfer_in``)."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            rows = self._issue(tx, shipment, now)
+            destination = shipment["destination"]
+            target = (
+                _warehouse_or_none(s, destination["warehouse"])
+                if destination.get("warehouse")
+                else None
+            )
+            reference = f"shipment {shipment['id']}"
+            for row in rows:
+                if row.settled is not None:
+                    continue
+                row.settled = "fulfilled"
+                serials = [x for x in row.serials.split(",") if x]
+                if target is not None and row.quantity:
+                    part = s.get(Part, row.part_id)
+                    before = _stock_level(s, target.id, part.id)
+                    level = _add_stock(s, target.id, part.id, row.quantity)
+                    s.execute(
+                        update(unit_t)
+                        .where(unit_t.c.serial.in_(serials))
+                        .values(
+                            warehouse_id=target.id,
+                            status="available",
+                            reservation_id=None,
+                            location=None,
+                            updated_at=now,
+                        )
+                    )
+                    _add_movements(
+                        s,
+                        [
+                            _movement(
+                                "transfer_in",
+                                target.id,
+                                part.id,
+                                qty,
+                                qty,
+                                0,
+                                serial,
+                                row.reservation_id,
+                                reference,
+                                now,
+                            )
+                            for qty, serial in _lines(row.quantity, serials)
+                        ],
+                    )
+                    _announce_crossing(tx, part, target.code, before.available, level)
+                elif serials:
+                    s.execute(
+                        update(unit_t)
+                        .where(unit_t.c.serial.in_(serials))
+                        .values(status="at_site", location=destination.get("site"), updated_at=now)
+                    )
+                self._end_reservation(tx, row.reservation_id, "issued", "fulfilled", reference, now)
+            self._observe_lane(s, shipment, now)
+
+    def settle_lost_shipment(self, shipment: Mapping[str, Any]) -> None:
+        """A lost shipment: its units are written off and its reservations ``lost``."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            reference = f"shipment {shipment['id']} lost in transit"
+            for row in self._issue(tx, shipment, now):
+                if row.settled is not None:
+                    continue
+                row.settled = "lost"
+                serials = [x for x in row.serials.split(",") if x]
+                if serials:
+                    s.execute(
+                        update(unit_t)
+                        .where(unit_t.c.serial.in_(serials))
+                        .values(status="written_off", location=None, updated_at=now)
+                    )
+                if row.quantity:
+                    # The stock left the books on dispatch: this line only explains where.
+                    _add_movements(
+                        s,
+                        [
+                            _movement(
+                                "write_off",
+                                row.warehouse_id,
+                                row.part_id,
+                                qty,
+                                0,
+                                0,
+                                serial,
+                                row.reservation_id,
+                                reference,
+                                now,
+                            )
+                            for qty, serial in _lines(row.quantity, serials)
+                        ],
+                    )
+                self._end_reservation(tx, row.reservation_id, "issued", "lost", reference, now)
+
+    def _issue(
+        self, tx: Transaction, shipment: Mapping[str, Any], now: datetime
+    ) -> list[ShipmentIssue]:
+        s = tx.session
+        existing = s.scalars(
+            select(ShipmentIssue)
+            .where(ShipmentIssue.shipment_id == shipment["id"])
+            .order_by(ShipmentIssue.line_no)
+        ).all()
+        if existing:
+            return list(existing)
+        kind = "transfer_out" if shipment["destination"].get("warehouse") else "issue"
+        reference = f"shipment {shipment['id']}"
+        rows = []
+        for line_no, line in enumerate(shipment["lines"], start=1):
+            if line.get("reservation_id"):
+                row = self._issue_reservation(tx, line["reservation_id"], kind, reference, now)
+            else:
+                row = self._issue_unreserved(tx, shipment, line, kind, reference, now)
+            if row is None:
+                continue
+            row.shipment_id = shipment["id"]
+            row.line_no = line_no
+            s.add(row)
+            rows.append(row)
+        s.flush()
+        return rows
+
+    def _issue_reservation(
+        self, tx: Transaction, reservation_id: str, kind: str, reference: str, now: datetime
+    ) -> ShipmentIssue | None:
+        s = tx.session
+        query = select(Reservation).where(Reservation.id == reservation_id)
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        r = s.scalar(query)
+        if r is None:
+            return None
+        if r.status != "confirmed":
+            # Released or preempted before the dispatch reached us: nothing of it left.
+            return ShipmentIssue(
+                part_id=r.part_id,
+                warehouse_id=r.warehouse_id,
+                quantity=0,
+                serials="",
+                reservation_id=None,
+                settled=None,
+            )
+        if _change_stock(s, r.warehouse_id, r.part_id, -r.quantity, -r.quantity) is None:
+            raise Conflict("the stock row disagrees with the reservation; count the stock")
+        serials = sorted(
+            s.execute(
+                update(unit_t)
+                .where(unit_t.c.reservation_id == r.id, unit_t.c.status == "reserved")
+                .values(status="in_transit", location=reference, updated_at=now)
+                .returning(unit_t.c.serial)
+            )
+            .scalars()
+            .all()
+        )
+        _add_movements(
+            s,
+            [
+                _movement(
+                    kind, r.warehouse_id, r.part_id, qty, -qty, -qty, serial, r.id, reference, now
+                )
+                for qty, serial in _lines(r.quantity, serials)
+            ],
+        )
+        self._end_reservation(tx, r.id, "confirmed", "issued", reference, now)
+        return ShipmentIssue(
+            part_id=r.part_id,
+            warehouse_id=r.warehouse_id,
+            quantity=r.quantity,
+            serials=",".join(serials),
+            reservation_id=r.id,
+            settled=None,
+        )
+
+    def _issue_unreserved(
+        self,
+        tx: Transaction,
+        shipment: Mapping[str, Any],
+        line: Mapping[str, Any],
+        kind: str,
+        reference: str,
+        now: datetime,
+    ) -> ShipmentIssue | None:
+        s = tx.session
+        origin = _warehouse_or_none(s, shipment["origin"])
+        part = _part_or_none(s, line["part_number"])
+        if origin is None or part is None:
+            return None
+        quantity = line["quantity"]
+        level = _change_stock(s, origin.id, part.id, -quantity, 0)
+        if level is None:
+            available = _stock_level(s, origin.id, part.id).available
+            tx.publish(
+                "inventory.stock.shortfall",
+                subject=f"{part.part_number}@{origin.code}",
+                data={
+                    "shipment_id": shipment["id"],
+                    "warehouse": origin.code,
+                    "part_number": part.part_number,
+                    "quantity": quantity,
+                    "available": available,
+                    "detail": f"shipment {shipment['id']} left with {quantity} "
+                    f"{part.part_number} but only {available} were available at {origin.code}",
+                },
+                reply=False,
+            )
+            return ShipmentIssue(
+                part_id=part.id,
+                warehouse_id=origin.id,
+                quantity=0,
+                serials="",
+                reservation_id=None,
+                settled=None,
+            )
+        serials: list[str] = []
+        if part.serialized:
+            serials = self._pick_units(s, part.id, origin.id, line.get("serials") or [], quantity)
+            s.execute(
+                update(unit_t)
+                .where(unit_t.c.serial.in_(serials))
+                .values(status="in_transit", location=reference, updated_at=now)
+            )
+        _add_movements(
+            s,
+            [
+                _movement(kind, origin.id, part.id, qty, -qty, 0, serial, None, reference, now)
+                for qty, serial in _lines(quantity, serials)
+            ],
+        )
+        _announce_crossing(tx, part, origin.code, level.available + quantity, level)
+        return ShipmentIssue(
+            part_id=part.id,
+            warehouse_id=origin.id,
+            quantity=quantity,
+            serials=",".join(serials),
+            reservation_id=None,
+            settled=None,
+        )
+
+    def _pick_units(
+        self, s: Session, part_id: int, warehouse_id: int, wanted: Sequence[str], quantity: int
+    ) -> list[str]:
+        """The named units if they are available here, topped up with any others."""
+        available = select(unit_t.c.serial).where(
+            unit_t.c.part_id == part_id,
+            unit_t.c.warehouse_id == warehouse_id,
+            unit_t.c.status == "available",
+        )
+        chosen = list(s.scalars(available.where(unit_t.c.serial.in_(wanted))).all())[:quantity]
+        if len(chosen) < quantity:
+            others = s.scalars(
+                available.where(unit_t.c.serial.not_in(chosen))
+                .order_by(unit_t.c.serial)
+                .limit(quantity - len(chosen))
+            ).all()
+            chosen += list(others)
+        return sorted(chosen)
+
+    def _end_reservation(
+        self,
+        tx: Transaction,
+        reservation_id: str | None,
+        expected: str,
+        status: str,
+        note: str,
+        now: datetime,
+    ) -> None:
+        if reservation_id is None:
+            return
+        s = tx.session
+        r = s.get(Reservation, reservation_id)
+        if r is None or r.status != expected:
+            return
+        r.status = status
+        r.version += 1
+        r.updated_at = now
+        _add_history(s, r.id, status, now, note=note)
+        s.flush()
+        tx.publish(
+            f"inventory.reservation.{status}",
+            subject=r.id,
+            data=reservation_resources(s, [r.id])[0],
+        )
+
+    def _observe_lane(self, s: Session, shipment: Mapping[str, Any], now: datetime) -> None:
+        dispatched, delivered = shipment.get("dispatched_at"), shipment.get("delivered_at")
+        origin_region = shipment.get("origin_region")
+        destination_region = shipment["destination"].get("region")
+        if not (dispatched and delivered and origin_region and destination_region):
+            return
+        if s.get(LaneTransit, shipment["id"]) is not None:
+            return
+        s.add(
+            LaneTransit(
+                shipment_id=shipment["id"],
+                origin_region=origin_region,
+                destination_region=destination_region,
+                hours=(delivered - dispatched).total_seconds() / 3600,
+                observed_at=now,
+            )
+        )
 
     # ==================================================================================
     # The ledger and units

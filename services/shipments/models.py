@@ -1,11 +1,15 @@
-"""Shipments's tables."""
+"""Shipments' tables: shipments, their lines, checkpoints and status history, and the
+read models shipments keeps of inventory's warehouses and reservations."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.bus.store import define_bus_tables
+from shared.sqltypes import BigId, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -15,9 +19,112 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+OPEN_STATUSES = ("in_transit", "exception")
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
 BUS = define_bus_tables(Base.metadata)
+
+
+class Shipment(Base):
+    __tablename__ = "shipments"
+    __table_args__ = (
+        # Carriers post events by (carrier, tracking number): unique among open shipments.
+        Index(
+            "uq_shipments_open_tracking",
+            "carrier",
+            "tracking_number",
+            unique=True,
+            postgresql_where=text("status IN ('in_transit', 'exception')"),
+            sqlite_where=text("status IN ('in_transit', 'exception')"),
+        ),
+        Index("ix_shipments_job_origin_status", "job_id", "origin", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    origin: Mapped[str] = mapped_column(String(32))
+    origin_region: Mapped[str | None] = mapped_column(String(100))
+    destination_site: Mapped[str | None] = mapped_column(String(200))
+    destination_warehouse: Mapped[str | None] = mapped_column(String(32))
+    destination_region: Mapped[str | None] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(16))
+    carrier: Mapped[str | None] = mapped_column(String(100))
+    tracking_number: Mapped[str | None] = mapped_column(String(100))
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    priority: Mapped[str | None] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    required_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    promised_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_by: Mapped[str | None] = mapped_column(String(200))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ShipmentLine(Base):
+    """A part on a shipment. A line with a reservation ships the units it holds; a line
+    without one (a transfer made by hand) ships what the origin has available."""
+
+    __tablename__ = "shipment_lines"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    part_number: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    reservation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    serials: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    passed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ShipmentEvent(Base):
+    """A shipment's history: every status it went through, when, why, by whom."""
+
+    __tablename__ = "shipment_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(200))
+
+
+class KnownWarehouse(Base):
+    """Inventory's warehouses, as its events announced them."""
+
+    __tablename__ = "known_warehouses"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(100))
+
+
+class KnownReservation(Base):
+    """The latest version seen of each reservation, so stale events are refused."""
+
+    __tablename__ = "known_reservations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str] = mapped_column(String(100))
+    part_number: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    warehouse: Mapped[str] = mapped_column(String(32))

@@ -1,12 +1,705 @@
-"""Shipments's use cases."""
+"""Shipments' use cases: plan, dispatch, deliver, cancel, and follow what inventory
+and tracking announce. One transaction per action; each status change and the
+event announcing it commit together."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.shipments import states
+from services.shipments.models import (
+    OPEN_STATUSES,
+    Checkpoint,
+    KnownReservation,
+    KnownWarehouse,
+    Shipment,
+    ShipmentEvent,
+    ShipmentLine,
+)
+from shared.bus.context import current_correlation_id
+from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
 from shared.db import Database
+from shared.errors import Conflict, InvalidInput, NotFound
+
+# A dispatch or delivery time "now" may come from a clock a little ahead of ours.
+CLOCK_SKEW = timedelta(minutes=2)
+DEFAULT_MODE = "carrier"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
 
 
 class Shipments:
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+
+    # ==================================================================================
+    # Shipments created by hand
+    # ==================================================================================
+    def create_shipment(
+        self, data: Mapping[str, Any], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            origin = s.get(KnownWarehouse, data["origin"])
+            if origin is None:
+                raise InvalidInput(
+                    f"unknown warehouse {data['origin']}",
+                    errors={"origin": [f"unknown warehouse {data['origin']}"]},
+                )
+            destination = data["destination"]
+            site, warehouse_code, region = _destination(s, destination, origin.code)
+            lines = [self._manual_line(s, origin.code, line) for line in data["lines"]]
+            shipment = Shipment(
+                id=str(uuid.uuid4()),
+                status=states.PLANNED,
+                origin=origin.code,
+                origin_region=origin.region,
+                destination_site=site,
+                destination_warehouse=warehouse_code,
+                destination_region=region,
+                mode=data["mode"],
+                job_id=data.get("job_id"),
+                required_by=data.get("required_by"),
+                correlation_id=current_correlation_id(),
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(shipment)
+            s.flush()
+            for line in lines:
+                line.shipment_id = shipment.id
+                s.add(line)
+            _history(s, shipment, now, "created by hand", actor)
+            s.flush()
+            return self._announce(tx, shipment, "planned")
+
+    def _manual_line(self, s: Session, origin: str, line: Mapping[str, Any]) -> ShipmentLine:
+        reservation_id = line.get("reservation_id")
+        serials = list(line.get("serials") or [])
+        if serials and len(serials) != line["quantity"]:
+            raise InvalidInput(
+                "give one serial per unit, or none",
+                errors={
+                    "lines": [
+                        f"{line['part_number']}: {len(serials)} serials for "
+                        f"{line['quantity']} units"
+                    ]
+                },
+            )
+        if reservation_id is None:
+            return ShipmentLine(
+                part_number=line["part_number"],
+                quantity=line["quantity"],
+                serials=",".join(serials),
+            )
+        known = s.get(KnownReservation, reservation_id)
+        if known is None:
+            raise InvalidInput(
+                f"unknown reservation {reservation_id}",
+                errors={"lines": [f"unknown reservation {reservation_id}"]},
+            )
+        if known.status != "confirmed":
+            raise Conflict(f"reservation {reservation_id} is {known.status}")
+        if known.warehouse != origin or known.part_number != line["part_number"]:
+            raise InvalidInput(
+                f"reservation {reservation_id} is for {known.part_number} at {known.warehouse}",
+                errors={"lines": [f"reservation {reservation_id} does not match the line"]},
+            )
+        carrying = s.scalar(
+            select(ShipmentLine.shipment_id)
+            .join(Shipment, Shipment.id == ShipmentLine.shipment_id)
+            .where(
+                ShipmentLine.reservation_id == reservation_id,
+                Shipment.status.in_((states.PLANNED, *OPEN_STATUSES, states.DELIVERED)),
+            )
+        )
+        if carrying:
+            raise Conflict(f"reservation {reservation_id} is on shipment {carrying} already")
+        return ShipmentLine(
+            part_number=known.part_number,
+            quantity=known.quantity,
+            reservation_id=reservation_id,
+            serials=",".join(serials),
+        )
+
+    # ==================================================================================
+    # Planning from reservations
+    # ==================================================================================
+    def plan_for_reservation(self, reservation: Mapping[str, Any], correlation_id: str) -> None:
+        """A confirmed reservation: put it on its job's planned shipment from its
+        warehouse (one per job and origin), creating that shipment if needed."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            if not _note_reservation(s, reservation):
+                return
+            if reservation["status"] != "confirmed":
+                return
+            on_a_shipment = s.scalar(
+                select(ShipmentLine.id).where(ShipmentLine.reservation_id == reservation["id"])
+            )
+            if on_a_shipment is not None:
+                return
+            shipment = self._planned_shipment_for(
+                s, reservation["job_id"], reservation["warehouse"]
+            )
+            created = shipment is None
+            if shipment is None:
+                origin = s.get(KnownWarehouse, reservation["warehouse"])
+                shipment = Shipment(
+                    id=str(uuid.uuid4()),
+                    status=states.PLANNED,
+                    origin=reservation["warehouse"],
+                    origin_region=reservation.get("warehouse_region")
+                    or (origin.region if origin else None),
+                    destination_site=reservation["site"]["name"],
+                    destination_region=reservation["site"]["region"],
+                    mode=DEFAULT_MODE,
+                    job_id=reservation["job_id"],
+                    priority=reservation["priority"],
+                    owner=reservation["owner"],
+                    required_by=reservation["required_by"],
+                    correlation_id=correlation_id,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(shipment)
+                s.flush()
+                _history(s, shipment, now, f"planned for reservation {reservation['id']}", None)
+            else:
+                shipment.version += 1
+                shipment.updated_at = now
+                shipment.required_by = min(shipment.required_by, reservation["required_by"])
+            s.add(
+                ShipmentLine(
+                    shipment_id=shipment.id,
+                    part_number=reservation["part_number"],
+                    quantity=reservation["quantity"],
+                    reservation_id=reservation["id"],
+                    serials=",".join(reservation.get("serials") or []),
+                )
+            )
+            s.flush()
+            self._announce(tx, shipment, "planned" if created else "updated")
+
+    def _planned_shipment_for(self, s: Session, job_id: str, origin: str) -> Shipment | None:
+        query = (
+            select(Shipment)
+            .where(
+                Shipment.job_id == job_id,
+                Shipment.origin == origin,
+                Shipment.status == states.PLANNED,
+            )
+            .order_by(Shipment.created_at)
+            .limit(1)
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        return s.scalar(query)
+
+    def unplan_reservation(self, reservation: Mapping[str, Any]) -> None:
+        """A released or preempted reservation leaves its planned shipment; a shipment
+        left with no lines is cancelled."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            if not _note_reservation(s, reservation):
+                return
+            line = s.scalar(
+                select(ShipmentLine)
+                .join(Shipment, Shipment.id == ShipmentLine.shipment_id)
+                .where(
+                    ShipmentLine.reservation_id == reservation["id"],
+                    Shipment.status == states.PLANNED,
+                )
+            )
+            if line is None:
+                return
+            shipment = _locked(s, line.shipment_id, self.db.is_postgres)
+            s.delete(line)
+            s.flush()
+            remaining = s.scalar(
+                select(func.count()).where(ShipmentLine.shipment_id == shipment.id)
+            )
+            shipment.version += 1
+            shipment.updated_at = now
+            reason = f"reservation {reservation['id']} {reservation['status']}"
+            if remaining == 0:
+                shipment.status = states.CANCELLED
+                _history(s, shipment, now, f"{reason}; nothing left to ship", None)
+                s.flush()
+                self._announce(tx, shipment, "cancelled")
+            else:
+                s.flush()
+                self._announce(tx, shipment, "updated")
+
+    def note_reservation(self, reservation: Mapping[str, Any]) -> None:
+        """Any other reservation event: remember its latest version and status."""
+        with self.db.transaction() as tx:
+            _note_reservation(tx.session, reservation)
+
+    def note_warehouse(self, warehouse: Mapping[str, Any]) -> None:
+        with self.db.transaction() as tx:
+            known = tx.session.get(KnownWarehouse, warehouse["code"])
+            if known is None:
+                tx.session.add(
+                    KnownWarehouse(
+                        code=warehouse["code"], name=warehouse["name"], region=warehouse["region"]
+                    )
+                )
+            else:
+                known.name = warehouse["name"]
+                known.region = warehouse["region"]
+
+    # ==================================================================================
+    # Dispatch, delivery, cancellation
+    # ==================================================================================
+    def dispatch(
+        self, shipment_id: str, data: Mapping[str, Any], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        mode = data.get("mode")
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _locked(s, shipment_id, self.db.is_postgres)
+            states.next_status("dispatch", shipment.status, shipment.id)
+            mode = mode or shipment.mode
+            dispatched_at = data.get("dispatched_at") or now
+            _check_dispatch(data, mode, dispatched_at, now)
+            tracking_number = data.get("tracking_number")
+            carrier = data.get("carrier")
+            if carrier and tracking_number:
+                clash = s.scalar(
+                    select(Shipment.id).where(
+                        Shipment.carrier == carrier,
+                        Shipment.tracking_number == tracking_number,
+                        Shipment.status.in_(OPEN_STATUSES),
+                    )
+                )
+                if clash:
+                    raise Conflict(
+                        f"{carrier} {tracking_number} is already on open shipment {clash}"
+                    )
+            shipment.mode = mode
+            shipment.carrier = carrier
+            shipment.tracking_number = tracking_number
+            shipment.promised_delivery_at = data.get("promised_delivery_at")
+            shipment.dispatched_at = dispatched_at
+            shipment.status = states.IN_TRANSIT
+            shipment.version += 1
+            shipment.updated_at = now
+            s.execute(delete(Checkpoint).where(Checkpoint.shipment_id == shipment.id))
+            for seq, checkpoint in enumerate(data.get("checkpoints") or [], start=1):
+                s.add(
+                    Checkpoint(
+                        shipment_id=shipment.id,
+                        seq=seq,
+                        name=checkpoint["name"],
+                        due_at=checkpoint["due_at"],
+                        passed_at=None,
+                    )
+                )
+            _history(s, shipment, dispatched_at, f"dispatched by {mode}", actor)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(
+                    f"{carrier} {tracking_number} is already on an open shipment"
+                ) from None
+            return self._announce(tx, shipment, "dispatched")
+
+    def deliver(
+        self, shipment_id: str, data: Mapping[str, Any], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _locked(s, shipment_id, self.db.is_postgres)
+            states.next_status("deliver", shipment.status, shipment.id)
+            delivered_at = data.get("delivered_at") or now
+            if delivered_at > now + CLOCK_SKEW:
+                raise InvalidInput(
+                    "delivered_at is in the future",
+                    errors={"delivered_at": ["must not be in the future"]},
+                )
+            if shipment.dispatched_at and delivered_at < shipment.dispatched_at:
+                raise InvalidInput(
+                    "delivered_at is before the dispatch",
+                    errors={
+                        "delivered_at": [
+                            "must not be before dispatched_at "
+                            f"({shipment.dispatched_at.isoformat()})"
+                        ]
+                    },
+                )
+            received_by = data.get("received_by")
+            shipment.received_by = received_by
+            self._deliver(
+                s,
+                shipment,
+                delivered_at,
+                now,
+                note=f"received by {received_by}" if received_by else None,
+                actor=actor,
+            )
+            return self._announce(tx, shipment, "delivered")
+
+    def _deliver(
+        self,
+        s: Session,
+        shipment: Shipment,
+        delivered_at: datetime,
+        now: datetime,
+        *,
+        note: str | None,
+        actor: str | None,
+    ) -> None:
+        shipment.status = states.DELIVERED
+        shipment.delivered_at = delivered_at
+        shipment.version += 1
+        shipment.updated_at = now
+        _history(s, shipment, delivered_at, note, actor)
+        s.flush()
+
+    def cancel(self, shipment_id: str, reason: str, *, actor: str | None = None) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _locked(s, shipment_id, self.db.is_postgres)
+            shipment.status = states.next_status("cancel", shipment.status, shipment.id)
+            shipment.version += 1
+            shipment.updated_at = now
+            _history(s, shipment, now, reason, actor)
+            s.flush()
+            return self._announce(tx, shipment, "cancelled")
+
+    # ==================================================================================
+    # Tracking events
+    # ==================================================================================
+    def apply_tracking_event(self, event: Mapping[str, Any]) -> None:
+        """A tracking event recorded by tracking: a passed checkpoint, an exception, a
+        loss, a delivery. Events may come late, twice or out of order: a shipment
+        that is delivered, lost or cancelled does not move again."""
+        now = self.clock.now()
+        kind = event["kind"]
+        at: datetime = event["occurred_at"]
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _locked_or_none(s, event["shipment_id"], self.db.is_postgres)
+            if shipment is None:
+                return
+            if kind == "checkpoint" and event.get("checkpoint"):
+                checkpoint = s.scalar(
+                    select(Checkpoint).where(
+                        Checkpoint.shipment_id == shipment.id,
+                        Checkpoint.name == event["checkpoint"],
+                    )
+                )
+                if checkpoint is not None and (
+                    checkpoint.passed_at is None or at < checkpoint.passed_at
+                ):
+                    checkpoint.passed_at = at
+            note = _event_note(event)
+            if kind == "delivered":
+                if shipment.status == states.PLANNED:
+                    # The carrier delivered before anyone recorded the dispatch.
+                    shipment.status = states.IN_TRANSIT
+                    shipment.dispatched_at = at
+                    shipment.version += 1
+                    _history(s, shipment, at, "dispatch inferred from a delivery scan", None)
+                    self._announce(tx, shipment, "dispatched")
+                if states.can("deliver", shipment.status):
+                    delivered_at = max(at, shipment.dispatched_at or at)
+                    self._deliver(s, shipment, delivered_at, now, note=note, actor=None)
+                    self._announce(tx, shipment, "delivered")
+            elif kind == "lost" and states.can("lose", shipment.status):
+                self._move(s, shipment, "lose", at, now, note)
+                self._announce(tx, shipment, "lost")
+            elif kind == "exception" and states.can("report_exception", shipment.status):
+                self._move(s, shipment, "report_exception", at, now, note)
+                self._announce(tx, shipment, "exception")
+            elif (
+                kind in ("picked_up", "in_transit", "out_for_delivery", "checkpoint")
+                and states.can("resume", shipment.status)
+                and at > _current_status_since(s, shipment)
+            ):
+                self._move(s, shipment, "resume", at, now, note)
+                self._announce(tx, shipment, "resumed")
+
+    def _move(
+        self,
+        s: Session,
+        shipment: Shipment,
+        action: str,
+        at: datetime,
+        now: datetime,
+        note: str | None,
+    ) -> None:
+        shipment.status = states.next_status(action, shipment.status, shipment.id)
+        shipment.version += 1
+        shipment.updated_at = now
+        _history(s, shipment, at, note, None)
+        s.flush()
+
+    # ==================================================================================
+    # Reads
+    # ==================================================================================
+    def get_shipment(self, shipment_id: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            resources = shipment_resources(session, [shipment_id])
+        if not resources:
+            raise NotFound(f"no shipment {shipment_id}")
+        return resources[0]
+
+    def list_shipments(
+        self,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        reservation_id: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> Page:
+        query = select(Shipment.id)
+        if status:
+            query = query.where(Shipment.status == status)
+        if job_id:
+            query = query.where(Shipment.job_id == job_id)
+        if reservation_id:
+            query = query.where(
+                Shipment.id.in_(
+                    select(ShipmentLine.shipment_id).where(
+                        ShipmentLine.reservation_id == reservation_id
+                    )
+                )
+            )
+        with self.db.reading() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            ids = session.scalars(
+                query.order_by(Shipment.created_at, Shipment.id)
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+            return Page(shipment_resources(session, list(ids)), total)
+
+    def list_warehouses(self) -> list[dict[str, Any]]:
+        """The warehouses shipments knows of (for forms)."""
+        with self.db.reading() as session:
+            return [
+                {"code": w.code, "name": w.name, "region": w.region}
+                for w in session.scalars(select(KnownWarehouse).order_by(KnownWarehouse.code))
+            ]
+
+    def _announce(self, tx: Transaction, shipment: Shipment, what: str) -> dict[str, Any]:
+        resource = shipment_resources(tx.session, [shipment.id])[0]
+        tx.publish(
+            f"shipments.shipment.{what}",
+            subject=shipment.id,
+            data=resource,
+            correlation_id=shipment.correlation_id,
+        )
+        return resource
+
+
+# ======================================================================================
+# Resources
+# ======================================================================================
+def shipment_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    shipments = {x.id: x for x in s.scalars(select(Shipment).where(Shipment.id.in_(ids)))}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for line in s.scalars(
+        select(ShipmentLine).where(ShipmentLine.shipment_id.in_(ids)).order_by(ShipmentLine.id)
+    ):
+        lines.setdefault(line.shipment_id, []).append(
+            {
+                "part_number": line.part_number,
+                "quantity": line.quantity,
+                "reservation_id": line.reservation_id,
+                "serials": [x for x in line.serials.split(",") if x],
+            }
+        )
+    checkpoints: dict[str, list[dict[str, Any]]] = {}
+    for checkpoint in s.scalars(
+        select(Checkpoint).where(Checkpoint.shipment_id.in_(ids)).order_by(Checkpoint.seq)
+    ):
+        checkpoints.setdefault(checkpoint.shipment_id, []).append(
+            {
+                "name": checkpoint.name,
+                "due_at": checkpoint.due_at,
+                "passed_at": checkpoint.passed_at,
+            }
+        )
+    history: dict[str, list[dict[str, Any]]] = {}
+    for event in s.scalars(
+        select(ShipmentEvent).where(ShipmentEvent.shipment_id.in_(ids)).order_by(ShipmentEvent.id)
+    ):
+        history.setdefault(event.shipment_id, []).append(
+            {"status": event.status, "at": event.at, "note": event.note, "actor": event.actor}
+        )
+    resources = []
+    for shipment_id in ids:
+        x = shipments.get(shipment_id)
+        if x is None:
+            continue
+        destination: dict[str, Any] = (
+            {"warehouse": x.destination_warehouse, "region": x.destination_region}
+            if x.destination_warehouse
+            else {"site": x.destination_site, "region": x.destination_region}
+        )
+        resources.append(
+            {
+                "id": x.id,
+                "status": x.status,
+                "origin": x.origin,
+                "origin_region": x.origin_region,
+                "destination": destination,
+                "mode": x.mode,
+                "carrier": x.carrier,
+                "tracking_number": x.tracking_number,
+                "lines": lines.get(x.id, []),
+                "job_id": x.job_id,
+                "priority": x.priority,
+                "owner": x.owner,
+                "required_by": x.required_by,
+                "promised_delivery_at": x.promised_delivery_at,
+                "dispatched_at": x.dispatched_at,
+                "delivered_at": x.delivered_at,
+                "received_by": x.received_by,
+                "checkpoints": checkpoints.get(x.id, []),
+                "history": history.get(x.id, []),
+                "version": x.version,
+                "created_at": x.created_at,
+                "updated_at": x.updated_at,
+            }
+        )
+    return resources
+
+
+# ======================================================================================
+# Rules and statements
+# ======================================================================================
+def _destination(
+    s: Session, destination: Mapping[str, Any], origin: str
+) -> tuple[str | None, str | None, str | None]:
+    if destination.get("warehouse"):
+        code = destination["warehouse"]
+        warehouse = s.get(KnownWarehouse, code)
+        if warehouse is None:
+            raise InvalidInput(
+                f"unknown warehouse {code}",
+                errors={"destination": [f"unknown warehouse {code}"]},
+            )
+        if code == origin:
+            raise InvalidInput(
+                "a transfer goes to another warehouse",
+                errors={"destination": ["the destination is the origin"]},
+            )
+        return None, code, warehouse.region
+    return destination["site"], None, destination["region"]
+
+
+def _check_dispatch(
+    data: Mapping[str, Any], mode: str, dispatched_at: datetime, now: datetime
+) -> None:
+    errors: dict[str, list[str]] = {}
+    if mode == "carrier":
+        for name in ("carrier", "tracking_number"):
+            if not data.get(name):
+                errors[name] = ["required when the mode is carrier"]
+    if dispatched_at > now + CLOCK_SKEW:
+        errors["dispatched_at"] = ["must not be in the future"]
+    promised = data.get("promised_delivery_at")
+    if promised is not None and promised < dispatched_at:
+        errors["promised_delivery_at"] = ["must not be before the dispatch"]
+    names = [c["name"] for c in data.get("checkpoints") or []]
+    if len(set(names)) != len(names):
+        errors["checkpoints"] = ["checkpoint names must be unique within a shipment"]
+    if errors:
+        raise InvalidInput("the dispatch has invalid fields; see errors", errors=errors)
+
+
+def _note_reservation(s: Session, reservation: Mapping[str, Any]) -> bool:
+    """Remember the reservation's latest version; False when this event is stale."""
+    known = s.get(KnownReservation, reservation["id"])
+    if known is not None and known.version >= reservation["version"]:
+        return False
+    if known is None:
+        s.add(
+            KnownReservation(
+                id=reservation["id"],
+                version=reservation["version"],
+                status=reservation["status"],
+                job_id=reservation["job_id"],
+                part_number=reservation["part_number"],
+                quantity=reservation["quantity"],
+                warehouse=reservation["warehouse"],
+            )
+        )
+    else:
+        known.version = reservation["version"]
+        known.status = reservation["status"]
+    s.flush()
+    return True
+
+
+def _locked_or_none(s: Session, shipment_id: str, lock: bool) -> Shipment | None:
+    query = select(Shipment).where(Shipment.id == shipment_id)
+    if lock:
+        query = query.with_for_update()
+    return s.scalar(query)
+
+
+def _locked(s: Session, shipment_id: str, lock: bool) -> Shipment:
+    shipment = _locked_or_none(s, shipment_id, lock)
+    if shipment is None:
+        raise NotFound(f"no shipment {shipment_id}")
+    return shipment
+
+
+def _history(
+    s: Session, shipment: Shipment, at: datetime, note: str | None, actor: str | None
+) -> None:
+    s.add(
+        ShipmentEvent(
+            shipment_id=shipment.id, status=shipment.status, at=at, note=note, actor=actor
+        )
+    )
+
+
+def _current_status_since(s: Session, shipment: Shipment) -> datetime:
+    """When the shipment entered its current status."""
+    return s.scalar(
+        select(ShipmentEvent.at)
+        .where(ShipmentEvent.shipment_id == shipment.id)
+        .order_by(ShipmentEvent.id.desc())
+        .limit(1)
+    )
+
+
+def _event_note(event: Mapping[str, Any]) -> str | None:
+    parts = [event["kind"].replace("_", " ")]
+    if event.get("checkpoint"):
+        parts.append(f"at {event['checkpoint']}")
+    if event.get("location"):
+        parts.append(f"({event['location']})")
+    text = " ".join(parts)
+    return f"{text}: {event['note']}" if event.get("note") else text

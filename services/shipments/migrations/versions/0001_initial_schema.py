@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:29:39.347135
+Create Date: 2026-11-23 20:42:05.235569
 """
 
 from collections.abc import Sequence
@@ -41,6 +41,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_inbox_received_at"), ["received_at"], unique=False)
 
     op.create_table(
+        "known_reservations",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("job_id", sa.String(length=100), nullable=False),
+        sa.Column("part_number", sa.String(length=64), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("warehouse", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_known_reservations")),
+    )
+    op.create_table(
+        "known_warehouses",
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("region", sa.String(length=100), nullable=False),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_known_warehouses")),
+    )
+    op.create_table(
         "outbox",
         sa.Column(
             "id",
@@ -72,11 +90,134 @@ def upgrade() -> None:
             sqlite_where=sa.text("sent_at IS NULL"),
         )
 
+    op.create_table(
+        "shipments",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("origin", sa.String(length=32), nullable=False),
+        sa.Column("origin_region", sa.String(length=100), nullable=True),
+        sa.Column("destination_site", sa.String(length=200), nullable=True),
+        sa.Column("destination_warehouse", sa.String(length=32), nullable=True),
+        sa.Column("destination_region", sa.String(length=100), nullable=True),
+        sa.Column("mode", sa.String(length=16), nullable=False),
+        sa.Column("carrier", sa.String(length=100), nullable=True),
+        sa.Column("tracking_number", sa.String(length=100), nullable=True),
+        sa.Column("job_id", sa.String(length=100), nullable=True),
+        sa.Column("priority", sa.String(length=16), nullable=True),
+        sa.Column("owner", sa.String(length=200), nullable=True),
+        sa.Column("required_by", shared.sqltypes.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "promised_delivery_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("dispatched_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("received_by", sa.String(length=200), nullable=True),
+        sa.Column("correlation_id", sa.String(length=64), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("created_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shipments")),
+    )
+    with op.batch_alter_table("shipments", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_shipments_job_origin_status", ["job_id", "origin", "status"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_shipments_status"), ["status"], unique=False)
+        batch_op.create_index(
+            "uq_shipments_open_tracking",
+            ["carrier", "tracking_number"],
+            unique=True,
+            postgresql_where=sa.text("status IN ('in_transit', 'exception')"),
+            sqlite_where=sa.text("status IN ('in_transit', 'exception')"),
+        )
+
+    op.create_table(
+        "checkpoints",
+        sa.Column("shipment_id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("due_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("passed_at", shared.sqltypes.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["shipment_id"], ["shipments.id"], name=op.f("fk_checkpoints_shipment_id_shipments")
+        ),
+        sa.PrimaryKeyConstraint("shipment_id", "seq", name=op.f("pk_checkpoints")),
+    )
+    op.create_table(
+        "shipment_events",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("shipment_id", sa.String(length=36), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("at", shared.sqltypes.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("actor", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["shipment_id"], ["shipments.id"], name=op.f("fk_shipment_events_shipment_id_shipments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shipment_events")),
+    )
+    with op.batch_alter_table("shipment_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_shipment_events_shipment_id"), ["shipment_id"], unique=False
+        )
+
+    op.create_table(
+        "shipment_lines",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("shipment_id", sa.String(length=36), nullable=False),
+        sa.Column("part_number", sa.String(length=64), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("reservation_id", sa.String(length=36), nullable=True),
+        sa.Column("serials", sa.Text(), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["shipment_id"], ["shipments.id"], name=op.f("fk_shipment_lines_shipment_id_shipments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shipment_lines")),
+    )
+    with op.batch_alter_table("shipment_lines", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_shipment_lines_reservation_id"), ["reservation_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_shipment_lines_shipment_id"), ["shipment_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("shipment_lines", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shipment_lines_shipment_id"))
+        batch_op.drop_index(batch_op.f("ix_shipment_lines_reservation_id"))
+
+    op.drop_table("shipment_lines")
+    with op.batch_alter_table("shipment_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shipment_events_shipment_id"))
+
+    op.drop_table("shipment_events")
+    op.drop_table("checkpoints")
+    with op.batch_alter_table("shipments", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_shipments_open_tracking",
+            postgresql_where=sa.text("status IN ('in_transit', 'exception')"),
+            sqlite_where=sa.text("status IN ('in_transit', 'exception')"),
+        )
+        batch_op.drop_index(batch_op.f("ix_shipments_status"))
+        batch_op.drop_index("ix_shipments_job_origin_status")
+
+    op.drop_table("shipments")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_outbox_unsent",
@@ -86,6 +227,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_sent_at")
 
     op.drop_table("outbox")
+    op.drop_table("known_warehouses")
+    op.drop_table("known_reservations")
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inbox_received_at"))
 

@@ -1,0 +1,485 @@
+"""From reservation to delivered part, in the embedded system (in-process bus, SQLite):
+planning, dispatch, delivery, loss, cancellation and transfers, and what inventory
+does at each step."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.support import ApiClient, reservation_body, seed_catalogue
+
+INV = "/inventory/api/v1"
+SHP = "/shipments/api/v1/shipments"
+
+
+@pytest.fixture
+def api(embedded) -> ApiClient:
+    client = embedded.api("logistics")
+    seed_catalogue(client)
+    for warehouse, serials in (("CDU", ["C-1", "C-2"]), ("SHA", ["S-1"])):
+        reply = client.post(
+            f"{INV}/receipts",
+            {
+                "warehouse": warehouse,
+                "part_number": "XRT-2000",
+                "quantity": len(serials),
+                "serials": serials,
+            },
+        )
+        assert reply.status == 201
+    client.post(f"{INV}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 20})
+    return client
+
+
+def reserve(api: ApiClient, **changes) -> dict:
+    reply = api.post(f"{INV}/reservations", reservation_body(**changes))
+    assert reply.status == 201, reply
+    return reply.body
+
+
+def planned_shipment(api: ApiClient, reservation_id: str) -> dict:
+    [shipment] = api.wait_for(SHP, lambda body: len(body) == 1, reservation_id=reservation_id)
+    return shipment
+
+
+def stock(api: ApiClient, part: str, warehouse: str) -> dict:
+    rows = api.get(f"{INV}/stock", part_number=part, warehouse=warehouse).body
+    return rows[0] if rows else {"on_hand": 0, "reserved": 0, "available": 0}
+
+
+def hours_ago(hours: float) -> str:
+    return (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
+
+
+def hand_carry(**changes) -> dict:
+    now = datetime.now(UTC)
+    body = {
+        "mode": "hand_carry",
+        "promised_delivery_at": (now + timedelta(hours=13)).isoformat(),
+        "checkpoints": [
+            {"name": f"checkpoint {i}", "due_at": (now + timedelta(hours=i)).isoformat()}
+            for i in range(1, 13)
+        ],
+    }
+    body.update(changes)
+    return body
+
+
+class TestPlanning:
+    def test_confirmed_reservation_gets_a_planned_shipment(self, api: ApiClient) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        assert shipment["status"] == "planned"
+        assert shipment["origin"] == "CDU"
+        assert shipment["destination"] == {"site": "Ganzi County Hospital", "region": "sichuan"}
+        assert shipment["job_id"] == "JOB-1"
+        assert shipment["lines"] == [
+            {
+                "part_number": "XRT-2000",
+                "quantity": 1,
+                "reservation_id": reservation["id"],
+                "serials": reservation["serials"],
+            }
+        ]
+
+    def test_one_shipment_per_job_and_origin(self, api: ApiClient) -> None:
+        first = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, first["id"])
+        second = reserve(api, warehouse="CDU", part_number="GEL-250", quantity=2)
+        api.wait_for(f"{SHP}/{shipment['id']}", lambda body: len(body["lines"]) == 2)
+        other_origin = reserve(api, warehouse="SHA")
+        elsewhere = planned_shipment(api, other_origin["id"])
+        assert elsewhere["id"] != shipment["id"]
+        assert len(api.get(SHP, job_id="JOB-1").body) == 2
+        assert second["id"] in [
+            line["reservation_id"] for line in api.get(f"{SHP}/{shipment['id']}").body["lines"]
+        ]
+
+    def test_released_reservation_leaves_and_empty_shipment_is_cancelled(
+        self, api: ApiClient
+    ) -> None:
+        first = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, first["id"])
+        second = reserve(api, warehouse="CDU", part_number="GEL-250", quantity=1)
+        api.wait_for(f"{SHP}/{shipment['id']}", lambda body: len(body["lines"]) == 2)
+        api.post(f"{INV}/reservations/{first['id']}/release", {"reason": "wrong part"})
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda body: len(body["lines"]) == 1)
+        assert body["lines"][0]["reservation_id"] == second["id"]
+        assert body["status"] == "planned"
+        api.post(f"{INV}/reservations/{second['id']}/release", {})
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda body: body["status"] == "cancelled")
+        assert body["lines"] == []
+
+    def test_preempted_reservation_leaves_its_shipment(self, api: ApiClient) -> None:
+        api.post(
+            f"{INV}/adjustments",
+            {
+                "warehouse": "CDU",
+                "part_number": "XRT-2000",
+                "delta": -1,
+                "reason": "count",
+                "serials": ["C-2"],
+            },
+        )
+        routine = reserve(api, job_id="PM-1", priority="routine", warehouse="CDU")
+        shipment = planned_shipment(api, routine["id"])
+        urgent = reserve(api, job_id="DOWN-1", warehouse="CDU", preempt=[routine["id"]])
+        api.wait_for(f"{SHP}/{shipment['id']}", lambda body: body["status"] == "cancelled")
+        assert planned_shipment(api, urgent["id"])["job_id"] == "DOWN-1"
+
+
+class TestDispatchAndDelivery:
+    def test_the_chain_issues_then_fulfils(self, api: ApiClient) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        [serial] = reservation["serials"]
+        shipment = planned_shipment(api, reservation["id"])
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry())
+        assert reply.status == 200, reply
+        assert reply.body["status"] == "in_transit"
+        assert len(reply.body["checkpoints"]) == 12
+        assert reply.body["checkpoints"][0]["passed_at"] is None
+
+        api.wait_for(f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "issued")
+        assert stock(api, "XRT-2000", "CDU") | {} == {
+            **stock(api, "XRT-2000", "CDU"),
+            "on_hand": 1,
+            "reserved": 0,
+            "available": 1,
+        }
+        assert api.get(f"{INV}/units/{serial}").body["status"] == "in_transit"
+
+        reply = api.post(f"{SHP}/{shipment['id']}/deliver", {"received_by": "Dr. Zhou"})
+        assert reply.status == 200
+        assert reply.body["status"] == "delivered"
+        api.wait_for(
+            f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "fulfilled"
+        )
+        unit = api.get(f"{INV}/units/{serial}").body
+        assert unit["status"] == "at_site"
+        assert unit["location"] == "Ganzi County Hospital"
+        kinds = [m["kind"] for m in unit["history"]]
+        assert kinds == ["receipt", "reservation", "issue"]
+
+    def test_carrier_needs_carrier_and_tracking_number(self, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", {"mode": "carrier"})
+        assert reply.status == 422
+        assert set(reply.body["errors"]) == {"carrier", "tracking_number"}
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "planned"
+
+    def test_tracking_number_is_unique_among_open_shipments(self, api: ApiClient) -> None:
+        first = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        second = planned_shipment(api, reserve(api, job_id="JOB-2", warehouse="SHA")["id"])
+        carrier = {"mode": "carrier", "carrier": "SF", "tracking_number": "SF123"}
+        assert api.post(f"{SHP}/{first['id']}/dispatch", carrier).status == 200
+        reply = api.post(f"{SHP}/{second['id']}/dispatch", carrier)
+        assert reply.status == 409
+        assert "SF123" in reply.body["detail"]
+        assert api.post(f"{SHP}/{first['id']}/deliver", {}).status == 200
+        assert api.post(f"{SHP}/{second['id']}/dispatch", carrier).status == 200
+
+    def test_actions_in_the_wrong_status_are_409_naming_it(self, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        reply = api.post(f"{SHP}/{shipment['id']}/deliver", {})
+        assert reply.status == 409
+        assert reply.body["current_status"] == "planned"
+        api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry())
+        reply = api.post(f"{SHP}/{shipment['id']}/cancel", {"reason": "no longer needed"})
+        assert reply.status == 409
+        assert "in_transit" in reply.body["detail"]
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry())
+        assert reply.status == 409
+
+    def test_times_must_be_plausible(self, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        future = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry(dispatched_at=future))
+        assert reply.status == 422
+        assert "dispatched_at" in reply.body["errors"]
+        reply = api.post(
+            f"{SHP}/{shipment['id']}/dispatch", hand_carry(dispatched_at=hours_ago(10))
+        )
+        assert reply.status == 200
+        reply = api.post(f"{SHP}/{shipment['id']}/deliver", {"delivered_at": hours_ago(11)})
+        assert reply.status == 422
+        assert "delivered_at" in reply.body["errors"]
+        reply = api.post(f"{SHP}/{shipment['id']}/deliver", {"delivered_at": hours_ago(1)})
+        assert reply.status == 200
+        assert reply.body["delivered_at"].startswith(hours_ago(1)[:13])
+
+    def test_cancel_before_dispatch_keeps_the_reservation(self, api: ApiClient) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        reply = api.post(f"{SHP}/{shipment['id']}/cancel", {"reason": "engineer collects"})
+        assert reply.status == 200
+        assert reply.body["status"] == "cancelled"
+        assert api.get(f"{INV}/reservations/{reservation['id']}").body["status"] == "confirmed"
+        assert api.post(f"{SHP}/{shipment['id']}/cancel", {}).status == 422
+
+
+class TestLoss:
+    def test_lost_shipment_writes_off_its_units(self, embedded, api: ApiClient) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        [serial] = reservation["serials"]
+        shipment = planned_shipment(api, reservation["id"])
+        api.post(
+            f"{SHP}/{shipment['id']}/dispatch",
+            {"mode": "carrier", "carrier": "SF", "tracking_number": "SF9"},
+        )
+        api.wait_for(f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "issued")
+        embedded.service("shipments").apply_tracking_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "lost",
+                "occurred_at": datetime.now(UTC),
+                "note": "carrier reports the parcel lost",
+            }
+        )
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "lost"
+        api.wait_for(f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "lost")
+        unit = api.get(f"{INV}/units/{serial}").body
+        assert unit["status"] == "written_off"
+        assert unit["history"][-1]["kind"] == "write_off"
+        assert_books_balance(embedded)
+
+    def test_exception_then_new_scan_resumes(self, embedded, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        api.post(
+            f"{SHP}/{shipment['id']}/dispatch",
+            {
+                "mode": "carrier",
+                "carrier": "SF",
+                "tracking_number": "SF10",
+                "dispatched_at": hours_ago(5),
+            },
+        )
+        shipments = embedded.service("shipments")
+        shipments.apply_tracking_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "exception",
+                "occurred_at": datetime.now(UTC) - timedelta(hours=2),
+                "note": "address unclear",
+            }
+        )
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "exception"
+        shipments.apply_tracking_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "in_transit",
+                "occurred_at": datetime.now(UTC) - timedelta(hours=3),
+            }
+        )
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "exception"
+        shipments.apply_tracking_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "out_for_delivery",
+                "occurred_at": datetime.now(UTC) - timedelta(hours=1),
+            }
+        )
+        body = api.get(f"{SHP}/{shipment['id']}").body
+        assert body['status'] == 'in_transit', body['history']
+
+
+class TestOutOfOrder:
+    def test_delivered_scan_for_a_planned_shipment_dispatches_and_delivers(
+        self, embedded, api: ApiClient
+    ) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        embedded.service("shipments").apply_tracking_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "delivered",
+                "occurred_at": datetime.now(UTC) - timedelta(minutes=5),
+            }
+        )
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "delivered"
+        api.wait_for(
+            f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "fulfilled"
+        )
+        assert_books_balance(embedded)
+
+    def test_inventory_takes_delivered_before_dispatched_and_repeats(
+        self, embedded, api: ApiClient
+    ) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        dispatched = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry()).body
+        delivered = api.post(f"{SHP}/{shipment['id']}/deliver", {}).body
+        api.wait_for(
+            f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "fulfilled"
+        )
+        inventory = embedded.service("inventory")
+        # The same events again, late and in the wrong order: nothing moves.
+        inventory.settle_delivered_shipment(_as_event(delivered))
+        inventory.issue_for_shipment(_as_event(dispatched))
+        inventory.settle_delivered_shipment(_as_event(delivered))
+        kinds = [m["kind"] for m in api.get(f"{INV}/movements", part_number="XRT-2000").body]
+        assert kinds.count("issue") == 1
+        assert api.get(f"{INV}/reservations/{reservation['id']}").body["status"] == "fulfilled"
+        assert_books_balance(embedded)
+
+    def test_inventory_fulfils_when_only_the_delivery_arrives(self, embedded, api) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        inventory = embedded.service("inventory")
+        delivered = dict(
+            _as_event(shipment),
+            status="delivered",
+            dispatched_at=datetime.now(UTC) - timedelta(hours=2),
+            delivered_at=datetime.now(UTC),
+        )
+        inventory.settle_delivered_shipment(delivered)
+        body = api.get(f"{INV}/reservations/{reservation['id']}").body
+        assert [h["status"] for h in body["history"]] == ["confirmed", "issued", "fulfilled"]
+        assert_books_balance(embedded)
+
+
+class TestTransfers:
+    def test_transfer_moves_units_between_warehouses(self, embedded, api: ApiClient) -> None:
+        reply = api.post(
+            SHP,
+            {
+                "origin": "SHA",
+                "destination": {"warehouse": "CDU"},
+                "mode": "carrier",
+                "lines": [{"part_number": "XRT-2000", "quantity": 1}],
+            },
+        )
+        assert reply.status == 201, reply
+        shipment = reply.body
+        assert shipment["destination"] == {"warehouse": "CDU", "region": "sichuan"}
+        totals_before = _totals(api)
+        api.post(f"{SHP}/{shipment['id']}/dispatch", {"carrier": "SF", "tracking_number": "T-1"})
+        api.wait_for(
+            f"{INV}/stock",
+            lambda rows: rows[0]["on_hand"] == 0,
+            part_number="XRT-2000",
+            warehouse="SHA",
+        )
+        assert stock(api, "XRT-2000", "CDU")["on_hand"] == 2
+        assert api.get(f"{INV}/units/S-1").body["status"] == "in_transit"
+        api.post(f"{SHP}/{shipment['id']}/deliver", {})
+        api.wait_for(
+            f"{INV}/stock",
+            lambda rows: rows[0]["on_hand"] == 3,
+            part_number="XRT-2000",
+            warehouse="CDU",
+        )
+        unit = api.get(f"{INV}/units/S-1").body
+        assert (unit["warehouse"], unit["status"]) == ("CDU", "available")
+        assert [m["kind"] for m in unit["history"]] == ["receipt", "transfer_out", "transfer_in"]
+        assert _totals(api) == totals_before
+        assert_books_balance(embedded)
+
+    def test_bulk_transfer_by_hand(self, embedded, api: ApiClient) -> None:
+        shipment = api.post(
+            SHP,
+            {
+                "origin": "CDU",
+                "destination": {"warehouse": "SHA"},
+                "mode": "hand_carry",
+                "lines": [{"part_number": "GEL-250", "quantity": 5}],
+            },
+        ).body
+        api.post(f"{SHP}/{shipment['id']}/dispatch", {})
+        api.wait_for(
+            f"{INV}/stock",
+            lambda rows: rows[0]["on_hand"] == 15,
+            part_number="GEL-250",
+            warehouse="CDU",
+        )
+        api.post(f"{SHP}/{shipment['id']}/deliver", {})
+        api.wait_for(
+            f"{INV}/stock",
+            lambda rows: bool(rows) and rows[0]["on_hand"] == 5,
+            part_number="GEL-250",
+            warehouse="SHA",
+        )
+        assert_books_balance(embedded)
+
+    def test_manual_shipment_validation(self, api: ApiClient) -> None:
+        base = {
+            "origin": "CDU",
+            "mode": "carrier",
+            "lines": [{"part_number": "GEL-250", "quantity": 1}],
+        }
+        assert api.post(SHP, {**base, "destination": {"warehouse": "CDU"}}).status == 422
+        assert api.post(SHP, {**base, "destination": {"warehouse": "NOPE"}}).status == 422
+        assert api.post(SHP, {**base, "destination": {"site": "x"}}).status == 422
+        assert (
+            api.post(SHP, {**base, "origin": "NOPE", "destination": {"warehouse": "SHA"}}).status
+            == 422
+        )
+        assert (
+            api.post(SHP, {**base, "lines": [], "destination": {"warehouse": "SHA"}}).status == 422
+        )
+        assert (
+            api.post(
+                SHP, {**base, "destination": {"warehouse": "SHA"}, "status": "delivered"}
+            ).status
+            == 422
+        )
+
+
+class TestCorrelation:
+    def test_every_event_leads_back_to_the_reservation_request(
+        self, embedded, api: ApiClient
+    ) -> None:
+        reply = api.post(
+            f"{INV}/reservations",
+            reservation_body(warehouse="CDU"),
+            headers={"X-Correlation-ID": "req-xrt-42"},
+        )
+        reservation = reply.body
+        shipment = planned_shipment(api, reservation["id"])
+        api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry())
+        api.post(f"{SHP}/{shipment['id']}/deliver", {})
+        api.wait_for(
+            f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "fulfilled"
+        )
+        types = set()
+        for name in ("inventory", "shipments"):
+            db = embedded.service(name).db
+            with db.reading() as session:
+                for body in session.scalars(select(db.bus.outbox.c.body)):
+                    envelope = json.loads(body)
+                    subject = envelope.get("subject")
+                    if subject in (reservation["id"], shipment["id"]):
+                        assert envelope["correlationid"] == "req-xrt-42", envelope["type"]
+                        types.add(envelope["type"])
+        assert {
+            "inventory.reservation.confirmed",
+            "shipments.shipment.planned",
+            "shipments.shipment.dispatched",
+            "inventory.reservation.issued",
+            "shipments.shipment.delivered",
+            "inventory.reservation.fulfilled",
+        } <= types
+
+
+def _as_event(resource: dict) -> dict:
+    """A shipment as a consumer loads it from an event (times as datetimes)."""
+    from shared.contracts.shipments import ShipmentData
+
+    return ShipmentData().load(json.loads(json.dumps(resource, default=datetime.isoformat)))
+
+
+def _totals(api: ApiClient) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for row in api.get(f"{INV}/stock").body:
+        totals[row["part_number"]] = totals.get(row["part_number"], 0) + row["on_hand"]
+    return totals
+
+
+def assert_books_balance(embedded) -> None:
+    for row in embedded.service("inventory").ledger_balances():
+        assert row["on_hand"] == row["ledger_on_hand"], row
+        assert row["reserved"] == row["ledger_reserved"], row
+        assert 0 <= row["reserved"] <= row["on_hand"], row
