@@ -23,7 +23,7 @@ from typing import Any
 import marshmallow as ma
 import structlog
 from flask import Flask, Response, current_app, g, jsonify, request
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import delete, func, insert, select, update
@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from shared.auth import User, UserStore, parse_bearer
+from shared.bus.connection import connect
 from shared.bus.context import MessageContext, current_message
 from shared.config import Settings
 from shared.db import Database
@@ -83,6 +84,13 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
     response.status_code = status
     response.mimetype = PROBLEM_JSON
     return response
+
+
+class ApiBlueprint(Blueprint):
+    """A flask-smorest Blueprint with the contract's pagination: ``page_size`` 100 by
+    default, at most 1000."""
+
+    DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 100, "max_page_size": 1000}
 
 
 class ProblemApi(Api):
@@ -185,8 +193,6 @@ def create_service_app(
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearerAuth": []}],
         },
-        PAGINATION_PAGE_SIZE=100,
-        PAGINATION_MAX_PAGE_SIZE=1000,
         JSON_SORT_KEYS=False,
     )
     registry = CollectorRegistry()
@@ -199,7 +205,6 @@ def create_service_app(
     )
     app.extensions["partsflow"] = context
     api = ProblemApi(app)
-    api.DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 100, "max_page_size": 1000}
     _install_request_hooks(app, prefix, context)
     _install_error_handlers(app)
     _install_probes(app, prefix, context)
@@ -478,8 +483,21 @@ class _OutboxCollector:
         return [unsent, lag]
 
 
+def _broker_check(settings: Settings, name: str) -> Callable[[], None]:
+    def broker() -> None:
+        connection = connect(settings, name=f"{name}-readyz")
+        try:
+            connection.ensure_connection(max_retries=1)
+        finally:
+            connection.release()
+
+    return broker
+
+
 def _install_probes(app: Flask, prefix: str, context: ServiceContext) -> None:
     context.registry.register(_OutboxCollector(context))
+    if not context.settings.is_memory_bus:
+        context.readiness_checks.append(_broker_check(context.settings, context.name))
 
     @app.get(f"{prefix}/healthz")
     def healthz() -> Response:

@@ -5,32 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services.inventory import schemas
 from services.inventory.service import Inventory
 from shared.auth import MANAGE_STOCK, READ, RESERVE
-from shared.web import ProblemSchema, current_user, requires, service_context
+from shared.web import ApiBlueprint, ProblemSchema, current_user, requires, service_context
 
 PREFIX = "/inventory/api/v1"
 
-warehouses = Blueprint(
+warehouses = ApiBlueprint(
     "warehouses",
     __name__,
     url_prefix=f"{PREFIX}/warehouses",
     description="Stock locations: central warehouses, depots, vans",
 )
-parts = Blueprint(
+parts = ApiBlueprint(
     "parts", __name__, url_prefix=f"{PREFIX}/parts", description="The parts catalogue"
 )
-stock = Blueprint("stock", __name__, url_prefix=PREFIX, description="Receipts, adjustments, stock")
-reservations = Blueprint(
+stock = ApiBlueprint(
+    "stock", __name__, url_prefix=PREFIX, description="Receipts, adjustments, stock"
+)
+reservations = ApiBlueprint(
     "reservations",
     __name__,
     url_prefix=f"{PREFIX}/reservations",
     description="Parts promised to service jobs",
 )
-ledger = Blueprint(
+ledger = ApiBlueprint(
     "ledger", __name__, url_prefix=PREFIX, description="The movement ledger and serial units"
 )
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services.shipments import schemas
 from services.shipments.service import Shipments
 from shared.auth import MANAGE_SHIPMENTS, READ
-from shared.web import ProblemSchema, current_user, requires, service_context
+from shared.web import ApiBlueprint, ProblemSchema, current_user, requires, service_context
 
-shipments = Blueprint(
+shipments = ApiBlueprint(
     "shipments",
     __name__,
     url_prefix="/shipments/api/v1/shipments",

@@ -141,9 +141,23 @@ class TestBadInput:
 
     def test_page_size_is_capped(self, api: ApiClient) -> None:
         assert api.get(f"{V1}/stock", page_size=1001).status == 422
+        assert api.get(f"{V1}/stock", page_size=1000).status == 200
         reply = api.get(f"{V1}/stock", page_size=1, page=1)
         assert reply.status == 200
         assert json.loads(reply.headers["X-Pagination"])["page"] == 1
+
+    def test_default_page_holds_100(self, api: ApiClient) -> None:
+        api.post(f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 60})
+        for i in range(105):
+            reply = api.post(
+                f"{V1}/reservations", reservation_body(job_id=f"P{i}", part_number="GEL-250")
+            )
+            assert reply.status == 201
+        reply = api.get(f"{V1}/reservations")
+        pagination = json.loads(reply.headers["X-Pagination"])
+        assert len(reply.body) == 100
+        assert pagination["total"] == 105
+        assert pagination["next_page"] == 2
 
 
 class TestIdempotencyKey:

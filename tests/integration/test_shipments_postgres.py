@@ -19,12 +19,16 @@ SHP = "/shipments/api/v1/shipments"
 def test_reserve_plan_dispatch_deliver_over_the_real_bus(distributed) -> None:
     api = distributed.api("logistics")
     seed_catalogue(api)
-    assert api.post(
-        f"{INV}/receipts",
-        {"warehouse": "CDU", "part_number": "XRT-2000", "quantity": 1, "serials": ["X-1"]},
-    ).status == 201
+    assert (
+        api.post(
+            f"{INV}/receipts",
+            {"warehouse": "CDU", "part_number": "XRT-2000", "quantity": 1, "serials": ["X-1"]},
+        ).status
+        == 201
+    )
     reply = api.post(
-        f"{INV}/reservations", reservation_body(warehouse="CDU"),
+        f"{INV}/reservations",
+        reservation_body(warehouse="CDU"),
         headers={"X-Correlation-ID": "field-service-req-7"},
     )
     assert reply.status == 201
@@ -40,7 +44,8 @@ def test_reserve_plan_dispatch_deliver_over_the_real_bus(distributed) -> None:
     assert api.get(f"{INV}/units/X-1").body["status"] == "in_transit"
     assert api.post(f"{SHP}/{shipment['id']}/deliver", {}).status == 200
     api.wait_for(
-        f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "fulfilled",
+        f"{INV}/reservations/{reservation['id']}",
+        lambda r: r["status"] == "fulfilled",
         timeout=30,
     )
     assert api.get(f"{INV}/units/X-1").body["status"] == "at_site"
@@ -56,3 +61,11 @@ def test_reserve_plan_dispatch_deliver_over_the_real_bus(distributed) -> None:
                     assert envelope["correlationid"] == "field-service-req-7"
                     seen.add(envelope["type"])
     assert {"inventory.reservation.fulfilled", "shipments.shipment.delivered"} <= seen
+
+
+def test_readiness_covers_database_and_broker(distributed) -> None:
+    api = distributed.api()
+    for service in ("inventory", "shipments", "tracking"):
+        reply = api.get(f"/{service}/readyz")
+        assert reply.status == 200, reply
+        assert reply.body["checks"] == {"database": "ok", "broker": "ok"}
