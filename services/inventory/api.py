@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
+from flask_smorest import Page
 
 from services.inventory import schemas
 from services.inventory.service import Inventory
@@ -51,6 +52,7 @@ def _paged(page: Any, pagination_parameters: Any) -> list[dict[str, Any]]:
 class Warehouses(MethodView):
     @requires(READ)
     @warehouses.response(200, schemas.WarehouseOut(many=True))
+    @warehouses.paginate(Page)
     def get(self) -> Any:
         return inventory().list_warehouses()
 
@@ -80,6 +82,7 @@ class WarehouseByCode(MethodView):
 class Parts(MethodView):
     @requires(READ)
     @parts.response(200, schemas.PartOut(many=True))
+    @parts.paginate(Page)
     def get(self) -> Any:
         return inventory().list_parts()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,20 +55,16 @@ class Shipments:
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
+            # A warehouse inventory has just created may not have reached us yet: its
+            # region is filled in when its event arrives.
             origin = s.get(KnownWarehouse, data["origin"])
-            if origin is None:
-                raise InvalidInput(
-                    f"unknown warehouse {data['origin']}",
-                    errors={"origin": [f"unknown warehouse {data['origin']}"]},
-                )
-            destination = data["destination"]
-            site, warehouse_code, region = _destination(s, destination, origin.code)
-            lines = [self._manual_line(s, origin.code, line) for line in data["lines"]]
+            site, warehouse_code, region = _destination(s, data["destination"], data["origin"])
+            lines = [self._manual_line(s, data["origin"], line) for line in data["lines"]]
             shipment = Shipment(
                 id=str(uuid.uuid4()),
                 status=states.PLANNED,
-                origin=origin.code,
-                origin_region=origin.region,
+                origin=data["origin"],
+                origin_region=origin.region if origin else None,
                 destination_site=site,
                 destination_warehouse=warehouse_code,
                 destination_region=region,
@@ -110,9 +106,12 @@ class Shipments:
             )
         known = s.get(KnownReservation, reservation_id)
         if known is None:
-            raise InvalidInput(
-                f"unknown reservation {reservation_id}",
-                errors={"lines": [f"unknown reservation {reservation_id}"]},
+            # Not announced to us yet; inventory checks it when the shipment leaves.
+            return ShipmentLine(
+                part_number=line["part_number"],
+                quantity=line["quantity"],
+                reservation_id=reservation_id,
+                serials=",".join(serials),
             )
         if known.status != "confirmed":
             raise Conflict(f"reservation {reservation_id} is {known.status}")
@@ -256,17 +255,28 @@ class Shipments:
             _note_reservation(tx.session, reservation)
 
     def note_warehouse(self, warehouse: Mapping[str, Any]) -> None:
+        code, region = warehouse["code"], warehouse["region"]
         with self.db.transaction() as tx:
-            known = tx.session.get(KnownWarehouse, warehouse["code"])
+            s = tx.session
+            known = s.get(KnownWarehouse, code)
             if known is None:
-                tx.session.add(
-                    KnownWarehouse(
-                        code=warehouse["code"], name=warehouse["name"], region=warehouse["region"]
-                    )
-                )
+                s.add(KnownWarehouse(code=code, name=warehouse["name"], region=region))
             else:
                 known.name = warehouse["name"]
-                known.region = warehouse["region"]
+                known.region = region
+            # Shipments created before this warehouse was known learn its region now.
+            s.execute(
+                update(Shipment)
+                .where(Shipment.origin == code, Shipment.origin_region.is_(None))
+                .values(origin_region=region)
+            )
+            s.execute(
+                update(Shipment)
+                .where(
+                    Shipment.destination_warehouse == code, Shipment.destination_region.is_(None)
+                )
+                .values(destination_region=region)
+            )
 
     # ==================================================================================
     # Dispatch, delivery, cancellation
@@ -602,18 +612,13 @@ def _destination(
 ) -> tuple[str | None, str | None, str | None]:
     if destination.get("warehouse"):
         code = destination["warehouse"]
-        warehouse = s.get(KnownWarehouse, code)
-        if warehouse is None:
-            raise InvalidInput(
-                f"unknown warehouse {code}",
-                errors={"destination": [f"unknown warehouse {code}"]},
-            )
         if code == origin:
             raise InvalidInput(
                 "a transfer goes to another warehouse",
                 errors={"destination": ["the destination is the origin"]},
             )
-        return None, code, warehouse.region
+        warehouse = s.get(KnownWarehouse, code)
+        return None, code, warehouse.region if warehouse else None
     return destination["site"], None, destination["region"]
 
 
@@ -621,10 +626,8 @@ def _check_dispatch(
     data: Mapping[str, Any], mode: str, dispatched_at: datetime, now: datetime
 ) -> None:
     errors: dict[str, list[str]] = {}
-    if mode == "carrier":
-        for name in ("carrier", "tracking_number"):
-            if not data.get(name):
-                errors[name] = ["required when the mode is carrier"]
+    if mode == "carrier" and not data.get("carrier"):
+        errors["carrier"] = ["required when the mode is carrier"]
     if dispatched_at > now + CLOCK_SKEW:
         errors["dispatched_at"] = ["must not be in the future"]
     promised = data.get("promised_delivery_at")

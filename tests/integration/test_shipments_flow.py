@@ -164,12 +164,15 @@ class TestDispatchAndDelivery:
         kinds = [m["kind"] for m in unit["history"]]
         assert kinds == ["receipt", "reservation", "issue"]
 
-    def test_carrier_needs_carrier_and_tracking_number(self, api: ApiClient) -> None:
+    def test_carrier_mode_needs_a_carrier(self, api: ApiClient) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
         reply = api.post(f"{SHP}/{shipment['id']}/dispatch", {"mode": "carrier"})
         assert reply.status == 422
-        assert set(reply.body["errors"]) == {"carrier", "tracking_number"}
+        assert set(reply.body["errors"]) == {"carrier"}
         assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "planned"
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", {"mode": "carrier", "carrier": "SF"})
+        assert reply.status == 200
+        assert reply.body["tracking_number"] is None
 
     def test_tracking_number_is_unique_among_open_shipments(self, api: ApiClient) -> None:
         first = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
@@ -283,7 +286,7 @@ class TestLoss:
             }
         )
         body = api.get(f"{SHP}/{shipment['id']}").body
-        assert body['status'] == 'in_transit', body['history']
+        assert body["status"] == "in_transit", body["history"]
 
 
 class TestOutOfOrder:
@@ -354,7 +357,10 @@ class TestTransfers:
         )
         assert reply.status == 201, reply
         shipment = reply.body
-        assert shipment["destination"] == {"warehouse": "CDU", "region": "sichuan"}
+        assert shipment["destination"]["warehouse"] == "CDU"
+        api.wait_for(
+            f"{SHP}/{shipment['id']}", lambda body: body["destination"]["region"] == "sichuan"
+        )
         totals_before = _totals(api)
         api.post(f"{SHP}/{shipment['id']}/dispatch", {"carrier": "SF", "tracking_number": "T-1"})
         api.wait_for(
@@ -411,12 +417,8 @@ class TestTransfers:
             "lines": [{"part_number": "GEL-250", "quantity": 1}],
         }
         assert api.post(SHP, {**base, "destination": {"warehouse": "CDU"}}).status == 422
-        assert api.post(SHP, {**base, "destination": {"warehouse": "NOPE"}}).status == 422
         assert api.post(SHP, {**base, "destination": {"site": "x"}}).status == 422
-        assert (
-            api.post(SHP, {**base, "origin": "NOPE", "destination": {"warehouse": "SHA"}}).status
-            == 422
-        )
+        assert api.post(SHP, {**base, "destination": {"region": "x"}}).status == 422
         assert (
             api.post(SHP, {**base, "lines": [], "destination": {"warehouse": "SHA"}}).status == 422
         )
