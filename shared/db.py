@@ -22,6 +22,15 @@ from shared.bus.store import BusTables, Transaction
 
 OUTBOX_CHANNEL = "partsflow_outbox"
 
+# Constraint names every service's metadata uses, so migrations name them the same way.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 def build_engine(url: str, *, pool_size: int = 5) -> Engine:
     parsed = make_url(url)

@@ -179,22 +179,18 @@ class Inventory:
                     for qty, serial in _lines(quantity, serials)
                 ],
             )
-            stock = stock_resource(warehouse.code, part, level)
-            tx.publish(
-                "inventory.stock.received",
-                subject=f"{part.part_number}@{warehouse.code}",
-                data={
-                    "warehouse": warehouse.code,
-                    "part_number": part.part_number,
-                    "quantity": quantity,
-                    "serials": serials,
-                    "reference": reference,
-                    "movement_ids": movement_ids,
-                    "stock": stock,
-                },
+            return _announce_stock_change(
+                tx,
+                "received",
+                part,
+                warehouse.code,
+                level,
+                quantity,
+                movement_ids,
+                quantity=quantity,
+                serials=serials,
+                reference=reference,
             )
-            _announce_crossing(tx, part, warehouse.code, level.available - quantity, level)
-        return {"movement_ids": movement_ids, "stock": stock}
 
     def _create_units(
         self, s: Session, part: Part, warehouse: Warehouse, serials: Sequence[str], now: datetime
@@ -290,23 +286,19 @@ class Inventory:
                     for qty, serial in _lines(abs(delta), serials)
                 ],
             )
-            stock = stock_resource(warehouse.code, part, level)
-            tx.publish(
-                "inventory.stock.adjusted",
-                subject=f"{part.part_number}@{warehouse.code}",
-                data={
-                    "warehouse": warehouse.code,
-                    "part_number": part.part_number,
-                    "delta": delta,
-                    "reason": reference,
-                    "serials": serials,
-                    "movement_ids": movement_ids,
-                    "stock": stock,
-                    "actor": actor,
-                },
+            return _announce_stock_change(
+                tx,
+                "adjusted",
+                part,
+                warehouse.code,
+                level,
+                delta,
+                movement_ids,
+                delta=delta,
+                reason=reference,
+                serials=serials,
+                actor=actor,
             )
-            _announce_crossing(tx, part, warehouse.code, level.available - delta, level)
-        return {"movement_ids": movement_ids, "stock": stock}
 
     def list_stock(
         self,
@@ -1413,6 +1405,34 @@ def _lane_history(s: Session, destination_region: str) -> dict[tuple[str, str], 
     ):
         history.setdefault((origin, destination), []).append(hours)
     return history
+
+
+def _announce_stock_change(
+    tx: Transaction,
+    event: str,
+    part: Part,
+    warehouse_code: str,
+    level: StockLevel,
+    change: int,
+    movement_ids: list[int],
+    **details: Any,
+) -> dict[str, Any]:
+    """Publish ``inventory.stock.<event>`` (and a low-stock crossing, if any); return
+    the API's answer: the ledger lines written and the stock row now."""
+    stock = stock_resource(warehouse_code, part, level)
+    tx.publish(
+        f"inventory.stock.{event}",
+        subject=f"{part.part_number}@{warehouse_code}",
+        data={
+            "warehouse": warehouse_code,
+            "part_number": part.part_number,
+            **details,
+            "movement_ids": movement_ids,
+            "stock": stock,
+        },
+    )
+    _announce_crossing(tx, part, warehouse_code, level.available - change, level)
+    return {"movement_ids": movement_ids, "stock": stock}
 
 
 def _announce_crossing(
