@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(VENV)/bin/partsflow run --demo
 
+stack: install
+	$(VENV)/bin/partsflow stack
+
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 

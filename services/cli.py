@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from services import bootstrap
+from services.stack import GATEWAYS, StackError, start_stack
 from shared.auth import ROLES, UserError, UserStore
 from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
@@ -96,6 +97,39 @@ def web(service: str, bind: str, workers: int) -> None:
             f"services.{service}:create_app()",
         ],
     )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the gateway listens.")
+@click.option("--port", default=8080, show_default=True, type=int, help="The gateway's port.")
+@click.option(
+    "--web-port",
+    default=8001,
+    show_default=True,
+    type=int,
+    help="The first web server's port, the others follow (0: any free ports).",
+)
+@click.option(
+    "--gateway",
+    type=click.Choice(GATEWAYS),
+    default="auto",
+    show_default=True,
+    help="auto: nginx if installed, else a small Python proxy.",
+)
+def stack(host: str, port: int, web_port: int, gateway: str) -> None:
+    """Run the production processes here, on the local PostgreSQL and RabbitMQ."""
+    try:
+        status = start_stack(
+            os.environ,
+            host=host,
+            port=port,
+            web_port=web_port,
+            gateway=gateway,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except (ConfigError, StackError) as error:
+        raise click.ClickException(str(error)) from None
+    sys.exit(status)
 
 
 @main.group()

@@ -22,7 +22,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def open_service(settings: Settings, clock: Clock | None = None) -> Tracking:
-    return Tracking(Database(settings.db_url(NAME), service=NAME, bus=BUS), clock)
+    return Tracking(
+        Database(settings.db_url(NAME), service=NAME, bus=BUS),
+        clock,
+        eta_step_minutes=settings.eta_step_minutes,
+    )
 
 
 def upgrade_database(settings: Settings) -> None:

@@ -1,12 +1,1501 @@
-"""Tracking's use cases."""
+"""Tracking's use cases: one function per action, each its own transaction.
+
+Tracking keeps a read model of jobs, reservations and shipments from inventory's and
+shipments' events, records tracking events, learns transit times from delivered
+shipments, and judges every open shipment: its ETA (``eta.py``), its risk, and its
+problems (``alerts.py``). A change of state and the events announcing it commit
+together. Whatever touches a shipment locks its row first (PostgreSQL), so the
+scheduler and the consumers take turns on it.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.tracking import alerts, eta
+from services.tracking.models import (
+    Alert,
+    Job,
+    JobReservation,
+    KnownWarehouse,
+    LaneTransit,
+    Rescue,
+    ShipmentCheckpoint,
+    ShipmentLine,
+    StockSignal,
+    TrackedShipment,
+    TrackingEvent,
+)
+from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
 from shared.db import Database
+from shared.errors import Conflict, DomainError, InvalidInput, NotFound
+
+SOURCE = "partsflow/tracking"
+# Shipments the scheduler looks at: those still on their way or about to leave.
+SCANNED = ("planned", "in_transit", "exception")
+MOVEMENT_KINDS = ("picked_up", "checkpoint", "in_transit", "out_for_delivery")
+# Events that place a shipment at a planned checkpoint when they name it.
+PASSING_KINDS = (*MOVEMENT_KINDS, "delivered")
+RESCUED_PRIORITIES = ("machine_down", "urgent")
+# Reservations that no longer count towards their job.
+SET_ASIDE = ("released", "preempted")
+RISK_SEVERITY = {
+    "delivered": 0,
+    "on_track": 1,
+    "delivered_late": 2,
+    "at_risk": 3,
+    "late": 4,
+    "lost": 5,
+}
+# How much of a lane's history is read: the recent past says most about the near future.
+LANE_WINDOW = 500
+
+LaneKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+
+
+@dataclass
+class _Snapshot:
+    """One shipment as judged at one moment."""
+
+    shipment: TrackedShipment
+    now: datetime
+    checkpoints: list[ShipmentCheckpoint]
+    lines: list[ShipmentLine]
+    estimate: eta.Estimate
+    required_by: datetime | None
+    risk: str
+    situation: alerts.ShipmentSituation
+    last_event: TrackingEvent | None
+
+
+@dataclass
+class _Lanes:
+    """Lane statistics read once per unit of work."""
+
+    stats: dict[LaneKey | tuple[str, str], eta.LaneStats] = field(default_factory=dict)
 
 
 class Tracking:
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self, db: Database, clock: Clock | None = None, *, eta_step_minutes: float = 15.0
+    ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+        self.eta_step_minutes = eta_step_minutes
+
+    # ==================================================================================
+    # Tracking events
+    # ==================================================================================
+    def record_event(
+        self, data: Mapping[str, Any], *, source: str | None = None, answer_repeat: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Record a scan or report about a shipment, found by id or by carrier and
+        tracking number. Returns (event, created): a repeat of the sender's
+        ``event_id`` changes nothing. ``answer_repeat``: announce a repeat again (a
+        command's sender waits for an answer)."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = self._find_shipment(s, data)
+            event, created = self._record(s, shipment, data, source, now)
+            resource = event_resource(event)
+            if created:
+                tx.publish("tracking.event.recorded", subject=shipment.id, data=resource)
+                self._after_change(tx, shipment, now, _Lanes())
+            elif answer_repeat:
+                tx.publish(
+                    "tracking.event.recorded",
+                    subject=shipment.id,
+                    data={**resource, "repeat": True},
+                )
+        return resource, created
+
+    def reject_command(
+        self,
+        event_type: str,
+        envelope: Mapping[str, Any],
+        error: DomainError,
+        *,
+        request: Mapping[str, Any],
+    ) -> None:
+        """Answer a command that could not be carried out with its ``*.rejected`` event."""
+        data: dict[str, Any] = {
+            "command_id": envelope["id"],
+            "status": "rejected",
+            "reason": error.type_slug,
+            "detail": error.detail,
+            **{
+                k: _jsonable(request[k])
+                for k in ("shipment_id", "carrier", "tracking_number", "kind", "event_id")
+                if k in request
+            },
+        }
+        if isinstance(error, InvalidInput):
+            data["errors"] = error.errors
+        with self.db.transaction() as tx:
+            tx.publish(event_type, subject=envelope["id"], data=data)
+
+    def shipment_events(self, shipment_id: str) -> list[dict[str, Any]]:
+        with self.db.reading() as s:
+            if s.get(TrackedShipment, shipment_id) is None:
+                raise NotFound(f"no shipment {shipment_id}")
+            events = s.scalars(
+                select(TrackingEvent)
+                .where(TrackingEvent.shipment_id == shipment_id)
+                .order_by(TrackingEvent.occurred_at, TrackingEvent.recorded_at)
+            ).all()
+            return [event_resource(e) for e in events]
+
+    def _find_shipment(self, s: Session, data: Mapping[str, Any]) -> TrackedShipment:
+        if data.get("shipment_id"):
+            shipment = _shipment_for_update(s, data["shipment_id"], self.db.is_postgres)
+            if shipment is None:
+                raise NotFound(
+                    f"no shipment {data['shipment_id']}",
+                    errors={"shipment_id": ["unknown shipment"]},
+                )
+            return shipment
+        found = s.scalars(
+            select(TrackedShipment.id)
+            .where(
+                TrackedShipment.carrier == data["carrier"],
+                TrackedShipment.tracking_number == data["tracking_number"],
+            )
+            .order_by(
+                TrackedShipment.status.in_(SCANNED).desc(),
+                TrackedShipment.dispatched_at.desc().nulls_last(),
+                TrackedShipment.first_seen_at.desc(),
+            )
+            .limit(1)
+        ).first()
+        shipment = _shipment_for_update(s, found, self.db.is_postgres) if found else None
+        if shipment is None:
+            raise NotFound(
+                f"no shipment with {data['carrier']} tracking number {data['tracking_number']}",
+                errors={"tracking_number": ["unknown tracking number for this carrier"]},
+            )
+        return shipment
+
+    def _record(
+        self,
+        s: Session,
+        shipment: TrackedShipment,
+        data: Mapping[str, Any],
+        source: str | None,
+        now: datetime,
+    ) -> tuple[TrackingEvent, bool]:
+        sender_id = data.get("event_id")
+        if sender_id:
+            existing = _sender_event(s, shipment.id, sender_id)
+            if existing is not None:
+                return existing, False
+        event = TrackingEvent(
+            id=str(uuid.uuid4()),
+            shipment_id=shipment.id,
+            kind=data["kind"],
+            occurred_at=data["occurred_at"],
+            checkpoint=data.get("checkpoint"),
+            location=data.get("location"),
+            note=data.get("note"),
+            event_id=sender_id,
+            carrier=data.get("carrier") or shipment.carrier,
+            tracking_number=data.get("tracking_number") or shipment.tracking_number,
+            source=source,
+            recorded_at=now,
+        )
+        try:
+            with s.begin_nested():
+                s.add(event)
+        except IntegrityError:
+            # The same sender's event, recorded at the same moment by another request.
+            existing = _sender_event(s, shipment.id, sender_id) if sender_id else None
+            if existing is None:
+                raise
+            return existing, False
+        self._place(s, shipment, event, now)
+        return event, True
+
+    def _place(
+        self, s: Session, shipment: TrackedShipment, event: TrackingEvent, now: datetime
+    ) -> None:
+        """Put an event where it belongs by ``occurred_at``: it passes its checkpoint,
+        and it moves the shipment's status only if nothing later is known already."""
+        if event.checkpoint and event.kind in PASSING_KINDS:
+            checkpoint = s.scalar(
+                select(ShipmentCheckpoint).where(
+                    ShipmentCheckpoint.shipment_id == shipment.id,
+                    ShipmentCheckpoint.name == event.checkpoint,
+                )
+            )
+            if checkpoint is not None and (
+                checkpoint.passed_at is None or event.occurred_at < checkpoint.passed_at
+            ):
+                checkpoint.passed_at = event.occurred_at
+        latest = shipment.last_event_at is None or event.occurred_at >= shipment.last_event_at
+        if latest:
+            shipment.last_event_id = event.id
+            shipment.last_event_at = event.occurred_at
+        before = shipment.status
+        if event.kind == "delivered":
+            # Arrival ends the journey, whatever scans arrive late about its middle.
+            if shipment.status != "delivered":
+                shipment.status = "delivered"
+                shipment.delivered_at = shipment.delivered_at or event.occurred_at
+        elif latest and event.kind == "lost" and shipment.status in (*SCANNED, "lost"):
+            shipment.status = "lost"
+            shipment.lost_note = event.note or shipment.lost_note
+        elif latest and event.kind == "exception" and shipment.status == "in_transit":
+            shipment.status = "exception"
+        elif latest and event.kind in MOVEMENT_KINDS and shipment.status in ("exception", "lost"):
+            shipment.status = "in_transit"
+        shipment.updated_at = now
+        s.flush()
+        if before != "delivered" and shipment.status == "delivered":
+            self._learn_transit(s, shipment)
+
+    # ==================================================================================
+    # What other services tell
+    # ==================================================================================
+    def apply_shipment(self, data: Mapping[str, Any], event_type: str) -> None:
+        """``shipments.shipment.*``: the shipment as shipments shows it. A version not
+        newer than the one known is stale (or a repeat) and changes nothing."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _shipment_for_update(s, data["id"], self.db.is_postgres)
+            if shipment is not None and shipment.version >= data["version"]:
+                return
+            before = None
+            if shipment is None:
+                shipment = TrackedShipment(id=data["id"], first_seen_at=now)
+                s.add(shipment)
+            else:
+                before = shipment.status
+            destination = data.get("destination") or {}
+            shipment.version = data["version"]
+            shipment.status = _merged_status(before, data["status"], event_type)
+            shipment.origin = data["origin"]
+            shipment.origin_region = data.get("origin_region") or shipment.origin_region
+            shipment.destination_site = destination.get("site")
+            shipment.destination_warehouse = destination.get("warehouse")
+            shipment.destination_region = destination.get("region")
+            shipment.mode = data["mode"]
+            shipment.carrier = data.get("carrier")
+            shipment.tracking_number = data.get("tracking_number")
+            shipment.job_id = data.get("job_id")
+            shipment.priority = data.get("priority")
+            shipment.owner = data.get("owner")
+            shipment.required_by = data.get("required_by")
+            shipment.promised_delivery_at = data.get("promised_delivery_at")
+            shipment.dispatched_at = data.get("dispatched_at")
+            shipment.delivered_at = data.get("delivered_at") or (
+                shipment.delivered_at if shipment.status == "delivered" else None
+            )
+            shipment.updated_at = now
+            s.flush()
+            self._replace_lines(s, shipment.id, data.get("lines") or [])
+            self._merge_checkpoints(s, shipment.id, data.get("checkpoints") or [])
+            if shipment.job_id:
+                _touch_job(
+                    s,
+                    shipment.job_id,
+                    now,
+                    owner=shipment.owner,
+                    site_name=shipment.destination_site,
+                    site_region=shipment.destination_region,
+                    required_by=shipment.required_by,
+                    priority=shipment.priority,
+                    authoritative=False,
+                )
+            s.flush()
+            if shipment.status == "delivered" and before != "delivered":
+                self._learn_transit(s, shipment)
+            self._after_change(tx, shipment, now, _Lanes())
+
+    def _replace_lines(self, s: Session, shipment_id: str, lines: Sequence[Mapping]) -> None:
+        s.execute(delete(ShipmentLine).where(ShipmentLine.shipment_id == shipment_id))
+        for line in lines:
+            s.add(
+                ShipmentLine(
+                    shipment_id=shipment_id,
+                    part_number=line["part_number"],
+                    quantity=line["quantity"],
+                    reservation_id=line.get("reservation_id"),
+                )
+            )
+
+    def _merge_checkpoints(
+        self, s: Session, shipment_id: str, checkpoints: Sequence[Mapping]
+    ) -> None:
+        """Shipments' plan of checkpoints, each passed at the earliest moment either
+        service knows of (scans recorded before the plan arrived count too)."""
+        known = {
+            c.name: c.passed_at
+            for c in s.scalars(
+                select(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
+            )
+        }
+        scanned = dict(
+            s.execute(
+                select(TrackingEvent.checkpoint, func.min(TrackingEvent.occurred_at))
+                .where(
+                    TrackingEvent.shipment_id == shipment_id,
+                    TrackingEvent.checkpoint.is_not(None),
+                    TrackingEvent.kind.in_(PASSING_KINDS),
+                )
+                .group_by(TrackingEvent.checkpoint)
+            ).all()
+        )
+        s.execute(delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id))
+        s.flush()
+        for seq, c in enumerate(checkpoints):
+            moments = [m for m in (c.get("passed_at"), known.get(c["name"])) if m is not None]
+            if scanned.get(c["name"]) is not None:
+                moments.append(scanned[c["name"]])
+            s.add(
+                ShipmentCheckpoint(
+                    shipment_id=shipment_id,
+                    seq=seq,
+                    name=c["name"],
+                    due_at=c["due_at"],
+                    passed_at=min(moments) if moments else None,
+                )
+            )
+        s.flush()
+
+    def apply_reservation(self, data: Mapping[str, Any]) -> None:
+        """``inventory.reservation.*``: the job's parts. A confirmed reservation that
+        replaces a lost one answers a rescue; a lost one may start a rescue."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            reservation = s.get(JobReservation, data["id"])
+            if reservation is not None and reservation.version >= data["version"]:
+                return
+            if reservation is None:
+                reservation = JobReservation(id=data["id"], first_seen_at=now)
+                s.add(reservation)
+            site = data["site"]
+            reservation.job_id = data["job_id"]
+            reservation.part_number = data["part_number"]
+            reservation.quantity = data["quantity"]
+            reservation.warehouse = data["warehouse"]
+            reservation.warehouse_region = data.get("warehouse_region")
+            reservation.status = data["status"]
+            reservation.priority = data["priority"]
+            reservation.required_by = data["required_by"]
+            reservation.owner = data["owner"]
+            reservation.site_name = site["name"]
+            reservation.site_region = site["region"]
+            reservation.replaces = data.get("replaces")
+            reservation.shipment_id = data.get("shipment_id")
+            reservation.version = data["version"]
+            reservation.updated_at = now
+            _touch_job(
+                s,
+                reservation.job_id,
+                now,
+                owner=reservation.owner,
+                site_name=reservation.site_name,
+                site_region=reservation.site_region,
+                required_by=reservation.required_by,
+                priority=reservation.priority,
+                authoritative=True,
+            )
+            s.flush()
+            # The job's shipments are judged against its required-by, which may have moved.
+            revisit = _shipments_carrying(s, reservation.id)
+            if reservation.replaces and reservation.status == "confirmed":
+                rescue = s.get(Rescue, reservation.replaces)
+                if rescue is not None and rescue.status != "confirmed":
+                    rescue.status = "confirmed"
+                    rescue.replacement_id = reservation.id
+                    rescue.warehouse = reservation.warehouse
+                    rescue.answered_at = now
+                    s.flush()
+                    revisit.append(rescue.shipment_id)
+            if reservation.status == "lost":
+                shipment_id = reservation.shipment_id or _shipment_of(s, reservation.id)
+                self._rescue(tx, reservation.id, _needs_of_reservation(reservation), shipment_id)
+                revisit.append(shipment_id)
+            lanes = _Lanes()
+            for shipment_id in dict.fromkeys(revisit):
+                self._revisit(tx, shipment_id, now, lanes)
+
+    def reservation_rejected(self, data: Mapping[str, Any], envelope: Mapping[str, Any]) -> None:
+        """``inventory.reservation.rejected``: if it answers one of our rescues, the
+        lost alert says plainly that no replacement exists."""
+        now = self.clock.now()
+        ids = {i for i in (envelope.get("correlationid"), data.get("command_id")) if i}
+        with self.db.transaction() as tx:
+            s = tx.session
+            rescue = s.scalar(select(Rescue).where(Rescue.command_id.in_(ids)))
+            if rescue is None or rescue.status != "requested":
+                return
+            rescue.status = "rejected"
+            rescue.detail = _rejection_words(data)
+            rescue.answered_at = now
+            s.flush()
+            self._revisit(tx, rescue.shipment_id, now, _Lanes())
+
+    def apply_warehouse(self, data: Mapping[str, Any]) -> None:
+        with self.db.transaction() as tx:
+            warehouse = tx.session.get(KnownWarehouse, data["code"])
+            if warehouse is None:
+                warehouse = KnownWarehouse(code=data["code"])
+                tx.session.add(warehouse)
+            warehouse.name = data["name"]
+            warehouse.region = data["region"]
+            warehouse.kind = data["kind"]
+
+    def apply_stock_signal(
+        self, data: Mapping[str, Any], envelope: Mapping[str, Any], *, low: bool
+    ) -> None:
+        """``inventory.stock.low`` raises a ``low_stock`` alert, ``.replenished`` resolves
+        it; the later of the two (by the time they were sent) stands."""
+        now = self.clock.now()
+        signalled_at = _event_time(envelope) or now
+        problem = alerts.low_stock_problem(
+            data["part_number"], data["warehouse"], data["available"], data.get("reorder_point")
+        )
+        with self.db.transaction() as tx:
+            s = tx.session
+            signal = s.get(StockSignal, problem.subject)
+            if signal is not None and signal.signalled_at > signalled_at:
+                return
+            if signal is None:
+                signal = StockSignal(subject=problem.subject)
+                s.add(signal)
+            signal.low = low
+            signal.signalled_at = signalled_at
+            active = _active_alert(s, problem.subject, "low_stock")
+            if low and active is None:
+                self._raise(tx, problem, now, shipment_id=None, job_id=None, owner=None)
+            elif low and active is not None and active.message != problem.message:
+                active.message = problem.message
+                active.updated_at = now
+            elif not low and active is not None:
+                self._resolve(tx, active, now)
+
+    # ==================================================================================
+    # The scheduler
+    # ==================================================================================
+    def scan(self, now: datetime | None = None) -> dict[str, int]:
+        """Judge every shipment still on its way (and every lost one whose rescue is
+        not settled): ETAs, alerts, and shipments silent for so long they are lost."""
+        now = now or self.clock.now()
+        with self.db.reading() as s:
+            ids = s.scalars(
+                select(TrackedShipment.id)
+                .where(
+                    or_(
+                        TrackedShipment.status.in_(SCANNED),
+                        TrackedShipment.id.in_(
+                            select(Alert.shipment_id).where(
+                                Alert.kind == "lost", Alert.status.in_(alerts.ACTIVE)
+                            )
+                        ),
+                    )
+                )
+                .order_by(TrackedShipment.id)
+            ).all()
+        lanes = _Lanes()
+        lost = 0
+        for shipment_id in ids:
+            with self.db.transaction() as tx:
+                shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
+                if shipment is None:
+                    continue
+                if self._after_change(tx, shipment, now, lanes, may_declare_lost=True):
+                    lost += 1
+        return {"shipments": len(ids), "declared_lost": lost}
+
+    # ==================================================================================
+    # Judging a shipment
+    # ==================================================================================
+    def _revisit(
+        self, tx: Transaction, shipment_id: str | None, now: datetime, lanes: _Lanes
+    ) -> None:
+        if shipment_id is None:
+            return
+        shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
+        if shipment is not None:
+            self._after_change(tx, shipment, now, lanes)
+
+    def _after_change(
+        self,
+        tx: Transaction,
+        shipment: TrackedShipment,
+        now: datetime,
+        lanes: _Lanes,
+        *,
+        may_declare_lost: bool = False,
+    ) -> bool:
+        """Judge the shipment now: take it for lost if it has been silent too long
+        (only the scheduler does), start the rescue of a lost one, announce an ETA that
+        moved, and bring its alerts in line. Returns whether it was declared lost."""
+        s = tx.session
+        snap = self._snapshot(s, shipment, now, lanes)
+        declared = False
+        if may_declare_lost:
+            why = alerts.lost_by_silence(snap.situation, now)
+            if why is not None:
+                event = TrackingEvent(
+                    id=str(uuid.uuid4()),
+                    shipment_id=shipment.id,
+                    kind="lost",
+                    occurred_at=now,
+                    note=why,
+                    carrier=shipment.carrier,
+                    tracking_number=shipment.tracking_number,
+                    source=SOURCE,
+                    recorded_at=now,
+                )
+                s.add(event)
+                s.flush()
+                self._place(s, shipment, event, now)
+                tx.publish(
+                    "tracking.event.recorded", subject=shipment.id, data=event_resource(event)
+                )
+                declared = True
+        if shipment.status == "lost":
+            for line in snap.lines:
+                if line.reservation_id and s.get(Rescue, line.reservation_id) is None:
+                    needs = _needs_of_line(s, shipment, line)
+                    if needs is not None:
+                        self._rescue(tx, line.reservation_id, needs, shipment.id)
+        if declared or shipment.status == "lost":
+            snap = self._snapshot(s, shipment, now, lanes)
+        eta_moved = eta.moved(shipment.announced_eta, snap.estimate.eta, self.eta_step_minutes)
+        if eta_moved:
+            tx.publish(
+                "tracking.eta.updated",
+                subject=shipment.id,
+                data={
+                    **eta_resource(snap),
+                    "job_id": shipment.job_id,
+                    "previous_eta": shipment.announced_eta,
+                },
+            )
+            shipment.announced_eta = snap.estimate.eta
+        self._reconcile(tx, snap, alerts.shipment_problems(snap.situation, now), now, eta_moved)
+        # A replacement on its way changes what the lost shipment's alert says.
+        replaced = [ln.reservation_id for ln in snap.lines if ln.reservation_id]
+        if replaced:
+            for lost_shipment_id in s.scalars(
+                select(Rescue.shipment_id).where(Rescue.replacement_id.in_(replaced))
+            ).all():
+                self._revisit(tx, lost_shipment_id, now, lanes)
+        return declared
+
+    def _snapshot(
+        self,
+        s: Session,
+        shipment: TrackedShipment,
+        now: datetime,
+        lanes: _Lanes,
+        *,
+        with_replacements: bool = True,
+    ) -> _Snapshot:
+        checkpoints = list(
+            s.scalars(
+                select(ShipmentCheckpoint)
+                .where(ShipmentCheckpoint.shipment_id == shipment.id)
+                .order_by(ShipmentCheckpoint.seq)
+            )
+        )
+        lines = list(
+            s.scalars(
+                select(ShipmentLine)
+                .where(ShipmentLine.shipment_id == shipment.id)
+                .order_by(ShipmentLine.id)
+            )
+        )
+        reservations = _reservations(s, [ln.reservation_id for ln in lines if ln.reservation_id])
+        job = s.get(Job, shipment.job_id) if shipment.job_id else None
+        required_by = shipment.required_by
+        if reservations:
+            required_by = (job.required_by if job else None) or min(
+                r.required_by for r in reservations
+            )
+        elif required_by is None and job is not None:
+            required_by = job.required_by
+        owner = shipment.owner or (job.owner if job else None)
+        if owner is None and reservations:
+            owner = reservations[0].owner
+        last_event = (
+            s.get(TrackingEvent, shipment.last_event_id) if shipment.last_event_id else None
+        )
+        exception_event = last_event if last_event and last_event.kind == "exception" else None
+        points = [eta.Checkpoint(c.name, c.due_at, c.passed_at) for c in checkpoints]
+        facts = eta.ShipmentFacts(
+            mode=shipment.mode,
+            status=shipment.status,
+            dispatched_at=shipment.dispatched_at,
+            promised_delivery_at=shipment.promised_delivery_at,
+            delivered_at=shipment.delivered_at,
+            checkpoints=points,
+            exception_at=exception_event.occurred_at if exception_event else None,
+            same_region=_same_region(s, shipment),
+        )
+        estimate = eta.estimate(facts, self._lane(s, _lane_key(s, shipment), lanes), now)
+        risk = eta.risk(shipment.status, estimate, required_by, shipment.delivered_at)
+        replacements: list[alerts.Replacement] = []
+        if with_replacements and shipment.status == "lost":
+            replacements = self._replacements(s, shipment, lines, now, lanes)
+        situation = alerts.ShipmentSituation(
+            shipment_id=shipment.id,
+            status=shipment.status,
+            mode=shipment.mode,
+            estimate=estimate,
+            risk=risk,
+            job_id=shipment.job_id or (reservations[0].job_id if reservations else None),
+            owner=owner,
+            parts=[ln.part_number for ln in lines],
+            required_by=required_by,
+            dispatched_at=shipment.dispatched_at,
+            delivered_at=shipment.delivered_at,
+            last_scan_at=shipment.last_event_at,
+            exception_note=exception_event.note if exception_event else None,
+            lost_note=shipment.lost_note,
+            checkpoints=points,
+            replacements=replacements,
+        )
+        return _Snapshot(
+            shipment, now, checkpoints, lines, estimate, required_by, risk, situation, last_event
+        )
+
+    def _replacements(
+        self,
+        s: Session,
+        shipment: TrackedShipment,
+        lines: Sequence[ShipmentLine],
+        now: datetime,
+        lanes: _Lanes,
+    ) -> list[alerts.Replacement]:
+        ids = [ln.reservation_id for ln in lines if ln.reservation_id]
+        rescues = s.scalars(
+            select(Rescue)
+            .where(or_(Rescue.shipment_id == shipment.id, Rescue.lost_reservation_id.in_(ids)))
+            .order_by(Rescue.requested_at, Rescue.lost_reservation_id)
+        ).all()
+        found = []
+        for rescue in rescues:
+            arrival, shipment_status = None, None
+            if rescue.replacement_id:
+                arrival, shipment_status = self._reservation_arrival(
+                    s, rescue.replacement_id, now, lanes
+                )
+            found.append(
+                alerts.Replacement(
+                    part_number=rescue.part_number,
+                    status=rescue.status,
+                    warehouse=rescue.warehouse,
+                    eta=arrival,
+                    shipment_status=shipment_status,
+                    detail=rescue.detail,
+                )
+            )
+        return found
+
+    def _reservation_arrival(
+        self, s: Session, reservation_id: str, now: datetime, lanes: _Lanes
+    ) -> tuple[datetime | None, str | None]:
+        """When a reservation's part should arrive: from its shipment when one is
+        planned, else from the lanes between its warehouse's region and the site's."""
+        shipment_id = _shipment_of(s, reservation_id)
+        shipment = s.get(TrackedShipment, shipment_id) if shipment_id else None
+        if shipment is not None:
+            snap = self._snapshot(s, shipment, now, lanes, with_replacements=False)
+            return snap.estimate.eta, shipment.status
+        reservation = s.get(JobReservation, reservation_id)
+        if reservation is None:
+            return None, None
+        return self._unshipped_estimate(s, reservation, now, lanes).eta, None
+
+    def _unshipped_estimate(
+        self, s: Session, reservation: JobReservation, now: datetime, lanes: _Lanes
+    ) -> eta.Estimate:
+        origin = reservation.warehouse_region or _warehouse_region(s, reservation.warehouse)
+        stats = self._region_lane(
+            s, origin or reservation.warehouse, reservation.site_region, lanes
+        )
+        facts = eta.ShipmentFacts(
+            mode="carrier",
+            status="planned",
+            same_region=None if origin is None else origin == reservation.site_region,
+        )
+        return eta.estimate(facts, stats, now)
+
+    def _lane(self, s: Session, key: LaneKey, lanes: _Lanes) -> eta.LaneStats:
+        if key not in lanes.stats:
+            origin, destination, mode, carrier = key
+            lanes.stats[key] = _lane_stats(
+                s,
+                LaneTransit.origin_region == origin,
+                LaneTransit.destination_region == destination,
+                LaneTransit.mode == mode,
+                LaneTransit.carrier == carrier,
+            )
+        return lanes.stats[key]
+
+    def _region_lane(
+        self, s: Session, origin: str, destination: str, lanes: _Lanes
+    ) -> eta.LaneStats:
+        key = (origin, destination)
+        if key not in lanes.stats:
+            lanes.stats[key] = _lane_stats(
+                s,
+                LaneTransit.origin_region == origin,
+                LaneTransit.destination_region == destination,
+            )
+        return lanes.stats[key]
+
+    def _learn_transit(self, s: Session, shipment: TrackedShipment) -> None:
+        """A delivered shipment adds its transit time to its lane's history."""
+        if shipment.dispatched_at is None or shipment.delivered_at is None:
+            return
+        hours = _hours(shipment.delivered_at - shipment.dispatched_at)
+        if hours <= 0:
+            return
+        origin, destination, mode, carrier = _lane_key(s, shipment)
+        checkpoints = list(
+            s.scalars(
+                select(ShipmentCheckpoint)
+                .where(ShipmentCheckpoint.shipment_id == shipment.id)
+                .order_by(ShipmentCheckpoint.seq)
+            )
+        )
+        passed = [c for c in checkpoints if c.passed_at is not None]
+        midway = final = None
+        if passed:
+            middle = passed[(len(passed) - 1) // 2]
+            assert middle.passed_at is not None
+            midway = _hours(middle.passed_at - middle.due_at)
+            plan = shipment.promised_delivery_at or max(c.due_at for c in checkpoints)
+            final = _hours(shipment.delivered_at - plan)
+        transit = s.get(LaneTransit, shipment.id) or LaneTransit(shipment_id=shipment.id)
+        transit.origin_region = origin
+        transit.destination_region = destination
+        transit.mode = mode
+        transit.carrier = carrier
+        transit.hours = hours
+        transit.promised_hours = (
+            _hours(shipment.promised_delivery_at - shipment.dispatched_at)
+            if shipment.promised_delivery_at
+            else None
+        )
+        transit.midway_delay_hours = midway
+        transit.final_delay_hours = final
+        transit.delivered_at = shipment.delivered_at
+        s.add(transit)
+        s.flush()
+
+    # ==================================================================================
+    # The lost-part rescue
+    # ==================================================================================
+    def _rescue(
+        self,
+        tx: Transaction,
+        lost_reservation_id: str,
+        needs: Mapping[str, Any],
+        shipment_id: str | None,
+    ) -> None:
+        """Ask inventory, once, for a replacement of a lost reservation of a
+        machine_down or urgent job, from whichever warehouse can deliver first (no
+        ``warehouse`` in the command: inventory picks by lane)."""
+        s = tx.session
+        if s.get(Rescue, lost_reservation_id) is not None:
+            return
+        rescue = Rescue(
+            lost_reservation_id=lost_reservation_id,
+            shipment_id=shipment_id,
+            job_id=needs["job_id"],
+            part_number=needs["part_number"],
+            quantity=needs["quantity"],
+            status="not_requested",
+            requested_at=self.clock.now(),
+        )
+        if needs["priority"] in RESCUED_PRIORITIES:
+            rescue.status = "requested"
+            rescue.command_id = tx.send_command(
+                "inventory.reserve",
+                subject=needs["job_id"],
+                data={
+                    "request_id": f"replace-{lost_reservation_id}",
+                    "replaces": lost_reservation_id,
+                    **{k: _jsonable(v) for k, v in needs.items()},
+                },
+            )
+        s.add(rescue)
+        s.flush()
+
+    # ==================================================================================
+    # Alerts
+    # ==================================================================================
+    def _reconcile(
+        self,
+        tx: Transaction,
+        snap: _Snapshot,
+        problems: Iterable[alerts.Problem],
+        now: datetime,
+        eta_moved: bool,
+    ) -> None:
+        s = tx.session
+        shipment = snap.shipment
+        active = {
+            (a.subject, a.kind): a
+            for a in s.scalars(
+                select(Alert).where(
+                    Alert.shipment_id == shipment.id, Alert.status.in_(alerts.ACTIVE)
+                )
+            )
+        }
+        wanted = {(p.subject, p.kind): p for p in problems}
+        for key, alert in active.items():
+            if key not in wanted:
+                self._resolve(tx, alert, now)
+        job_id, owner = snap.situation.job_id, snap.situation.owner
+        for key, problem in wanted.items():
+            alert = active.get(key)
+            if alert is None:
+                self._raise(tx, problem, now, shipment_id=shipment.id, job_id=job_id, owner=owner)
+                continue
+            changed = alert.fingerprint != problem.fingerprint or eta_moved
+            if changed and alert.message != problem.message:
+                alert.message = problem.message
+                alert.fingerprint = problem.fingerprint
+                alert.job_id = job_id or alert.job_id
+                alert.owner = owner or alert.owner
+                alert.updated_at = now
+                s.flush()
+                tx.publish("tracking.alert.updated", subject=alert.id, data=alert_resource(alert))
+
+    def _raise(
+        self,
+        tx: Transaction,
+        problem: alerts.Problem,
+        now: datetime,
+        *,
+        shipment_id: str | None,
+        job_id: str | None,
+        owner: str | None,
+    ) -> None:
+        alert = Alert(
+            id=str(uuid.uuid4()),
+            kind=problem.kind,
+            status="open",
+            subject=problem.subject,
+            shipment_id=shipment_id,
+            job_id=job_id,
+            owner=owner,
+            message=problem.message,
+            fingerprint=problem.fingerprint,
+            raised_at=now,
+            updated_at=now,
+        )
+        try:
+            with tx.session.begin_nested():
+                tx.session.add(alert)
+        except IntegrityError:
+            return  # raised a moment ago by another worker: one open alert is enough
+        tx.publish("tracking.alert.raised", subject=alert.id, data=alert_resource(alert))
+
+    def _resolve(self, tx: Transaction, alert: Alert, now: datetime) -> None:
+        alert.status = "resolved"
+        alert.resolved_at = now
+        alert.updated_at = now
+        tx.session.flush()
+        tx.publish("tracking.alert.resolved", subject=alert.id, data=alert_resource(alert))
+
+    def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        job_id: str | None = None,
+        owner: str | None = None,
+        shipment_id: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> Page:
+        query = select(Alert)
+        for column, value in (
+            (Alert.status, status),
+            (Alert.kind, kind),
+            (Alert.job_id, job_id),
+            (Alert.owner, owner),
+            (Alert.shipment_id, shipment_id),
+        ):
+            if value:
+                query = query.where(column == value)
+        with self.db.reading() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(
+                query.order_by(Alert.raised_at.desc(), Alert.id)
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+            return Page([alert_resource(a) for a in rows], total)
+
+    def get_alert(self, alert_id: str) -> dict[str, Any]:
+        with self.db.reading() as s:
+            alert = s.get(Alert, alert_id)
+            if alert is None:
+                raise NotFound(f"no alert {alert_id}")
+            return alert_resource(alert)
+
+    def acknowledge_alert(
+        self, alert_id: str, note: str | None = None, *, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Someone has seen it: it stays visible (acknowledged) until resolved."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            query = select(Alert).where(Alert.id == alert_id)
+            if self.db.is_postgres:
+                query = query.with_for_update()
+            alert = tx.session.scalar(query)
+            if alert is None:
+                raise NotFound(f"no alert {alert_id}")
+            if alert.status == "resolved":
+                raise Conflict(
+                    f"alert {alert_id} is resolved already; only an open alert is acknowledged",
+                    current_status=alert.status,
+                )
+            if alert.status == "open":
+                alert.status = "acknowledged"
+                alert.acknowledged_at = now
+                alert.acknowledged_by = actor
+                alert.note = note
+                alert.updated_at = now
+                tx.session.flush()
+                tx.publish(
+                    "tracking.alert.acknowledged", subject=alert.id, data=alert_resource(alert)
+                )
+            return alert_resource(alert)
+
+    # ==================================================================================
+    # Reads: ETAs, jobs, the control tower
+    # ==================================================================================
+    def shipment_eta(self, shipment_id: str) -> dict[str, Any]:
+        now = self.clock.now()
+        with self.db.reading() as s:
+            shipment = s.get(TrackedShipment, shipment_id)
+            if shipment is None:
+                raise NotFound(f"no shipment {shipment_id}")
+            return eta_resource(self._snapshot(s, shipment, now, _Lanes()))
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        """The job as its owner needs it: each part, where it is, when it arrives."""
+        now = self.clock.now()
+        with self.db.reading() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            return self._job_view(s, job, now, _Lanes())
+
+    def list_jobs(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """Every job with its risk, the worst first; ``open_only``: those with a part
+        still to arrive (or lost)."""
+        now = self.clock.now()
+        lanes = _Lanes()
+        with self.db.reading() as s:
+            query = select(Job)
+            if open_only:
+                query = query.where(
+                    or_(
+                        Job.job_id.in_(
+                            select(JobReservation.job_id).where(
+                                JobReservation.status.in_(("confirmed", "issued", "lost"))
+                            )
+                        ),
+                        Job.job_id.in_(
+                            select(TrackedShipment.job_id).where(
+                                TrackedShipment.status.in_((*SCANNED, "lost"))
+                            )
+                        ),
+                    )
+                )
+            views = [self._job_view(s, job, now, lanes) for job in s.scalars(query)]
+        return sorted(views, key=_job_urgency)
+
+    def control_tower(self) -> dict[str, Any]:
+        """Every open job with its risk, and every alert not yet resolved, the most
+        severe and oldest first."""
+        jobs = self.list_jobs(open_only=True)
+        with self.db.reading() as s:
+            rows = s.scalars(
+                select(Alert)
+                .where(Alert.status.in_(alerts.ACTIVE))
+                .order_by(Alert.raised_at, Alert.id)
+            ).all()
+            active = [alert_resource(a) for a in rows]
+        active.sort(key=lambda a: alerts.SEVERITY_ORDER.index(a["severity"]))
+        counts = {risk: 0 for risk in RISK_SEVERITY}
+        for job in jobs:
+            counts[job["risk"]] += 1
+        return {
+            "jobs": jobs,
+            "alerts": active,
+            "jobs_by_risk": counts,
+            "alerts_by_severity": {
+                level: sum(1 for a in active if a["severity"] == level)
+                for level in alerts.SEVERITY_ORDER
+            },
+        }
+
+    def _job_view(self, s: Session, job: Job, now: datetime, lanes: _Lanes) -> dict[str, Any]:
+        reservations = list(
+            s.scalars(
+                select(JobReservation)
+                .where(JobReservation.job_id == job.job_id)
+                .order_by(JobReservation.first_seen_at, JobReservation.id)
+            )
+        )
+        replaced = {r.replaces for r in reservations if r.replaces and r.status not in SET_ASIDE}
+        snapshots: dict[str, _Snapshot] = {}
+
+        def snapshot(shipment_id: str) -> _Snapshot | None:
+            if shipment_id not in snapshots:
+                shipment = s.get(TrackedShipment, shipment_id)
+                if shipment is None:
+                    return None
+                snapshots[shipment_id] = self._snapshot(s, shipment, now, lanes)
+            return snapshots[shipment_id]
+
+        parts: list[dict[str, Any]] = []
+        counted: list[str] = []
+        for r in reservations:
+            shipment_id = _shipment_of(s, r.id)
+            snap = snapshot(shipment_id) if shipment_id else None
+            part = _reservation_part(
+                r, snap, lambda r=r: self._unshipped_estimate(s, r, now, lanes)
+            )
+            parts.append(part)
+            if r.status not in SET_ASIDE and r.id not in replaced:
+                counted.append(part["risk"])
+        known = {r.id for r in reservations}
+        loose = s.execute(
+            select(ShipmentLine, TrackedShipment.id)
+            .join(TrackedShipment, TrackedShipment.id == ShipmentLine.shipment_id)
+            .where(TrackedShipment.job_id == job.job_id)
+            .order_by(TrackedShipment.first_seen_at, ShipmentLine.id)
+        ).all()
+        for line, shipment_id in loose:
+            if line.reservation_id in known:
+                continue
+            snap = snapshot(shipment_id)
+            assert snap is not None
+            part = _shipment_part(line.part_number, line.quantity, line.reservation_id, snap)
+            parts.append(part)
+            if snap.shipment.status != "cancelled":
+                counted.append(part["risk"])
+        risk = max(counted, key=RISK_SEVERITY.__getitem__) if counted else "on_track"
+        return {
+            "job_id": job.job_id,
+            "owner": job.owner,
+            "site": {"name": job.site_name, "region": job.site_region},
+            "required_by": job.required_by,
+            "priority": job.priority,
+            "risk": risk,
+            "parts": parts,
+        }
+
+
+# ======================================================================================
+# Resources: what the API shows and the events carry
+# ======================================================================================
+def event_resource(e: TrackingEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "shipment_id": e.shipment_id,
+        "kind": e.kind,
+        "occurred_at": e.occurred_at,
+        "checkpoint": e.checkpoint,
+        "location": e.location,
+        "note": e.note,
+        "event_id": e.event_id,
+        "carrier": e.carrier,
+        "tracking_number": e.tracking_number,
+        "source": e.source,
+        "recorded_at": e.recorded_at,
+    }
+
+
+def alert_resource(a: Alert) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "status": a.status,
+        "severity": alerts.severity(a.kind),
+        "subject": a.subject,
+        "shipment_id": a.shipment_id,
+        "job_id": a.job_id,
+        "owner": a.owner,
+        "message": a.message,
+        "raised_at": a.raised_at,
+        "resolved_at": a.resolved_at,
+        "acknowledged_at": a.acknowledged_at,
+        "acknowledged_by": a.acknowledged_by,
+        "note": a.note,
+        "updated_at": a.updated_at,
+    }
+
+
+def _checkpoint_resource(c: eta.Checkpoint | ShipmentCheckpoint, now: datetime) -> dict:
+    return {
+        "name": c.name,
+        "due_at": c.due_at,
+        "passed_at": c.passed_at,
+        "overdue": c.passed_at is None and c.due_at < now,
+    }
+
+
+def _last_event_resource(e: TrackingEvent | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {
+        "kind": e.kind,
+        "occurred_at": e.occurred_at,
+        "checkpoint": e.checkpoint,
+        "location": e.location,
+        "note": e.note,
+    }
+
+
+def eta_resource(snap: _Snapshot) -> dict[str, Any]:
+    estimate = snap.estimate
+    return {
+        "shipment_id": snap.shipment.id,
+        "status": snap.shipment.status,
+        "eta": estimate.eta,
+        "eta_earliest": estimate.earliest,
+        "eta_latest": estimate.latest,
+        "basis": estimate.basis,
+        "reason": estimate.reason,
+        "required_by": snap.required_by,
+        "risk": snap.risk,
+        "next_checkpoint": (
+            _checkpoint_resource(estimate.next_checkpoint, snap.now)
+            if estimate.next_checkpoint
+            else None
+        ),
+        "mode": snap.shipment.mode,
+        "carrier": snap.shipment.carrier,
+        "tracking_number": snap.shipment.tracking_number,
+        "dispatched_at": snap.shipment.dispatched_at,
+        "delivered_at": snap.shipment.delivered_at,
+        "promised_delivery_at": snap.shipment.promised_delivery_at,
+        "checkpoints": [_checkpoint_resource(c, snap.now) for c in snap.checkpoints],
+        "last_event": _last_event_resource(snap.last_event),
+    }
+
+
+def _reservation_part(
+    r: JobReservation, snap: _Snapshot | None, unshipped: Callable[[], eta.Estimate]
+) -> dict[str, Any]:
+    part: dict[str, Any] = {
+        "part_number": r.part_number,
+        "quantity": r.quantity,
+        "reservation_id": r.id,
+        "reservation_status": r.status,
+        "warehouse": r.warehouse,
+        "replaces": r.replaces,
+    }
+    if snap is not None:
+        return {**part, **_shipment_fields(snap)}
+    if r.status == "confirmed":
+        estimate = unshipped()
+        judged = eta.risk("planned", estimate, r.required_by, None)
+        reason = estimate.reason.replace("Not dispatched yet", "No shipment planned yet", 1)
+        return {**part, **_no_shipment(estimate, judged, reason)}
+    risk, reason = {
+        "fulfilled": ("delivered", "Delivered."),
+        "lost": ("lost", "Lost on the way."),
+        "released": ("on_track", "Released: no longer on its way to this job."),
+        "preempted": ("on_track", "Taken for a machine-down job: no longer on its way."),
+    }.get(r.status, ("on_track", "Left the warehouse; its shipment is not known yet."))
+    return {**part, **_no_shipment(None, risk, reason)}
+
+
+def _shipment_part(
+    part_number: str, quantity: int, reservation_id: str | None, snap: _Snapshot
+) -> dict[str, Any]:
+    return {
+        "part_number": part_number,
+        "quantity": quantity,
+        "reservation_id": reservation_id,
+        "reservation_status": None,
+        "warehouse": snap.shipment.origin,
+        "replaces": None,
+        **_shipment_fields(snap),
+    }
+
+
+def _shipment_fields(snap: _Snapshot) -> dict[str, Any]:
+    resource = eta_resource(snap)
+    return {
+        "shipment_id": snap.shipment.id,
+        "shipment_status": snap.shipment.status,
+        "eta": resource["eta"],
+        "eta_earliest": resource["eta_earliest"],
+        "eta_latest": resource["eta_latest"],
+        "basis": resource["basis"],
+        "risk": snap.risk,
+        "reason": resource["reason"],
+        "next_checkpoint": resource["next_checkpoint"],
+        "checkpoints": resource["checkpoints"],
+        "last_event": resource["last_event"],
+    }
+
+
+def _no_shipment(estimate: eta.Estimate | None, risk: str, reason: str) -> dict[str, Any]:
+    return {
+        "shipment_id": None,
+        "shipment_status": None,
+        "eta": estimate.eta if estimate else None,
+        "eta_earliest": estimate.earliest if estimate else None,
+        "eta_latest": estimate.latest if estimate else None,
+        "basis": estimate.basis if estimate else None,
+        "risk": risk,
+        "reason": reason,
+        "next_checkpoint": None,
+        "checkpoints": [],
+        "last_event": None,
+    }
+
+
+def _job_urgency(view: Mapping[str, Any]) -> tuple[int, str]:
+    required_by = view["required_by"]
+    return (-RISK_SEVERITY[view["risk"]], required_by.isoformat() if required_by else "~")
+
+
+# ======================================================================================
+# Statements and small rules
+# ======================================================================================
+def _shipment_for_update(s: Session, shipment_id: str, lock: bool) -> TrackedShipment | None:
+    query = select(TrackedShipment).where(TrackedShipment.id == shipment_id)
+    if lock:
+        query = query.with_for_update()
+    return s.scalar(query)
+
+
+def _sender_event(s: Session, shipment_id: str, sender_id: str) -> TrackingEvent | None:
+    return s.scalar(
+        select(TrackingEvent).where(
+            TrackingEvent.shipment_id == shipment_id, TrackingEvent.event_id == sender_id
+        )
+    )
+
+
+def _merged_status(before: str | None, incoming: str, event_type: str) -> str:
+    """Shipments' status, except that what tracking has seen already is not undone by
+    an event shipments published before it heard of it: a delivered shipment stays
+    delivered, and a lost one moves again only when shipments says it resumed."""
+    if before == "delivered" and incoming != "delivered":
+        return before
+    if (
+        before == "lost"
+        and incoming in alerts.MOVING
+        and event_type != "shipments.shipment.resumed"
+    ):
+        return before
+    return incoming
+
+
+def _touch_job(
+    s: Session,
+    job_id: str,
+    now: datetime,
+    *,
+    owner: str | None,
+    site_name: str | None,
+    site_region: str | None,
+    required_by: datetime | None,
+    priority: str | None,
+    authoritative: bool,
+) -> None:
+    """Reservations say what a job is; a shipment only fills in what is not known."""
+    job = s.get(Job, job_id)
+    if job is None:
+        job = Job(job_id=job_id, first_seen_at=now)
+        s.add(job)
+    for name, value in (
+        ("owner", owner),
+        ("site_name", site_name),
+        ("site_region", site_region),
+        ("required_by", required_by),
+        ("priority", priority),
+    ):
+        if value is not None and (authoritative or getattr(job, name) is None):
+            setattr(job, name, value)
+    job.updated_at = now
+
+
+def _reservations(s: Session, ids: Sequence[str]) -> list[JobReservation]:
+    if not ids:
+        return []
+    return list(s.scalars(select(JobReservation).where(JobReservation.id.in_(ids))))
+
+
+def _shipment_of(s: Session, reservation_id: str) -> str | None:
+    """The shipment carrying a reservation: the latest one not cancelled."""
+    return s.scalar(
+        select(TrackedShipment.id)
+        .join(ShipmentLine, ShipmentLine.shipment_id == TrackedShipment.id)
+        .where(ShipmentLine.reservation_id == reservation_id)
+        .order_by(
+            (TrackedShipment.status == "cancelled").asc(), TrackedShipment.first_seen_at.desc()
+        )
+        .limit(1)
+    )
+
+
+def _shipments_carrying(s: Session, reservation_id: str) -> list[str]:
+    return list(
+        s.scalars(
+            select(ShipmentLine.shipment_id)
+            .where(ShipmentLine.reservation_id == reservation_id)
+            .distinct()
+        )
+    )
+
+
+def _needs_of_reservation(r: JobReservation) -> dict[str, Any]:
+    """What a replacement of ``r`` must be: the POST /reservations body, no warehouse."""
+    return {
+        "job_id": r.job_id,
+        "part_number": r.part_number,
+        "quantity": r.quantity,
+        "required_by": r.required_by,
+        "priority": r.priority,
+        "owner": r.owner,
+        "site": {"name": r.site_name, "region": r.site_region},
+    }
+
+
+def _needs_of_line(
+    s: Session, shipment: TrackedShipment, line: ShipmentLine
+) -> dict[str, Any] | None:
+    reservation = s.get(JobReservation, line.reservation_id) if line.reservation_id else None
+    if reservation is not None:
+        return _needs_of_reservation(reservation)
+    job = s.get(Job, shipment.job_id) if shipment.job_id else None
+    site_name = shipment.destination_site or (job.site_name if job else None)
+    region = shipment.destination_region or (job.site_region if job else None)
+    owner = shipment.owner or (job.owner if job else None)
+    required_by = shipment.required_by or (job.required_by if job else None)
+    priority = shipment.priority or (job.priority if job else None)
+    if not (shipment.job_id and site_name and region and owner and required_by and priority):
+        return None  # a transfer between warehouses, or a job too little is known of
+    return {
+        "job_id": shipment.job_id,
+        "part_number": line.part_number,
+        "quantity": line.quantity,
+        "required_by": required_by,
+        "priority": priority,
+        "owner": owner,
+        "site": {"name": site_name, "region": region},
+    }
+
+
+def _rejection_words(data: Mapping[str, Any]) -> str | None:
+    alternatives = [
+        f"{a.get('warehouse')} has {a.get('available')}"
+        for a in data.get("alternatives") or []
+        if isinstance(a, Mapping)
+    ]
+    if alternatives:
+        return "not enough in one place: " + ", ".join(alternatives)
+    if data.get("reason") in (None, "not-enough-stock"):
+        return None
+    return data.get("detail")
+
+
+def _lane_key(s: Session, shipment: TrackedShipment) -> LaneKey:
+    origin = shipment.origin_region or _warehouse_region(s, shipment.origin) or shipment.origin
+    destination = (
+        shipment.destination_region
+        or (
+            _warehouse_region(s, shipment.destination_warehouse)
+            if shipment.destination_warehouse
+            else None
+        )
+        or shipment.destination_site
+        or shipment.destination_warehouse
+        or ""
+    )
+    return origin, destination, shipment.mode, shipment.carrier or ""
+
+
+def _same_region(s: Session, shipment: TrackedShipment) -> bool | None:
+    origin = shipment.origin_region or _warehouse_region(s, shipment.origin)
+    destination = shipment.destination_region or (
+        _warehouse_region(s, shipment.destination_warehouse)
+        if shipment.destination_warehouse
+        else None
+    )
+    return None if origin is None or destination is None else origin == destination
+
+
+def _warehouse_region(s: Session, code: str) -> str | None:
+    warehouse = s.get(KnownWarehouse, code)
+    return warehouse.region if warehouse else None
+
+
+def _lane_stats(s: Session, *conditions: Any) -> eta.LaneStats:
+    rows = s.execute(
+        select(
+            LaneTransit.hours,
+            LaneTransit.promised_hours,
+            LaneTransit.midway_delay_hours,
+            LaneTransit.final_delay_hours,
+        )
+        .where(*conditions)
+        .order_by(LaneTransit.delivered_at.desc())
+        .limit(LANE_WINDOW)
+    ).all()
+    return eta.lane_stats([eta.Transit(*row) for row in rows])
+
+
+def _active_alert(s: Session, subject: str, kind: str) -> Alert | None:
+    return s.scalar(
+        select(Alert).where(
+            Alert.subject == subject, Alert.kind == kind, Alert.status.in_(alerts.ACTIVE)
+        )
+    )
+
+
+def _event_time(envelope: Mapping[str, Any]) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(envelope["time"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

@@ -1,9 +1,234 @@
-"""Server-rendered pages of this service (Jinja2, Flask-WTF with CSRF)."""
+"""Tracking's pages: the start page of the whole site (what needs attention now), the
+control tower, checkpoint scans entered by hand, and the engineer's page for one job.
+The site's ``/login`` and ``/logout`` live here too, since the site's root is this
+app's. Each view parses a form, calls one use case and renders."""
 
 from __future__ import annotations
 
-from flask import Flask
+from collections import defaultdict
+from typing import Any
+
+from flask import Flask, current_app, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from wtforms import SelectField, StringField
+from wtforms.fields import DateTimeLocalField
+from wtforms.validators import InputRequired, Optional
+
+from services.tracking.alerts import SEVERITY_ORDER
+from services.tracking.schemas import EventIn
+from services.tracking.service import Tracking
+from shared import pages
+from shared.auth import ACKNOWLEDGE_ALERTS, READ, RECORD_EVENTS
+from shared.pages import PageForm, carry_out, page_requires, page_user, succeed
+from shared.web import service_context
+
+EVENT_KINDS = (
+    "checkpoint",
+    "picked_up",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "exception",
+    "lost",
+)
+AT_RISK = ("at_risk", "late", "lost")
+# How often the control tower and the engineer's page reload themselves.
+REFRESH_SECONDS = 60
+# A job link texted to an engineer opens that job's page without signing in, for
+# as long as a repair takes.
+JOB_LINK_DAYS = 14
+
+blueprint = pages.page_blueprint("tracking_pages", __name__, url_prefix="/tracking")
+root = pages.page_blueprint("site_root", __name__, url_prefix="")
 
 
 def register(app: Flask) -> None:
     """Add this service's pages to its app."""
+    pages.install(app, clock=service_context(app).extras["tracking"].clock)
+    app.register_blueprint(pages.account_blueprint())
+    app.register_blueprint(root)
+    app.register_blueprint(blueprint)
+
+
+def tracking() -> Tracking:
+    return service_context().extras["tracking"]
+
+
+def actor() -> str:
+    user = page_user()
+    assert user is not None  # page_requires let the request in
+    return user.name
+
+
+# -- forms -----------------------------------------------------------------------------------
+
+
+class ScanForm(PageForm):
+    kind = SelectField("What happened", choices=pages.choices(EVENT_KINDS))
+    checkpoint = StringField("Checkpoint", validators=[Optional()])
+    occurred_at = DateTimeLocalField(
+        "When", format=pages.DATETIME_LOCAL, validators=[InputRequired()]
+    )
+    utc_offset = pages.offset_field()
+    location = StringField("Location", validators=[Optional()])
+    note = StringField("Note", validators=[Optional()])
+
+    def payload(self, shipment_id: str) -> dict[str, Any]:
+        values = {
+            "shipment_id": shipment_id,
+            "kind": self.kind.data,
+            "occurred_at": pages.aware(self.occurred_at.data, self.utc_offset.data),
+            "checkpoint": self.checkpoint.data,
+            "location": self.location.data,
+            "note": self.note.data,
+        }
+        return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+class AcknowledgeForm(PageForm):
+    note = StringField("Note", validators=[Optional()])
+
+
+# -- links an engineer can open ---------------------------------------------------------------
+
+
+def _job_links() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="partsflow-job-page")
+
+
+def job_link(job_id: str) -> str:
+    key = _job_links().dumps(job_id)
+    return url_for("tracking_pages.job", job_id=job_id, key=key, _external=True)
+
+
+def _link_opens(job_id: str, key: str | None) -> bool:
+    if not key:
+        return False
+    try:
+        signed = _job_links().loads(key, max_age=JOB_LINK_DAYS * 24 * 3600)
+    except BadSignature:
+        return False
+    return signed == job_id
+
+
+# -- the start page and the control tower ------------------------------------------------------
+
+
+@root.get("/")
+@page_requires(READ)
+def attention() -> Any:
+    tower = tracking().control_tower()
+    by_severity: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    low_stock = []
+    for alert in tower["alerts"]:
+        if alert["kind"] == "low_stock":
+            low_stock.append(alert)
+        else:
+            by_severity[alert["severity"]].append(alert)
+    jobs = [job for job in tower["jobs"] if job["risk"] in AT_RISK]
+    return render_template(
+        "tracking/attention.html",
+        alert_groups=[(level, by_severity[level]) for level in SEVERITY_ORDER],
+        jobs=jobs,
+        low_stock=low_stock,
+        acknowledge_form=AcknowledgeForm(formdata=None),
+    )
+
+
+@blueprint.get("/")
+@page_requires(READ)
+def home() -> Any:
+    return redirect(url_for(".control_tower"))
+
+
+@blueprint.get("/control-tower")
+@page_requires(READ)
+def control_tower() -> Any:
+    tower = tracking().control_tower()
+    return render_template(
+        "tracking/control_tower.html",
+        jobs=tower["jobs"],
+        alerts=tower["alerts"],
+        acknowledge_form=AcknowledgeForm(formdata=None),
+        refresh_seconds=REFRESH_SECONDS,
+    )
+
+
+@blueprint.post("/alerts/<alert_id>/acknowledge")
+@page_requires(ACKNOWLEDGE_ALERTS)
+def acknowledge(alert_id: str) -> Any:
+    form = AcknowledgeForm()
+    back = pages.local_path(request.args.get("next"), url_for(".control_tower"))
+    if form.validate_on_submit():
+        alert = carry_out(
+            form, lambda: tracking().acknowledge_alert(alert_id, form.note.data, actor=actor())
+        )
+        if alert:
+            return succeed(f"Acknowledged: {alert['message']}", back)
+    return render_template(
+        "pages/error.html",
+        title="Not acknowledged",
+        message=" ".join(form.form_errors) or "The alert could not be acknowledged.",
+    ), form.status_code
+
+
+# -- scans entered by hand ---------------------------------------------------------------------
+
+
+@blueprint.route("/shipments/<shipment_id>/scans/new", methods=["GET", "POST"])
+@page_requires(RECORD_EVENTS)
+def record_scan(shipment_id: str) -> Any:
+    eta = tracking().shipment_eta(shipment_id)
+    next_checkpoint = eta.get("next_checkpoint") or {}
+    form = ScanForm(
+        data={"checkpoint": next_checkpoint.get("name")} if request.method == "GET" else None
+    )
+    pages.form_defaults(form)
+    if request.method == "GET":
+        form.occurred_at.data = pages.page_now().astimezone(pages.offset_zone(form.utc_offset.data))
+    if form.validate_on_submit():
+        data = pages.load_form(form, EventIn(), form.payload(shipment_id))
+        recorded = (
+            carry_out(form, lambda: tracking().record_event(data, source=actor())) if data else None
+        )
+        if recorded:
+            pages.remember_offset(form.utc_offset.data)
+            where = f" at {data['checkpoint']}" if data.get("checkpoint") else ""
+            return succeed(
+                f"Recorded {data['kind'].replace('_', ' ')}{where}.",
+                url_for(".shipment_scans", shipment_id=shipment_id),
+            )
+    return render_template(
+        "tracking/scan.html", form=form, eta=eta, shipment_id=shipment_id
+    ), form.status_code
+
+
+@blueprint.get("/shipments/<shipment_id>")
+@page_requires(READ)
+def shipment_scans(shipment_id: str) -> Any:
+    return render_template(
+        "tracking/shipment.html",
+        shipment_id=shipment_id,
+        eta=tracking().shipment_eta(shipment_id),
+    )
+
+
+# -- the engineer's page -----------------------------------------------------------------------
+
+
+@blueprint.get("/jobs/<job_id>")
+def job(job_id: str) -> Any:
+    user = page_user()
+    opened_by_link = _link_opens(job_id, request.args.get("key"))
+    if user is None and not opened_by_link:
+        return redirect(pages.login_url(request.full_path.rstrip("?")))
+    if user is not None and not user.can(READ) and not opened_by_link:
+        return pages.forbidden(user)
+    return render_template(
+        "tracking/job.html",
+        job=tracking().job_view(job_id),
+        share_link=job_link(job_id) if user is not None else None,
+        link_days=JOB_LINK_DAYS,
+        refresh_seconds=REFRESH_SECONDS,
+        checked_at=pages.page_now(),
+    )

@@ -1,0 +1,279 @@
+"""Alert rules: which problems a shipment, or a stock row, has at this moment, each
+with the one sentence a person reads: who owns it, what is wrong, what the ETA now is.
+
+Pure: the service keeps at most one open alert per (subject, kind), raises the
+problems that are new, re-words the ones that changed and resolves the ones gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.tracking.eta import Checkpoint, Estimate, duration, when
+
+KINDS = (
+    "at_risk",
+    "late",
+    "checkpoint_overdue",
+    "stalled",
+    "exception",
+    "lost",
+    "delivered_late",
+    "low_stock",
+)
+STATUSES = ("open", "acknowledged", "resolved")
+ACTIVE = ("open", "acknowledged")
+SEVERITY = {
+    "lost": "critical",
+    "late": "critical",
+    "at_risk": "warning",
+    "checkpoint_overdue": "warning",
+    "stalled": "warning",
+    "exception": "warning",
+    "low_stock": "warning",
+    "delivered_late": "info",
+}
+SEVERITY_ORDER = ("critical", "warning", "info")
+
+# A shipment is "stalled" when silent for longer than this share of its typical
+# transit, within bounds per mode (carriers scan at hubs; a courier or a person
+# carrying a part reports far more often).
+SILENCE_SHARE = 0.5
+SILENCE_BOUNDS_HOURS = {"carrier": (4.0, 24.0), "courier": (2.0, 8.0), "hand_carry": (2.0, 6.0)}
+# Lost: silent this many times the stall limit and past its latest plausible arrival,
+# or silent so long that nothing else explains it.
+LOST_SILENCE_FACTOR = 2.0
+LONG_SILENCE_FACTOR = 4.0
+MOVING = ("in_transit", "exception")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    subject: str
+    message: str
+    # What the problem is, apart from the ETA: when it changes, the alert is re-worded.
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """The rescue of one lost reservation: ``requested``, ``confirmed`` (reserved at
+    ``warehouse``), ``rejected`` (no stock), or ``not_requested`` (a routine job)."""
+
+    part_number: str
+    status: str
+    warehouse: str | None = None
+    eta: datetime | None = None
+    shipment_status: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentSituation:
+    shipment_id: str
+    status: str
+    mode: str
+    estimate: Estimate
+    risk: str
+    job_id: str | None = None
+    owner: str | None = None
+    parts: Sequence[str] = ()
+    required_by: datetime | None = None
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
+    last_scan_at: datetime | None = None
+    exception_note: str | None = None
+    lost_note: str | None = None
+    checkpoints: Sequence[Checkpoint] = ()
+    replacements: Sequence[Replacement] = ()
+
+
+def severity(kind: str) -> str:
+    return SEVERITY.get(kind, "warning")
+
+
+def stall_after_hours(mode: str, typical_hours: float) -> float:
+    low, high = SILENCE_BOUNDS_HOURS.get(mode, SILENCE_BOUNDS_HOURS["carrier"])
+    return min(max(SILENCE_SHARE * typical_hours, low), high)
+
+
+def silent_hours(s: ShipmentSituation, now: datetime) -> float | None:
+    """Hours since the last scan (or the dispatch, when nothing was scanned since)."""
+    moments = [m for m in (s.last_scan_at, s.dispatched_at) if m is not None]
+    if not moments:
+        return None
+    return (now - max(moments)).total_seconds() / 3600
+
+
+def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
+    """Why the shipment must be taken for lost, or None while it may still turn up."""
+    if s.status not in MOVING:
+        return None
+    silent = silent_hours(s, now)
+    if silent is None:
+        return None
+    limit = stall_after_hours(s.mode, s.estimate.typical_hours)
+    overdue = s.estimate.overdue_after is not None and now > s.estimate.overdue_after
+    if (silent > LOST_SILENCE_FACTOR * limit and overdue) or silent > LONG_SILENCE_FACTOR * limit:
+        return (
+            f"no scan for {duration(silent)}, far longer than this lane allows ({duration(limit)})"
+        )
+    return None
+
+
+def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
+    who = _who(s)
+    what = f"shipment {short_id(s.shipment_id)}{_parts(s.parts)}"
+    eta_now = f"ETA now {when(s.estimate.eta)}"
+    if s.status == "delivered":
+        if s.risk != "delivered_late" or s.required_by is None or s.delivered_at is None:
+            return []
+        late = duration((s.delivered_at - s.required_by).total_seconds() / 3600)
+        return [
+            Problem(
+                "delivered_late",
+                s.shipment_id,
+                f"{who}: {what} was delivered on {when(s.delivered_at)}, {late} after its "
+                f"required-by {when(s.required_by)}.",
+                "delivered_late",
+            )
+        ]
+    if s.status == "lost":
+        return _lost(s, who, what)
+    if s.status not in ("planned", *MOVING):
+        return []
+    problems: list[Problem] = []
+    if s.risk == "late" and s.required_by is not None:
+        problems.append(
+            Problem(
+                "late",
+                s.shipment_id,
+                f"{who}: {what} is expected after its required-by {when(s.required_by)}; "
+                f"{eta_now}.",
+                "late",
+            )
+        )
+    elif s.risk == "at_risk" and s.required_by is not None:
+        problems.append(
+            Problem(
+                "at_risk",
+                s.shipment_id,
+                f"{who}: {what} may miss its required-by {when(s.required_by)}, as it could "
+                f"arrive as late as {when(s.estimate.latest)}; {eta_now}.",
+                "at_risk",
+            )
+        )
+    if s.status == "planned":
+        return problems
+    nxt = s.estimate.next_checkpoint
+    if nxt is not None and nxt.due_at < now:
+        overdue = duration((now - nxt.due_at).total_seconds() / 3600)
+        position = [c.name for c in s.checkpoints].index(nxt.name) + 1
+        problems.append(
+            Problem(
+                "checkpoint_overdue",
+                f"{s.shipment_id}/{nxt.name}",
+                f"{who}: checkpoint {nxt.name} ({position} of {len(s.checkpoints)}) of {what} "
+                f"was due on {when(nxt.due_at)} and is not passed ({overdue} overdue); "
+                f"{eta_now}.",
+                f"checkpoint_overdue|{nxt.name}",
+            )
+        )
+    silent = silent_hours(s, now)
+    limit = stall_after_hours(s.mode, s.estimate.typical_hours)
+    if silent is not None and silent > limit:
+        since = max(m for m in (s.last_scan_at, s.dispatched_at) if m is not None)
+        problems.append(
+            Problem(
+                "stalled",
+                s.shipment_id,
+                f"{who}: no scan of {what} since {when(since)}, longer than this lane "
+                f"allows ({duration(limit)}); {eta_now}.",
+                f"stalled|{since.isoformat()}",
+            )
+        )
+    if s.status == "exception":
+        note = f" ({s.exception_note})" if s.exception_note else ""
+        problems.append(
+            Problem(
+                "exception",
+                s.shipment_id,
+                f"{who}: the carrier reports an exception on {what}{note}; {eta_now}.",
+                f"exception|{s.exception_note or ''}",
+            )
+        )
+    return problems
+
+
+def _lost(s: ShipmentSituation, who: str, what: str) -> list[Problem]:
+    if s.replacements and all(r.shipment_status == "delivered" for r in s.replacements):
+        return []  # every lost part has been replaced and delivered: the job is whole
+    how = f" ({s.lost_note})" if s.lost_note else ""
+    if not s.replacements:
+        rescue = "it carries no reservation to replace: reserve a replacement by hand"
+    else:
+        rescue = "; ".join(_replacement_words(r, s.required_by) for r in s.replacements)
+    fingerprint = "lost|" + "|".join(
+        f"{r.part_number}:{r.status}:{r.warehouse}:{r.shipment_status}" for r in s.replacements
+    )
+    return [Problem("lost", s.shipment_id, f"{who}: {what} is lost{how}; {rescue}.", fingerprint)]
+
+
+def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
+    if r.status == "requested":
+        return (
+            f"a replacement {r.part_number} is being reserved from the warehouse that can "
+            "deliver first"
+        )
+    if r.status == "confirmed":
+        timing = ""
+        if r.eta is not None and required_by is not None:
+            if r.eta <= required_by:
+                timing = f", in time for the required-by {when(required_by)}"
+            else:
+                late = duration((r.eta - required_by).total_seconds() / 3600)
+                timing = f", {late} after the required-by {when(required_by)}"
+        return (
+            f"a replacement {r.part_number} is reserved at {r.warehouse}, ETA {when(r.eta)}{timing}"
+        )
+    if r.status == "rejected":
+        detail = f" ({r.detail})" if r.detail else ""
+        return (
+            f"no {r.part_number} is in stock in any warehouse{detail}: a unit must be found "
+            "outside Partsflow"
+        )
+    return f"the job is routine: reserve a replacement {r.part_number} by hand if still needed"
+
+
+def low_stock_problem(
+    part_number: str, warehouse: str, available: int, reorder_point: int | None
+) -> Problem:
+    below = f", below its reorder point of {reorder_point}" if reorder_point is not None else ""
+    return Problem(
+        "low_stock",
+        f"{part_number}@{warehouse}",
+        f"Low stock: {available} {part_number} available at {warehouse}{below}; reorder or "
+        "move stock there.",
+        "low_stock",
+    )
+
+
+def short_id(identifier: str) -> str:
+    return identifier[:8]
+
+
+def _who(s: ShipmentSituation) -> str:
+    if s.job_id and s.owner:
+        return f"Job {s.job_id} (owner {s.owner})"
+    if s.job_id:
+        return f"Job {s.job_id}"
+    if s.owner:
+        return f"Owner {s.owner}"
+    return "Transfer"
+
+
+def _parts(parts: Sequence[str]) -> str:
+    return f" ({', '.join(parts)})" if parts else ""

@@ -1,0 +1,553 @@
+"""The ETA model: when a shipment should arrive, an 80 % range around it, where the
+estimate comes from, and why, in one sentence a person reads.
+
+Pure functions over plain values: no Flask, SQL or broker.
+
+Transit times are modelled as log-normal: always positive, skewed towards delays,
+described by a median and a spread (the standard deviation of their logarithm). The
+median comes from the lane's history when it has enough, else from the promised
+delivery time, else from a per-mode default with a wide spread. What is known at the
+moment of reading narrows it: time that has passed without a delivery (the
+distribution given "not arrived yet"), and the checkpoints passed or overdue so far.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from statistics import NormalDist
+
+MODES = ("carrier", "courier", "hand_carry")
+BASES = ("promised", "lane_history", "checkpoints", "default")
+
+# A lane needs this many delivered shipments before its history is trusted alone.
+MIN_LANE_HISTORY = 5
+# Without history: a typical transit per mode, and a spread that makes the 80 % range
+# about half to twice that (never falsely narrow).
+DEFAULT_HOURS = {"carrier": 48.0, "courier": 12.0, "hand_carry": 24.0}
+DEFAULT_SPREAD = 0.55
+# Within one region a journey is shorter, across regions longer (inventory ranks its
+# warehouses by the same rule: a carrier takes a day within a region, three across).
+REGION_FACTOR = {True: 0.5, False: 1.5, None: 1.0}
+# How far actual arrivals stray from a promise, when no history says better.
+PROMISE_SPREAD = {"carrier": 0.3, "courier": 0.25, "hand_carry": 0.2}
+# Even a very regular lane is not clockwork.
+MIN_SPREAD = 0.05
+# Real lanes have heavier tails than a log-normal (a strike, a storm): a little margin
+# keeps the 80 % range from being falsely narrow on them.
+MARGIN = 1.06
+# The 10 % and 90 % points of a normal distribution are this many deviations out.
+Z80 = NormalDist().inv_cdf(0.9)
+# An exception (damaged, held at customs) typically costs part of a transit.
+EXCEPTION_DELAY_SHARE = 0.25
+EXCEPTION_EXTRA_SHARE = 1.0
+# What part of a delay seen at a checkpoint is still there at arrival, when the lane
+# has no history of checkpoint delays, and how sure that is.
+DEFAULT_PERSISTENCE = 1.0
+DEFAULT_PERSISTENCE_DOUBT = 0.35
+# Delayed shipments with checkpoints a lane needs before it says how delays carry on.
+MIN_CARRY_PAIRS = 5
+# The most recent ones are enough (the slopes between them grow with the square).
+MAX_CARRY_PAIRS = 200
+# A checkpoint delay smaller than this says nothing about how delays carry on.
+NOTICEABLE_DELAY_HOURS = 0.25
+# The least width on either side of a checkpoint-based estimate.
+FLOOR_HOURS = 0.25
+
+
+@dataclass(frozen=True)
+class Transit:
+    """One delivered shipment on a lane: what it took, and what it was promised.
+
+    ``midway_delay_hours`` / ``final_delay_hours``: how late it was at a checkpoint part
+    of the way, and at arrival against its plan; pairs of them say whether delays on
+    this lane carry on to the end or are made up on the way.
+    """
+
+    hours: float
+    promised_hours: float | None = None
+    midway_delay_hours: float | None = None
+    final_delay_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class DelayCarry:
+    """How the delay seen part-way turns into the delay at arrival on a lane:
+    ``final = persistence x midway + added``, give or take what the rest of the
+    journey adds beyond that (``low_hours``..``high_hours``, its 10 % and 90 % points)."""
+
+    persistence: float
+    added_hours: float
+    low_hours: float
+    high_hours: float
+    count: int
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    """What a lane's history says about its next shipment."""
+
+    count: int = 0
+    median_hours: float | None = None
+    spread: float = DEFAULT_SPREAD
+    promise_count: int = 0
+    promise_ratio: float = 1.0
+    promise_spread: float = DEFAULT_SPREAD
+    carry: DelayCarry | None = None
+
+
+def lane_stats(transits: Sequence[Transit]) -> LaneStats:
+    hours = [t.hours for t in transits if t.hours > 0]
+    if not hours:
+        return LaneStats()
+    ratios = [
+        t.hours / t.promised_hours
+        for t in transits
+        if t.hours > 0 and t.promised_hours is not None and t.promised_hours > 0
+    ]
+    pairs = [
+        (t.midway_delay_hours, t.final_delay_hours)
+        for t in transits
+        if t.midway_delay_hours is not None and t.final_delay_hours is not None
+    ]
+    return LaneStats(
+        count=len(hours),
+        median_hours=float(statistics.median(hours)),
+        spread=_predictive_spread(hours),
+        promise_count=len(ratios),
+        promise_ratio=float(statistics.median(ratios)) if ratios else 1.0,
+        promise_spread=_predictive_spread(ratios) if ratios else DEFAULT_SPREAD,
+        carry=_delay_carry(pairs) if len(pairs) >= MIN_CARRY_PAIRS else None,
+    )
+
+
+def _delay_carry(pairs: Sequence[tuple[float, float]]) -> DelayCarry:
+    """The slope of the final delay on the midway one, and what the rest of a journey
+    adds beyond it. Robust (Theil-Sen: the median of the slopes between pairs, then the
+    median of what is left): a rare long hold-up widens the range but does not tilt
+    the slope or move every estimate later."""
+    pairs = pairs[:MAX_CARRY_PAIRS]
+    n = len(pairs)
+    slopes = [
+        (f2 - f1) / (m2 - m1)
+        for i, (m1, f1) in enumerate(pairs)
+        for m2, f2 in pairs[i + 1 :]
+        if abs(m2 - m1) >= NOTICEABLE_DELAY_HOURS
+    ]
+    persistence = DEFAULT_PERSISTENCE
+    if len(slopes) >= MIN_CARRY_PAIRS:
+        persistence = min(max(statistics.median(slopes), 0.0), 1.5)
+    added = statistics.median(f - persistence * m for m, f in pairs)
+    residuals = [f - added - persistence * m for m, f in pairs]
+    low, *_, high = statistics.quantiles(residuals, n=10, method="inclusive")
+    widen = _widening(n)
+    return DelayCarry(persistence, added, min(low, 0.0) * widen, max(high, 0.0) * widen, n)
+
+
+def _predictive_spread(values: Sequence[float]) -> float:
+    """The log-spread of the *next* value, not of the sample: wider for few values
+    (the sample's own spread is uncertain, and so is its median)."""
+    n = len(values)
+    if n < 2:
+        return DEFAULT_SPREAD
+    logs = [math.log(v) for v in values]
+    # A sample's deviation underestimates the spread it comes from (by c4, ~6 % at 5).
+    unbiased = statistics.stdev(logs) / (1 - 1 / (4 * n) - 7 / (32 * n * n))
+    spread = max(unbiased, MIN_SPREAD)
+    return spread * _widening(n)
+
+
+def _widening(n: int) -> float:
+    """From a sample's spread to the next value's: sqrt(1 + 1/n) as its centre is
+    estimated too; then Student's t at the 90 % point over the normal's, for n - 1
+    degrees of freedom (Cornish-Fisher, second order); and the margin for tails."""
+    dof = n - 1
+    return MARGIN * math.sqrt(1 + 1 / n) * (1 + 0.661 / dof + 0.446 / dof**2)
+
+
+@dataclass(frozen=True)
+class TransitModel:
+    """A log-normal transit time, in hours from dispatch."""
+
+    median_hours: float
+    spread: float
+
+    def quantile(self, p: float, elapsed_hours: float = 0.0) -> float:
+        """The ``p`` quantile of the transit time, given that it has lasted
+        ``elapsed_hours`` without arriving."""
+        dist = NormalDist(math.log(self.median_hours), max(self.spread, MIN_SPREAD))
+        if elapsed_hours <= 0:
+            return math.exp(dist.inv_cdf(p))
+        gone = dist.cdf(math.log(elapsed_hours))
+        q = min(gone + p * (1 - gone), 1 - 1e-9)
+        return max(math.exp(dist.inv_cdf(q)), elapsed_hours)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    due_at: datetime
+    passed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentFacts:
+    """What is known about one shipment when its ETA is read."""
+
+    mode: str
+    status: str
+    dispatched_at: datetime | None = None
+    promised_delivery_at: datetime | None = None
+    delivered_at: datetime | None = None
+    checkpoints: Sequence[Checkpoint] = ()
+    exception_at: datetime | None = None
+    # Whether origin and destination are in one region (None: not known).
+    same_region: bool | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    eta: datetime | None
+    earliest: datetime | None
+    latest: datetime | None
+    basis: str
+    reason: str
+    next_checkpoint: Checkpoint | None = None
+    # The typical transit on this lane, and when the shipment should have arrived at
+    # the latest, judged at dispatch: what "silent for too long" is measured against.
+    typical_hours: float = DEFAULT_HOURS["carrier"]
+    overdue_after: datetime | None = None
+    checkpoint_delay_hours: float | None = None
+
+
+# ======================================================================================
+# The estimate
+# ======================================================================================
+def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, str, str]:
+    """Where the estimate starts: (model, basis, why), ``why`` a clause for the reason."""
+    mode = facts.mode if facts.mode in DEFAULT_HOURS else "carrier"
+    promised = _promised_hours(facts)
+    if lane.count >= MIN_LANE_HISTORY and lane.median_hours:
+        if promised is not None and lane.promise_count >= MIN_LANE_HISTORY:
+            model = TransitModel(promised * lane.promise_ratio, lane.promise_spread)
+            why = (
+                f"the promised {duration(promised)} corrected by this lane's record "
+                f"({lane.promise_count} deliveries took {lane.promise_ratio:.0%} of their "
+                "promised time at the median)"
+            )
+        else:
+            model = TransitModel(lane.median_hours, lane.spread)
+            why = (
+                f"{lane.count} past deliveries on this lane took "
+                f"{duration(lane.median_hours)} at the median"
+            )
+        return model, "lane_history", why
+    if promised is not None:
+        model = TransitModel(promised, PROMISE_SPREAD[mode])
+        return model, "promised", f"delivery was promised {duration(promised)} after dispatch"
+    if lane.count and lane.median_hours:
+        # A little history moves the centre but not the doubt.
+        model = TransitModel(lane.median_hours, max(DEFAULT_SPREAD, lane.spread))
+        why = (
+            f"only {lane.count} past {_plural(lane.count, 'delivery', 'deliveries')} on this "
+            f"lane ({duration(lane.median_hours)} at the median), so the range is wide"
+        )
+        return model, "default", why
+    hours = DEFAULT_HOURS[mode] * REGION_FACTOR[facts.same_region]
+    model = TransitModel(hours, DEFAULT_SPREAD)
+    where = {True: " within one region", False: " between regions", None: ""}[facts.same_region]
+    why = (
+        f"no history on this lane, so a {mode.replace('_', '-')} transit of "
+        f"{duration(hours)}{where} is assumed and the range is wide"
+    )
+    return model, "default", why
+
+
+def estimate(facts: ShipmentFacts, lane: LaneStats, now: datetime) -> Estimate:
+    model, basis, why = transit_model(facts, lane)
+    nxt = next_checkpoint(facts.checkpoints)
+    start = facts.dispatched_at or now
+    overdue_after = start + timedelta(hours=model.quantile(0.9))
+    common = {"next_checkpoint": nxt, "typical_hours": model.median_hours}
+    if facts.status == "delivered":
+        if facts.delivered_at is None:
+            return Estimate(None, None, None, basis, "Delivered.", **common)
+        return Estimate(
+            facts.delivered_at,
+            facts.delivered_at,
+            facts.delivered_at,
+            basis,
+            f"Delivered on {when(facts.delivered_at)}.",
+            overdue_after=overdue_after,
+            **common,
+        )
+    if facts.status == "cancelled":
+        return Estimate(None, None, None, basis, "Cancelled before dispatch.", **common)
+    if facts.status == "lost":
+        return Estimate(
+            None,
+            None,
+            None,
+            basis,
+            "Lost on the way: this shipment will not arrive.",
+            overdue_after=overdue_after,
+            **common,
+        )
+    if facts.status == "planned" or facts.dispatched_at is None:
+        eta = _minute_up(now + timedelta(hours=model.quantile(0.5)))
+        return Estimate(
+            eta,
+            _minute_down(now + timedelta(hours=model.quantile(0.1))),
+            _minute_up(now + timedelta(hours=model.quantile(0.9))),
+            basis,
+            f"Not dispatched yet; leaving now, it would arrive on {when(eta)} ({why}).",
+            overdue_after=overdue_after,
+            **common,
+        )
+    progress = _checkpoint_progress(facts.checkpoints, now)
+    if progress is not None:
+        result = _from_checkpoints(facts, model, lane, progress, now)
+    else:
+        result = _from_elapsed(facts, model, basis, why, now)
+    result = _with_exception(facts, model, result, now)
+    assert result.eta is not None and result.earliest is not None and result.latest is not None
+    return Estimate(
+        _minute_up(result.eta),
+        _minute_down(result.earliest),
+        _minute_up(result.latest),
+        result.basis,
+        result.reason,
+        overdue_after=overdue_after,
+        checkpoint_delay_hours=result.checkpoint_delay_hours,
+        **common,
+    )
+
+
+def _from_elapsed(
+    facts: ShipmentFacts, model: TransitModel, basis: str, why: str, now: datetime
+) -> Estimate:
+    assert facts.dispatched_at is not None
+    start = facts.dispatched_at
+    elapsed = _hours(now - start)
+    eta = start + timedelta(hours=model.quantile(0.5, elapsed))
+    earliest = start + timedelta(hours=model.quantile(0.1, elapsed))
+    latest = start + timedelta(hours=model.quantile(0.9, elapsed))
+    if elapsed > model.quantile(0.5):
+        reason = (
+            f"Still on the way {duration(elapsed)} after dispatch, longer than usual "
+            f"({why}); expected on {when(eta)}."
+        )
+    else:
+        reason = f"Expected on {when(eta)}: {why}."
+    return Estimate(eta, earliest, latest, basis, reason)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    index: int  # of the checkpoint the delay is measured at
+    total: int
+    checkpoint: Checkpoint
+    delay_hours: float
+    overdue: bool  # measured at a checkpoint not passed yet (a lower bound)
+
+
+def next_checkpoint(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
+    """The first checkpoint after the last one passed (a checkpoint whose scan was
+    missed while a later one was passed is behind the shipment, not ahead of it)."""
+    last = _last_passed(checkpoints)
+    start = 0 if last is None else last + 1
+    return checkpoints[start] if start < len(checkpoints) else None
+
+
+def _last_passed(checkpoints: Sequence[Checkpoint]) -> int | None:
+    passed = [i for i, c in enumerate(checkpoints) if c.passed_at is not None]
+    return passed[-1] if passed else None
+
+
+def _checkpoint_progress(checkpoints: Sequence[Checkpoint], now: datetime) -> _Progress | None:
+    last = _last_passed(checkpoints)
+    observed: _Progress | None = None
+    if last is not None:
+        c = checkpoints[last]
+        assert c.passed_at is not None
+        observed = _Progress(last, len(checkpoints), c, _hours(c.passed_at - c.due_at), False)
+    start = 0 if last is None else last + 1
+    if start < len(checkpoints) and checkpoints[start].due_at < now:
+        c = checkpoints[start]
+        overdue = _Progress(start, len(checkpoints), c, _hours(now - c.due_at), True)
+        if observed is None or overdue.delay_hours > observed.delay_hours:
+            return overdue
+    return observed
+
+
+def _from_checkpoints(
+    facts: ShipmentFacts, model: TransitModel, lane: LaneStats, p: _Progress, now: datetime
+) -> Estimate:
+    assert facts.dispatched_at is not None
+    plan = facts.promised_delivery_at or (facts.dispatched_at + timedelta(hours=model.median_hours))
+    plan = max(plan, max(c.due_at for c in facts.checkpoints))
+    delay = p.delay_hours
+    total = max(_hours(plan - facts.dispatched_at), FLOOR_HOURS)
+    remaining = min(max(_hours(plan - p.checkpoint.due_at), 0.0), total)
+    carry = lane.carry
+    if carry is not None:
+        # The lane's record is of delays from about half-way: what the rest adds
+        # scales with what is left, its variation like a random walk's.
+        left = remaining / (total / 2)
+        eta = plan + timedelta(hours=carry.persistence * delay + carry.added_hours * left)
+        up = carry.high_hours * math.sqrt(left) + FLOOR_HOURS
+        down = -carry.low_hours * math.sqrt(left) + FLOOR_HOURS
+    else:
+        # Legs vary independently, so what is left varies like a random walk: with the
+        # square root of its share of the whole journey, not in proportion to it.
+        eta = plan + timedelta(hours=DEFAULT_PERSISTENCE * delay)
+        share = math.sqrt(remaining / total)
+        doubt = DEFAULT_PERSISTENCE_DOUBT * abs(delay)
+        up = total * share * (math.exp(Z80 * model.spread) - 1) + doubt + FLOOR_HOURS
+        down = total * share * (1 - math.exp(-Z80 * model.spread)) + doubt + FLOOR_HOURS
+    if p.overdue:
+        # Not there yet: it may stay stuck a while longer.
+        up += 0.5 * delay
+    earliest = eta - timedelta(hours=down)
+    latest = eta + timedelta(hours=up)
+    eta, earliest, latest = _not_before(now, eta, earliest, latest)
+    where = f"{p.checkpoint.name} (checkpoint {p.index + 1} of {p.total})"
+    if p.overdue:
+        reason = (
+            f"{where} was due on {when(p.checkpoint.due_at)} and is not passed yet "
+            f"({duration(delay)} overdue), so arrival is at least that late: expected on "
+            f"{when(eta)}."
+        )
+    else:
+        if abs(delay) < NOTICEABLE_DELAY_HOURS:
+            state = "on time"
+        elif delay > 0:
+            state = f"{duration(delay)} late"
+        else:
+            state = f"{duration(-delay)} early"
+        reason = (
+            f"{where} was passed {state}{_carry_on(carry, delay)}, so arrival is expected "
+            f"on {when(eta)}."
+        )
+    return Estimate(eta, earliest, latest, "checkpoints", reason, checkpoint_delay_hours=delay)
+
+
+def _carry_on(carry: DelayCarry | None, delay: float) -> str:
+    if abs(delay) < NOTICEABLE_DELAY_HOURS:
+        return ""
+    if carry is None:
+        return " and a delay is assumed to last to the end"
+    if carry.persistence < 0.9:
+        return f" and this lane usually makes up {1 - carry.persistence:.0%} of a delay"
+    if carry.persistence > 1.1:
+        return f" and on this lane delays usually grow (by {carry.persistence - 1:.0%})"
+    return " and on this lane delays usually last to the end"
+
+
+def _with_exception(
+    facts: ShipmentFacts, model: TransitModel, e: Estimate, now: datetime
+) -> Estimate:
+    if facts.status != "exception" or e.eta is None or e.latest is None:
+        return e
+    eta = e.eta + timedelta(hours=EXCEPTION_DELAY_SHARE * model.median_hours)
+    latest = e.latest + timedelta(hours=EXCEPTION_EXTRA_SHARE * model.median_hours)
+    since = f" since {when(facts.exception_at)}" if facts.exception_at else ""
+    reason = (
+        f"The carrier reports an exception{since}, which usually costs time: expected on "
+        f"{when(eta)}, possibly as late as {when(latest)}."
+    )
+    return Estimate(
+        eta, e.earliest, latest, e.basis, reason, checkpoint_delay_hours=e.checkpoint_delay_hours
+    )
+
+
+def _not_before(
+    now: datetime, eta: datetime, earliest: datetime, latest: datetime
+) -> tuple[datetime, datetime, datetime]:
+    """Something not delivered arrives after now: past its expected time, the longer
+    it is late, the more of that lateness is still ahead of it."""
+    if eta < now:
+        late = now - eta
+        width = max(latest - eta, late)
+        eta = now + max(late / 4, timedelta(hours=FLOOR_HOURS))
+        latest = now + width
+    return eta, max(earliest, now), max(latest, eta)
+
+
+# ======================================================================================
+# Risk and change
+# ======================================================================================
+RISKS = ("on_track", "at_risk", "late", "delivered", "delivered_late", "lost")
+
+
+def risk(
+    status: str, estimate: Estimate, required_by: datetime | None, delivered_at: datetime | None
+) -> str:
+    """Judged against ``required_by``: ``late`` when the expected arrival is after it,
+    ``at_risk`` when only the latest plausible one is."""
+    if status == "lost":
+        return "lost"
+    if status == "delivered":
+        if required_by is not None and delivered_at is not None and delivered_at > required_by:
+            return "delivered_late"
+        return "delivered"
+    if required_by is None or estimate.eta is None or status == "cancelled":
+        return "on_track"
+    if estimate.eta > required_by:
+        return "late"
+    if estimate.latest is not None and estimate.latest > required_by:
+        return "at_risk"
+    return "on_track"
+
+
+def moved(previous: datetime | None, current: datetime | None, step_minutes: float) -> bool:
+    """Whether an ETA moved enough to be announced again."""
+    if current is None:
+        return False
+    if previous is None:
+        return True
+    return abs(_hours(current - previous)) * 60 > step_minutes
+
+
+# ======================================================================================
+# Words
+# ======================================================================================
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "an unknown time"
+    return _minute_up(moment.astimezone(UTC)).strftime("%d %b %H:%M UTC").lstrip("0")
+
+
+def duration(hours: float) -> str:
+    hours = abs(hours)
+    if hours < 1:
+        return f"{max(round(hours * 60), 1)} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
+def _minute_down(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _minute_up(moment: datetime) -> datetime:
+    down = _minute_down(moment)
+    return down if down == moment else down + timedelta(minutes=1)
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+def _promised_hours(facts: ShipmentFacts) -> float | None:
+    if facts.promised_delivery_at is None or facts.dispatched_at is None:
+        return None
+    return max(_hours(facts.promised_delivery_at - facts.dispatched_at), FLOOR_HOURS)

@@ -1,0 +1,200 @@
+"""Shipments' pages over HTTP: a reservation's planned shipment is listed, dispatched
+by hand-carry with its checkpoints, delivered; planning and cancelling by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import Site
+from tests.browser.pageclient import PageClient
+from tests.conftest import wait_until
+
+
+def reserve_tube(site: Site, job_id: str = "JOB-7") -> dict[str, Any]:
+    return site.inventory.reserve_part(
+        {
+            "job_id": job_id,
+            "part_number": "XRT-2000",
+            "quantity": 1,
+            "required_by": site.clock.now().replace(day=26),
+            "priority": "machine_down",
+            "owner": "li.wei",
+            "site": {"name": "Ganzi County Hospital", "region": "sichuan"},
+        }
+    )
+
+
+def planned_shipment(site: Site, job_id: str = "JOB-7") -> dict[str, Any]:
+    reserve_tube(site, job_id)
+    return wait_until(
+        lambda: next(iter(site.shipments.list_shipments(job_id=job_id).items), None),
+        message="the reservation's shipment to be planned",
+    )
+
+
+@pytest.fixture
+def staff(site: Site) -> PageClient:
+    return site.client("dispatcher")
+
+
+class TestList:
+    def test_a_reservation_shows_up_as_a_planned_shipment(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = planned_shipment(site)
+        page = staff.get("/shipments/")
+        assert page.status == 200
+        assert "JOB-7" in page.body_text and "planned" in page.body_text
+        assert f"/shipments/{shipment['id']}" in page.html
+        detail = staff.get(f"/shipments/{shipment['id']}")
+        assert "1 × XRT-2000 from SHA to Ganzi County Hospital (sichuan)" in detail.body_text
+
+    def test_filters_by_status(self, site: Site, staff: PageClient) -> None:
+        planned_shipment(site)
+        assert "JOB-7" not in staff.get("/shipments/", status="delivered").text("main")
+        assert staff.get("/shipments/", status="sideways").status == 422
+
+
+class TestDispatch:
+    def test_hand_carry_with_checkpoints(self, site: Site, staff: PageClient) -> None:
+        shipment = planned_shipment(site)
+        path = f"/shipments/{shipment['id']}/dispatch"
+        reply = staff.submit(
+            path,
+            {
+                "mode": "hand_carry",
+                "utc_offset": "+08:00",
+                "checkpoints.0.name": "Kangding",
+                "checkpoints.0.due_at": "2026-11-23T18:00",
+                "checkpoints.1.name": "Zheduo Pass",
+                "checkpoints.1.due_at": "2026-11-23T21:00",
+                "checkpoints.2.name": "",
+                "checkpoints.2.due_at": "",
+            },
+        )
+        assert reply.status == 302, reply.body_text
+        page = staff.get(reply.location)
+        assert "Dispatched hand-carry, 2 checkpoints to pass." in page.body_text
+        dispatched = site.shipments.get_shipment(shipment["id"])
+        assert dispatched["status"] == "in_transit"
+        assert [c["name"] for c in dispatched["checkpoints"]] == ["Kangding", "Zheduo Pass"]
+        assert dispatched["checkpoints"][0]["due_at"].isoformat() == "2026-11-23T10:00:00+00:00"
+
+    def test_a_carrier_is_asked_for_and_the_checkpoints_kept(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = planned_shipment(site)
+        reply = staff.submit(
+            f"/shipments/{shipment['id']}/dispatch",
+            {
+                "mode": "carrier",
+                "checkpoints.0.name": "Chengdu hub",
+                "checkpoints.0.due_at": "2026-11-23T18:00",
+            },
+        )
+        assert reply.status == 422
+        assert "required when the mode is carrier" in reply.text("carrier-error")
+        assert reply.value("checkpoints.0.name") == "Chengdu hub"
+        assert site.shipments.get_shipment(shipment["id"])["status"] == "planned"
+
+    def test_a_checkpoint_without_its_time_is_marked_on_its_row(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = planned_shipment(site)
+        reply = staff.submit(
+            f"/shipments/{shipment['id']}/dispatch",
+            {
+                "mode": "hand_carry",
+                "checkpoints.0.name": "",
+                "checkpoints.1.name": "Yajiang",
+                "checkpoints.1.due_at": "",
+            },
+        )
+        assert reply.status == 422
+        assert reply.text("checkpoints.1.due_at-error")
+        assert reply.value("checkpoints.1.name") == "Yajiang"
+
+    def test_more_rows_keeps_what_was_typed(self, site: Site, staff: PageClient) -> None:
+        shipment = planned_shipment(site)
+        reply = staff.submit(
+            f"/shipments/{shipment['id']}/dispatch",
+            {
+                "mode": "hand_carry",
+                "checkpoints.0.name": "Kangding",
+                "checkpoints.0.due_at": "2026-11-23T18:00",
+                "more_rows": "checkpoints",
+            },
+        )
+        assert reply.status == 200
+        assert reply.value("checkpoints.0.name") == "Kangding"
+        assert 'name="checkpoints.7.name"' in reply.html
+        assert site.shipments.get_shipment(shipment["id"])["status"] == "planned"
+
+
+class TestDeliverAndCancel:
+    def test_delivery_is_recorded(self, site: Site, staff: PageClient) -> None:
+        shipment = planned_shipment(site)
+        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
+        detail = f"/shipments/{shipment['id']}"
+        reply = staff.submit(detail, {"received_by": "Dr. Zhang"}, action=f"{detail}/deliver")
+        assert reply.status == 302
+        assert "received by Dr. Zhang" in staff.get(reply.location).body_text
+        assert site.shipments.get_shipment(shipment["id"])["status"] == "delivered"
+
+    def test_a_delivery_in_the_future_is_refused_next_to_the_time(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = planned_shipment(site)
+        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
+        detail = f"/shipments/{shipment['id']}"
+        reply = staff.submit(
+            detail,
+            {"delivered_at": "2027-01-01T10:00", "utc_offset": "+00:00", "received_by": "Zhang"},
+            action=f"{detail}/deliver",
+        )
+        assert reply.status == 422
+        assert "future" in reply.text("delivered_at-error")
+        assert reply.value("received_by") == "Zhang"
+
+    def test_cancelling_needs_a_reason(self, site: Site, staff: PageClient) -> None:
+        shipment = planned_shipment(site)
+        detail = f"/shipments/{shipment['id']}"
+        assert staff.submit(detail, {"reason": ""}, action=f"{detail}/cancel").status == 422
+        reply = staff.submit(detail, {"reason": "job closed"}, action=f"{detail}/cancel")
+        assert reply.status == 302
+        assert site.shipments.get_shipment(shipment["id"])["status"] == "cancelled"
+
+
+class TestPlanByHand:
+    def test_a_transfer_between_warehouses(self, site: Site, staff: PageClient) -> None:
+        reply = staff.submit(
+            "/shipments/new",
+            {
+                "origin": "CDU",
+                "mode": "courier",
+                "destination.warehouse": "SHA",
+                "lines.0.part_number": "GEL-250",
+                "lines.0.quantity": "5",
+            },
+        )
+        assert reply.status == 302, reply.body_text
+        assert "Shipment planned from CDU: 5 × GEL-250." in staff.get(reply.location).body_text
+
+    def test_a_line_is_required_and_values_kept(self, site: Site, staff: PageClient) -> None:
+        reply = staff.submit(
+            "/shipments/new",
+            {
+                "origin": "CDU",
+                "mode": "courier",
+                "destination.site": "Ganzi County Hospital",
+                "destination.region": "sichuan",
+            },
+        )
+        assert reply.status == 422
+        assert "lines" in reply.text("main")
+        assert reply.value("destination.site") == "Ganzi County Hospital"
+
+    def test_an_engineer_may_not_plan(self, site: Site) -> None:
+        assert site.client("engineer").get("/shipments/new").status == 403

@@ -1,0 +1,139 @@
+"""Signing in to the pages, and what protects them: the session cookie's flags, CSRF
+on every form, security headers, and the API that still takes only tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import PASSWORD, Site
+from tests.browser.pageclient import PageClient, csrf_token
+
+
+class TestSignIn:
+    def test_a_page_sends_a_stranger_to_the_login_form(self, site: Site) -> None:
+        reply = site.client().get("/inventory/stock", part_number="XRT-2000")
+        assert reply.status == 302
+        assert reply.location == "/login?next=/inventory/stock%3Fpart_number%3DXRT-2000"
+
+    def test_signing_in_leads_back_to_the_page_asked_for(self, site: Site) -> None:
+        client = site.client()
+        reply = client.sign_in("dispatcher", PASSWORD, next_path="/inventory/stock")
+        assert reply.status == 302
+        assert reply.location == "/inventory/stock"
+        stock = client.get("/inventory/stock")
+        assert stock.status == 200
+        assert "dispatcher" in stock.text("main") or "dispatcher" in stock.body_text
+
+    def test_one_sign_in_opens_every_prefix(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        for path in ("/", "/inventory/stock", "/shipments/", "/tracking/control-tower"):
+            assert client.get(path).status == 200, path
+
+    def test_wrong_password_is_refused_and_the_name_kept(self, site: Site) -> None:
+        client = site.client()
+        reply = client.sign_in("dispatcher", "not-the-password")
+        assert reply.status == 401
+        assert "Wrong name or password" in reply.body_text
+        assert reply.value("name") == "dispatcher"
+        assert reply.value("password") == ""
+        assert client.get("/inventory/stock").status == 302
+
+    @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
+    def test_sign_in_never_leads_to_another_site(self, site: Site, target: str) -> None:
+        reply = site.client().sign_in("dispatcher", PASSWORD, next_path=target)
+        assert reply.status == 302
+        assert reply.location == "/"
+
+    def test_signing_out_ends_the_session(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        reply = client.submit("/logout", {})
+        assert reply.status == 302
+        assert client.get("/inventory/stock").status == 302
+
+    def test_a_role_without_the_permission_gets_a_403_page(self, site: Site) -> None:
+        client = site.client("engineer")
+        reply = client.get("/inventory/receipts/new")
+        assert reply.status == 403
+        assert "engineer" in reply.body_text
+        assert client.get("/inventory/stock").status == 200
+
+
+class TestSessionCookie:
+    def test_cookie_is_http_only_lax_and_site_wide(self, site: Site) -> None:
+        client = site.client()
+        reply = client.sign_in("dispatcher", PASSWORD)
+        header = next(
+            value
+            for name, value in reply.response.headers.items()
+            if name == "Set-Cookie" and value.startswith("partsflow_session=")
+        )
+        flags = {part.strip().split("=")[0].lower(): part for part in header.split(";")}
+        assert "httponly" in flags
+        assert flags["samesite"].strip().lower() == "samesite=lax"
+        assert flags["path"].strip() == "Path=/"
+
+    def test_the_api_does_not_take_the_session_cookie(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        for path in ("/inventory/api/v1/stock", "/shipments/api/v1/shipments"):
+            reply = client.get(path)
+            assert reply.status == 401, path
+            assert reply.response.headers["Content-Type"] == "application/problem+json"
+
+
+class TestCsrf:
+    def test_a_form_post_without_the_token_is_refused(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        reply = client.post(
+            "/inventory/receipts/new",
+            {"warehouse": "CDU", "part_number": "GEL-250", "quantity": "5"},
+        )
+        assert reply.status == 400
+        assert "not accepted" in reply.body_text
+        assert site.inventory.list_stock(part_number="GEL-250").items[0]["on_hand"] == 12
+
+    def test_a_token_from_another_session_is_refused(self, site: Site) -> None:
+        stranger = site.client("auditor")
+        token = csrf_token(stranger.get("/inventory/stock").html)
+        client = site.client("dispatcher")
+        reply = client.post(
+            "/inventory/receipts/new",
+            {"csrf_token": token, "warehouse": "CDU", "part_number": "GEL-250", "quantity": "5"},
+        )
+        assert reply.status == 400
+        assert site.inventory.list_stock(part_number="GEL-250").items[0]["on_hand"] == 12
+
+    def test_signing_out_needs_the_token_too(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        assert client.post("/logout", {}).status == 400
+        assert client.get("/inventory/stock").status == 200
+
+    def test_login_form_needs_the_token(self, site: Site) -> None:
+        reply = PageClient(site.system.wsgi).post(
+            "/login", {"name": "dispatcher", "password": PASSWORD}
+        )
+        assert reply.status == 400
+
+
+class TestHeaders:
+    def test_pages_carry_the_security_headers(self, site: Site) -> None:
+        reply = site.client("dispatcher").get("/inventory/stock")
+        headers = reply.response.headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp
+        assert "script-src 'self'" in csp
+        assert "style-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert headers["Cache-Control"] == "no-store"
+
+    def test_the_stylesheet_and_script_are_served_from_the_site(self, site: Site) -> None:
+        client = site.client()
+        for prefix in ("inventory", "shipments", "tracking"):
+            css = client.get(f"/{prefix}/assets/partsflow.css")
+            assert css.status == 200
+            assert css.response.mimetype == "text/css"
+        script = client.get("/tracking/assets/refresh.js")
+        assert script.status == 200
+        assert "javascript" in script.response.mimetype

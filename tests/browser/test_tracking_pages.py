@@ -1,0 +1,193 @@
+"""Tracking's pages over HTTP: the start page, the control tower with acknowledge,
+scans entered by hand, and the engineer's job page with its texted link."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import Site
+from tests.browser.pageclient import PageClient
+from tests.conftest import wait_until
+
+
+def dispatched_tube(site: Site) -> dict[str, Any]:
+    """JOB-7's tube on the road, by hand, past two checkpoints, tracking aware of it."""
+    now = site.clock.now()
+    site.inventory.reserve_part(
+        {
+            "job_id": "JOB-7",
+            "part_number": "XRT-2000",
+            "quantity": 1,
+            "required_by": now + timedelta(hours=30),
+            "priority": "machine_down",
+            "owner": "li.wei",
+            "site": {"name": "Ganzi County Hospital", "region": "sichuan"},
+        }
+    )
+    shipment = wait_until(
+        lambda: next(iter(site.shipments.list_shipments(job_id="JOB-7").items), None),
+        message="the shipment to be planned",
+    )
+    site.shipments.dispatch(
+        shipment["id"],
+        {
+            "mode": "hand_carry",
+            "checkpoints": [
+                {"name": "Kangding", "due_at": now + timedelta(hours=2)},
+                {"name": "Ganzi", "due_at": now + timedelta(hours=12)},
+            ],
+        },
+    )
+    wait_until(
+        lambda: (
+            site.tracking.control_tower()["jobs"]
+            and site.tracking.job_view("JOB-7")["parts"][0]["shipment_status"] == "in_transit"
+        ),
+        message="tracking to follow the shipment",
+    )
+    return shipment
+
+
+def low_on_gel(site: Site) -> dict[str, Any]:
+    """Gel at Shanghai drops below its reorder point: tracking raises low stock."""
+    site.inventory.receive_stock({"warehouse": "SHA", "part_number": "GEL-250", "quantity": 25})
+    site.inventory.adjust_stock(
+        {"warehouse": "SHA", "part_number": "GEL-250", "delta": -10, "reason": "count"}
+    )
+    (alert,) = wait_until(
+        lambda: site.tracking.control_tower()["alerts"], message="the low-stock alert"
+    )
+    return alert
+
+
+@pytest.fixture
+def staff(site: Site) -> PageClient:
+    return site.client("dispatcher")
+
+
+class TestAttention:
+    def test_the_start_page_lists_low_stock_and_alerts(self, site: Site) -> None:
+        low_on_gel(site)
+        page = site.client("auditor").get("/")
+        assert page.status == 200
+        assert "Low stock: 15 GEL-250 available at SHA" in page.body_text
+        assert "Every open job is on track." in page.body_text
+
+    def test_a_stranger_is_sent_to_sign_in(self, site: Site) -> None:
+        assert site.client().get("/").location == "/login?next=/"
+
+
+class TestControlTower:
+    def test_an_alert_is_acknowledged_and_stays_listed(self, site: Site, staff: PageClient) -> None:
+        alert = low_on_gel(site)
+        tower = staff.get("/tracking/control-tower")
+        assert alert["message"] in tower.body_text
+        reply = staff.submit(
+            "/tracking/control-tower",
+            {},
+            action=f"/tracking/alerts/{alert['id']}/acknowledge?next=/",
+        )
+        assert reply.status == 302
+        assert reply.location == "/"
+        page = staff.get("/")
+        assert f"Acknowledged: {alert['message']}" in page.body_text
+        assert site.tracking.get_alert(alert["id"])["status"] == "acknowledged"
+        assert "acknowledged" in staff.get("/tracking/control-tower").body_text
+
+    def test_a_viewer_may_not_acknowledge(self, site: Site) -> None:
+        alert = low_on_gel(site)
+        viewer = site.client("auditor")
+        reply = viewer.submit(
+            "/tracking/control-tower", {}, action=f"/tracking/alerts/{alert['id']}/acknowledge"
+        )
+        assert reply.status == 403
+        assert site.tracking.get_alert(alert["id"])["status"] == "open"
+
+    def test_the_open_jobs_are_listed_with_their_risk(self, site: Site, staff: PageClient) -> None:
+        dispatched_tube(site)
+        page = staff.get("/tracking/control-tower")
+        assert "JOB-7" in page.body_text
+        assert 'data-refresh-seconds="60"' in page.html
+
+
+class TestScans:
+    def test_a_scan_entered_by_hand_moves_the_route(self, site: Site, staff: PageClient) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=1))
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        assert staff.get(form).value("checkpoint") == "Kangding"
+        reply = staff.submit(
+            form,
+            {
+                "kind": "checkpoint",
+                "checkpoint": "Kangding",
+                "occurred_at": "2026-11-23T06:50",
+                "utc_offset": "+00:00",
+            },
+        )
+        assert reply.status == 302
+        page = staff.get(reply.location)
+        assert "Recorded checkpoint at Kangding." in page.body_text
+        assert "Passed Kangding" in page.body_text
+        events = site.tracking.shipment_events(shipment["id"])
+        assert [(e["kind"], e["checkpoint"], e["source"]) for e in events] == [
+            ("checkpoint", "Kangding", "dispatcher")
+        ]
+
+    def test_a_scan_without_its_time_is_refused_with_values_kept(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = dispatched_tube(site)
+        reply = staff.submit(
+            f"/tracking/shipments/{shipment['id']}/scans/new",
+            {"kind": "checkpoint", "checkpoint": "Kangding", "occurred_at": "", "note": "bus"},
+        )
+        assert reply.status == 422
+        assert reply.text("occurred_at-error")
+        assert reply.value("note") == "bus"
+        assert site.tracking.shipment_events(shipment["id"]) == []
+
+    def test_an_engineer_may_not_enter_scans(self, site: Site) -> None:
+        shipment = dispatched_tube(site)
+        engineer = site.client("engineer")
+        assert engineer.get(f"/tracking/shipments/{shipment['id']}/scans/new").status == 403
+
+
+class TestJobPage:
+    def test_shows_each_part_its_eta_range_and_reason(self, site: Site) -> None:
+        dispatched_tube(site)
+        page = site.client("engineer").get("/tracking/jobs/JOB-7")
+        assert page.status == 200
+        text = page.body_text
+        assert "1 × XRT-2000" in text
+        assert "ETA" in text and "between" in text
+        view = site.tracking.job_view("JOB-7")
+        assert view["parts"][0]["reason"] in text
+        assert "Planned Kangding" in text
+
+    def test_the_texted_link_opens_it_without_signing_in(self, site: Site) -> None:
+        dispatched_tube(site)
+        page = site.client("dispatcher").get("/tracking/jobs/JOB-7")
+        link = page.value("share-link") or ""
+        path = link.split("://", 1)[1].split("/", 1)[1]
+        opened = site.client().get(f"/{path}")
+        assert opened.status == 200
+        assert "Job JOB-7" in opened.body_text
+        # The link opens no other job, nor any other page.
+        other = site.client().get(f"/{path.replace('JOB-7', 'JOB-8', 1)}")
+        assert other.status == 302
+        assert site.client().get("/tracking/control-tower").status == 302
+
+    def test_a_tampered_link_leads_to_the_login_form(self, site: Site) -> None:
+        dispatched_tube(site)
+        reply = site.client().get("/tracking/jobs/JOB-7", key="forged")
+        assert reply.status == 302
+        assert reply.location.startswith("/login?next=")
+
+    def test_an_unknown_job_is_a_404_page(self, site: Site) -> None:
+        page = site.client("engineer").get("/tracking/jobs/NOPE")
+        assert page.status == 404
+        assert "no job NOPE" in page.body_text

@@ -1,0 +1,219 @@
+"""Alerts raised from events and by the scheduler: one per problem, resolved when the
+problem goes, never a storm; ETAs announced only when they move a step."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from shared.config import Settings
+from tests.integration.tracking_support import (
+    T0,
+    V1,
+    TrackingUnderTest,
+    at,
+    event_body,
+    hourly_checkpoints,
+    iso,
+    shipment_data,
+    start_tracking,
+)
+
+
+@pytest.fixture
+def tracking(settings: Settings) -> Iterator[TrackingUnderTest]:
+    system = start_tracking(settings)
+    yield system
+    system.service.db.dispose()
+
+
+def kinds_open(tracking: TrackingUnderTest, **query: object) -> list[str]:
+    return sorted(a["kind"] for a in tracking.open_alerts(**query))
+
+
+def post(tracking: TrackingUnderTest, body: dict) -> None:
+    reply = tracking.api("service").post(f"{V1}/events", body)
+    assert reply.status in (200, 201), reply
+
+
+class TestRaisedOnceResolvedWhenGone:
+    def test_late_takes_over_from_at_risk_and_delivery_resolves(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(12), required_by=iso(at(17.5)))
+        tracking.shipment("dispatched", shipment)
+        assert kinds_open(tracking) == []
+        tracking.clock.set(at(4.1))
+        post(tracking, event_body(shipment["id"], "checkpoint", at(4), checkpoint="CP2"))
+        # Two hours behind plan (CP3 is due already): expected 21:00, but it could be
+        # after the 23:30 deadline.
+        assert kinds_open(tracking) == ["at_risk", "checkpoint_overdue"]
+        tracking.clock.set(at(8))
+        tracking.service.scan()
+        assert kinds_open(tracking) == ["checkpoint_overdue", "late"]
+        late = tracking.open_alerts(kind="late")[0]
+        overdue = tracking.open_alerts(kind="checkpoint_overdue")[0]
+        assert overdue["subject"] == f"{shipment['id']}/CP3"
+        assert "checkpoint CP3 (3 of 12)" in overdue["message"]
+        assert "ETA now" in late["message"] and "Job JOB-7 (owner li.wei)" in late["message"]
+        (resolved,) = tracking.alerts(kind="at_risk")
+        assert resolved["status"] == "resolved" and resolved["resolved_at"] == iso(at(8))
+        tracking.clock.set(at(15))
+        post(tracking, event_body(shipment["id"], "delivered", at(15)))
+        assert kinds_open(tracking) == []
+        published = Counter(m["type"] for m in tracking.published())
+        assert published["tracking.alert.raised"] == 3
+        assert published["tracking.alert.resolved"] == 3
+
+    def test_a_late_delivery_is_one_alert(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data(required_by=iso(at(10)))
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(12))
+        post(tracking, event_body(shipment["id"], "delivered", at(11)))
+        assert kinds_open(tracking) == ["delivered_late"]
+        (alert,) = tracking.open_alerts()
+        assert "delivered on 20 Nov 17:00 UTC, 1.0 h after its required-by" in alert["message"]
+        assert tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body["risk"] == (
+            "delivered_late"
+        )
+
+    def test_exception_raised_and_resolved_by_the_next_scan(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(mode="carrier", carrier="SF", tracking_number="SF9")
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
+        post(tracking, event_body(shipment["id"], "exception", at(2), note="held at customs"))
+        (alert,) = tracking.open_alerts(kind="exception")
+        assert "(held at customs)" in alert["message"]
+        assert tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body["status"] == (
+            "exception"
+        )
+        post(tracking, event_body(shipment["id"], "in_transit", at(2.5)))
+        assert tracking.open_alerts(kind="exception") == []
+
+
+class TestDuplicatesAndReordering:
+    def test_the_same_events_twice_and_out_of_order_raise_nothing_twice(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(6), required_by=iso(at(8)))
+        tracking.shipment("planned", {**shipment, "status": "planned"}, version=1)
+        tracking.shipment("dispatched", shipment, version=3)
+        tracking.shipment("updated", {**shipment, "status": "planned"}, version=2)  # stale
+        tracking.clock.set(at(4))
+        bodies = [
+            event_body(shipment["id"], "checkpoint", at(h), checkpoint=f"CP{h}", event_id=f"e{h}")
+            for h in (3, 1, 2)
+        ]
+        for body in bodies + bodies:
+            post(tracking, body)
+        for _ in range(3):
+            tracking.service.scan()
+        raised = Counter(
+            (m["data"]["subject"], m["data"]["kind"])
+            for m in tracking.published("tracking.alert.raised")
+        )
+        assert raised and all(count == 1 for count in raised.values())
+        active = Counter((a["subject"], a["kind"]) for a in tracking.open_alerts())
+        assert all(count == 1 for count in active.values())
+
+    def test_a_thousand_scans_of_one_shipment_are_not_a_thousand_alerts(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(
+            mode="carrier",
+            carrier="SF",
+            tracking_number="SF1000",
+            promised_delivery_at=iso(at(24)),
+            required_by=iso(at(20)),
+        )
+        tracking.shipment("dispatched", shipment)
+        for n in range(1000):
+            moment = T0 + timedelta(minutes=n + 1)
+            tracking.clock.set(moment)
+            kind = "exception" if n % 100 == 50 else "in_transit"
+            body = {
+                "carrier": "SF",
+                "tracking_number": "SF1000",
+                "kind": kind,
+                "occurred_at": iso(moment),
+                "event_id": f"scan-{n}",
+            }
+            post(tracking, body)
+            if n % 10 == 0:
+                tracking.service.scan()
+        published = Counter(m["type"] for m in tracking.published())
+        assert published["tracking.event.recorded"] == 1000
+        # Late from the start; ten exceptions, each cleared by the next scan.
+        assert kinds_open(tracking) == ["late"]
+        assert published["tracking.alert.raised"] == 1 + 10
+        assert published["tracking.eta.updated"] < 25
+        assert tracking.open_alerts(kind="late")[0]["raised_at"] == iso(T0)
+
+
+class TestEtaAnnouncements:
+    def test_only_when_the_eta_moves_more_than_the_step(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(12))
+        tracking.shipment("dispatched", shipment)
+        first = tracking.published("tracking.eta.updated")
+        assert len(first) == 1 and first[0]["data"]["eta"] == iso(at(13))
+        tracking.clock.set(at(1.2))
+        post(tracking, event_body(shipment["id"], "checkpoint", at(1.1), checkpoint="CP1"))
+        assert len(tracking.published("tracking.eta.updated")) == 1  # moved 6 min
+        tracking.clock.set(at(3))
+        post(tracking, event_body(shipment["id"], "checkpoint", at(2.5), checkpoint="CP2"))
+        updates = tracking.published("tracking.eta.updated")
+        assert len(updates) == 2
+        assert updates[-1]["data"]["eta"] == iso(at(13.5))
+        assert updates[-1]["data"]["previous_eta"] == iso(at(13))
+        assert updates[-1]["data"]["basis"] == "checkpoints"
+
+
+class TestScheduler:
+    def test_silence_stalls_then_loses_a_carrier_shipment(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(
+            mode="carrier",
+            carrier="SF",
+            tracking_number="SF77",
+            promised_delivery_at=iso(at(24)),
+            required_by=iso(at(48)),
+        )
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(6))
+        post(tracking, event_body(shipment["id"], "in_transit", at(6)))
+        tracking.service.scan(at(17))
+        assert kinds_open(tracking) == []
+        tracking.service.scan(at(19))
+        assert kinds_open(tracking) == ["stalled"]
+        result = tracking.service.scan(at(40))
+        assert result["declared_lost"] == 1
+        assert kinds_open(tracking) == ["lost"]
+        (lost_event,) = [
+            m for m in tracking.published("tracking.event.recorded") if m["data"]["kind"] == "lost"
+        ]
+        assert lost_event["data"]["shipment_id"] == shipment["id"]
+        assert "no scan for 34.0 h" in lost_event["data"]["note"]
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["risk"], eta["eta"]) == ("lost", "lost", None)
+        assert tracking.service.scan(at(41))["declared_lost"] == 0
+
+    def test_low_stock_raised_and_resolved_in_the_order_sent(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        stock = {"warehouse": "CDU", "part_number": "GEL-250", "on_hand": 3, "reserved": 0}
+        low = {**stock, "available": 3, "reorder_point": 20}
+        full = {**stock, "on_hand": 40, "available": 40, "reorder_point": 20}
+        tracking.deliver("inventory.stock.low", low, sent_at=at(1))
+        (alert,) = tracking.open_alerts(kind="low_stock")
+        assert alert["subject"] == "GEL-250@CDU" and alert["shipment_id"] is None
+        tracking.deliver("inventory.stock.replenished", full, sent_at=at(3))
+        tracking.deliver("inventory.stock.low", low, sent_at=at(2))  # older: changes nothing
+        assert tracking.open_alerts(kind="low_stock") == []
+        tracking.deliver("inventory.stock.low", low, sent_at=at(4))
+        assert len(tracking.open_alerts(kind="low_stock")) == 1

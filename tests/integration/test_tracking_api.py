@@ -1,0 +1,389 @@
+"""Tracking's API and commands: events in by id or tracking number, repeats and
+reordering, the ETA, the job read model, alerts and their acknowledgement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from shared.bus.consumer import Outcome
+from shared.config import Settings
+from tests.integration.tracking_support import (
+    T0,
+    V1,
+    TrackingUnderTest,
+    at,
+    event_body,
+    hourly_checkpoints,
+    iso,
+    reservation_data,
+    shipment_data,
+    start_tracking,
+)
+
+
+@pytest.fixture
+def tracking(settings: Settings) -> Iterator[TrackingUnderTest]:
+    system = start_tracking(settings)
+    yield system
+    system.service.db.dispose()
+
+
+def carrier_shipment(**changes: object) -> dict:
+    return shipment_data(
+        mode="carrier",
+        carrier="SF",
+        tracking_number="SF1234567",
+        promised_delivery_at=iso(at(24)),
+        required_by=iso(at(48)),
+        **changes,
+    )
+
+
+class TestRecordEvent:
+    def test_by_shipment_id(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(3))
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(1.2))
+        body = event_body(shipment["id"], "checkpoint", at(1.1), checkpoint="CP1", location="Ya'an")
+        reply = tracking.api("service").post(f"{V1}/events", body)
+        assert reply.status == 201, reply
+        event = reply.body
+        assert event["shipment_id"] == shipment["id"]
+        assert (event["kind"], event["checkpoint"], event["location"]) == (
+            "checkpoint",
+            "CP1",
+            "Ya'an",
+        )
+        assert event["occurred_at"] == iso(at(1.1))
+        recorded = tracking.published("tracking.event.recorded")
+        assert [m["data"]["id"] for m in recorded] == [event["id"]]
+        assert recorded[0]["subject"] == shipment["id"]
+        eta = tracking.api("engineer").get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["checkpoints"][0]["passed_at"] == iso(at(1.1))
+        assert eta["next_checkpoint"]["name"] == "CP2"
+        listed = tracking.api("viewer").get(f"{V1}/shipments/{shipment['id']}/events").body
+        assert [e["id"] for e in listed] == [event["id"]]
+
+    def test_by_carrier_and_tracking_number(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        body = {
+            "carrier": "SF",
+            "tracking_number": "SF1234567",
+            "kind": "in_transit",
+            "occurred_at": iso(at(3)),
+            "location": "Chengdu hub",
+        }
+        reply = tracking.api("service").post(f"{V1}/events", body)
+        assert reply.status == 201, reply
+        assert reply.body["shipment_id"] == shipment["id"]
+        assert reply.body["tracking_number"] == "SF1234567"
+
+    def test_an_unknown_shipment_is_404(self, tracking: TrackingUnderTest) -> None:
+        reply = tracking.api("service").post(
+            f"{V1}/events", event_body("no-such-shipment", "in_transit", T0)
+        )
+        assert reply.status == 404
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        by_number = {
+            "carrier": "SF",
+            "tracking_number": "NOPE",
+            "kind": "in_transit",
+            "occurred_at": iso(T0),
+        }
+        assert tracking.api("service").post(f"{V1}/events", by_number).status == 404
+        assert tracking.published("tracking.event.recorded") == []
+
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"shipment_id": None}, "shipment_id"),
+            ({"occurred_at": "2026-11-20T08:00:00"}, "occurred_at"),
+            ({"kind": "teleported"}, "kind"),
+            ({"id": "mine"}, "id"),
+            ({"carrier": "SF", "shipment_id": None}, "tracking_number"),
+        ],
+    )
+    def test_invalid_bodies_are_422(
+        self, tracking: TrackingUnderTest, change: dict, field: str
+    ) -> None:
+        body = {k: v for k, v in {**event_body("s1", "in_transit", T0), **change}.items()}
+        body = {k: v for k, v in body.items() if v is not None}
+        reply = tracking.api("service").post(f"{V1}/events", body)
+        assert reply.status == 422, reply
+        assert field in reply.body["errors"]
+
+    def test_a_repeated_event_id_is_accepted_once(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        body = event_body(shipment["id"], "in_transit", at(2), event_id="SF-evt-991")
+        first = tracking.api("service").post(f"{V1}/events", body)
+        again = tracking.api("service").post(f"{V1}/events", body)
+        assert (first.status, again.status) == (201, 200)
+        assert again.body["id"] == first.body["id"]
+        listed = tracking.api().get(f"{V1}/shipments/{shipment['id']}/events").body
+        assert len(listed) == 1
+        assert len(tracking.published("tracking.event.recorded")) == 1
+
+    def test_events_out_of_order_are_placed_by_occurred_at(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(3))
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(4))
+        api = tracking.api("service")
+        for kind, hours, checkpoint in (
+            ("delivered", 3.5, None),
+            ("checkpoint", 2.0, "CP2"),
+            ("checkpoint", 1.0, "CP1"),
+            ("checkpoint", 3.0, "CP3"),
+        ):
+            extra = {"checkpoint": checkpoint} if checkpoint else {}
+            body = event_body(shipment["id"], kind, at(hours), **extra)
+            assert api.post(f"{V1}/events", body).status == 201
+        eta = api.get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["status"] == "delivered"
+        assert eta["eta"] == iso(at(3.5))
+        assert eta["last_event"]["kind"] == "delivered"
+        assert [c["passed_at"] for c in eta["checkpoints"]] == [iso(at(h)) for h in (1, 2, 3)]
+        assert eta["next_checkpoint"] is None
+        events = api.get(f"{V1}/shipments/{shipment['id']}/events").body
+        assert [e["occurred_at"] for e in events] == [iso(at(h)) for h in (1, 2, 3, 3.5)]
+
+    def test_a_scan_recorded_before_the_plan_arrived_still_passes_its_checkpoint(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(status="planned", dispatched_at=None, checkpoints=[])
+        tracking.shipment("planned", shipment)
+        tracking.clock.set(at(1.5))
+        body = event_body(shipment["id"], "checkpoint", at(1.2), checkpoint="CP1")
+        assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        tracking.shipment("dispatched", {**shipment, "checkpoints": hourly_checkpoints(3)})
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["checkpoints"][0]["passed_at"] == iso(at(1.2))
+
+    def test_roles(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment)
+        body = event_body(shipment["id"], "in_transit", at(1))
+        assert tracking.api(None).post(f"{V1}/events", body).status == 401
+        assert tracking.api("viewer").post(f"{V1}/events", body).status == 403
+        assert tracking.api("engineer").post(f"{V1}/events", body).status == 403
+        assert tracking.api("logistics").post(f"{V1}/events", body).status == 201
+        assert tracking.api(None).get(f"{V1}/shipments/{shipment['id']}/eta").status == 401
+
+
+class TestRecordEventCommand:
+    def test_the_answer_carries_the_command_id(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        command_id = "cmd-0001"
+        body = {**event_body(shipment["id"], "picked_up", at(1)), "event_id": "e-1"}
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id=command_id)
+        assert outcome is Outcome.ACK
+        (answer,) = tracking.published("tracking.event.recorded")
+        assert answer["correlationid"] == command_id
+        assert answer["data"]["kind"] == "picked_up"
+        # The same command delivered twice changes nothing.
+        tracking.deliver("tracking.record_event", body, message_id=command_id)
+        assert len(tracking.published("tracking.event.recorded")) == 1
+        # Another command with the sender's same event id is answered, not recorded again.
+        tracking.deliver("tracking.record_event", body, message_id="cmd-0002")
+        repeat = tracking.published("tracking.event.recorded")[-1]
+        assert (repeat["correlationid"], repeat["data"]["id"]) == (
+            "cmd-0002",
+            answer["data"]["id"],
+        )
+        assert repeat["data"]["repeat"] is True
+        events = tracking.api().get(f"{V1}/shipments/{shipment['id']}/events").body
+        assert len(events) == 1
+
+    def test_an_unknown_shipment_is_rejected_never_dropped(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        body = event_body("no-such-shipment", "in_transit", at(1))
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-404")
+        assert outcome is Outcome.ACK
+        (rejected,) = tracking.published("tracking.event.rejected")
+        assert rejected["correlationid"] == "cmd-404"
+        assert rejected["data"]["command_id"] == "cmd-404"
+        assert rejected["data"]["reason"] == "not-found"
+        assert rejected["data"]["shipment_id"] == "no-such-shipment"
+
+    def test_invalid_data_is_rejected(self, tracking: TrackingUnderTest) -> None:
+        body = {"kind": "in_transit", "occurred_at": "yesterday"}
+        tracking.deliver("tracking.record_event", body, message_id="cmd-422")
+        (rejected,) = tracking.published("tracking.event.rejected")
+        assert rejected["data"]["command_id"] == "cmd-422"
+        assert "occurred_at" in rejected["data"]["errors"]
+
+
+class TestShipmentReadModel:
+    def test_a_stale_or_repeated_version_changes_nothing(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment, version=3)
+        tracking.shipment("planned", {**shipment, "status": "planned"}, version=2)
+        tracking.shipment("dispatched", {**shipment, "mode": "courier"}, version=3)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["mode"]) == ("in_transit", "hand_carry")
+
+    def test_unknown_shipment_and_job_are_404(self, tracking: TrackingUnderTest) -> None:
+        assert tracking.api().get(f"{V1}/shipments/nope/eta").status == 404
+        assert tracking.api().get(f"{V1}/jobs/nope").status == 404
+
+
+class TestEta:
+    def test_before_dispatch_the_eta_counts_from_now(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data(
+            status="planned", dispatched_at=None, promised_delivery_at=None, mode="courier"
+        )
+        tracking.shipment("planned", shipment)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["status"] == "planned"
+        assert eta["basis"] == "default"
+        assert iso(T0) <= eta["eta_earliest"] <= eta["eta"] <= eta["eta_latest"]
+        assert eta["next_checkpoint"] is None
+
+    def test_promised_time_without_history(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(1))
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["basis"] == "promised"
+        assert eta["eta_earliest"] < eta["eta"] < eta["eta_latest"]
+        assert abs(_hours(eta["eta"]) - 24) < 1
+        assert eta["risk"] == "on_track"
+        assert eta["reason"].endswith(".")
+
+    def test_lane_history_loaded_through_past_shipments(self, tracking: TrackingUnderTest) -> None:
+        for hours in (10, 11, 12, 12, 13, 14, 15):
+            past = shipment_data(
+                mode="courier",
+                status="delivered",
+                promised_delivery_at=None,
+                dispatched_at=iso(T0 - timedelta(days=30)),
+                delivered_at=iso(T0 - timedelta(days=30) + timedelta(hours=hours)),
+            )
+            tracking.shipment("delivered", past)
+        shipment = shipment_data(mode="courier", promised_delivery_at=None)
+        tracking.shipment("dispatched", shipment)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["basis"] == "lane_history"
+        assert eta["eta"] == iso(at(12))
+        assert _hours(eta["eta_earliest"]) < 11 and _hours(eta["eta_latest"]) > 13
+        assert "7 past deliveries" in eta["reason"]
+        # Another lane (by carrier) knows nothing of it.
+        other = shipment_data(mode="courier", carrier="DHL", promised_delivery_at=None)
+        tracking.shipment("dispatched", other)
+        assert tracking.api().get(f"{V1}/shipments/{other['id']}/eta").body["basis"] == "default"
+
+    def test_never_before_now_while_on_the_way(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(40))
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["eta"] >= iso(at(40)) and eta["eta_latest"] >= eta["eta"]
+        assert eta["eta_earliest"] >= iso(at(40))
+
+
+class TestJobView:
+    def test_parts_reservations_and_shipments_of_a_job(self, tracking: TrackingUnderTest) -> None:
+        tube = reservation_data(job_id="JOB-9")
+        gel = reservation_data(job_id="JOB-9", part_number="GEL-250", quantity=2, serials=[])
+        tracking.reservation("confirmed", tube)
+        tracking.reservation("confirmed", gel)
+        shipment = shipment_data(
+            job_id="JOB-9",
+            lines=[{"part_number": "XRT-2000", "quantity": 1, "reservation_id": tube["id"]}],
+            checkpoints=hourly_checkpoints(12),
+        )
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(1.5))
+        tracking.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "checkpoint", at(1), checkpoint="CP1")
+        )
+        reply = tracking.api("engineer").get(f"{V1}/jobs/JOB-9")
+        assert reply.status == 200, reply
+        job = reply.body
+        assert (job["owner"], job["priority"], job["required_by"]) == (
+            "li.wei",
+            "machine_down",
+            iso(at(24)),
+        )
+        assert job["site"] == {"name": "Ganzi County Hospital", "region": "ganzi"}
+        by_part = {p["part_number"]: p for p in job["parts"]}
+        tube_part = by_part["XRT-2000"]
+        assert tube_part["reservation_id"] == tube["id"]
+        assert tube_part["reservation_status"] == "confirmed"
+        assert tube_part["warehouse"] == "CDU"
+        assert (tube_part["shipment_id"], tube_part["shipment_status"]) == (
+            shipment["id"],
+            "in_transit",
+        )
+        assert tube_part["eta_earliest"] <= tube_part["eta"] <= tube_part["eta_latest"]
+        assert tube_part["last_event"]["checkpoint"] == "CP1"
+        assert tube_part["reason"]
+        assert tube_part["risk"] == "on_track"
+        gel_part = by_part["GEL-250"]
+        assert gel_part["shipment_id"] is None and gel_part["quantity"] == 2
+        # Not even planned, and a carrier takes two days from Chengdu: the job is late.
+        assert gel_part["basis"] == "default" and gel_part["eta"] > iso(at(24))
+        assert gel_part["reason"].startswith("No shipment planned yet")
+        assert gel_part["risk"] == job["risk"] == "late"
+
+    def test_stale_reservation_events_are_refused(self, tracking: TrackingUnderTest) -> None:
+        tube = reservation_data(job_id="JOB-3")
+        tracking.reservation("issued", {**tube, "status": "issued", "version": 2})
+        tracking.reservation("confirmed", tube)
+        job = tracking.api().get(f"{V1}/jobs/JOB-3").body
+        assert job["parts"][0]["reservation_status"] == "issued"
+
+    def test_open_jobs_listed_worst_first(self, tracking: TrackingUnderTest) -> None:
+        tracking.reservation("confirmed", reservation_data(job_id="CALM"))
+        late = shipment_data(job_id="LATE", required_by=iso(at(5)))
+        tracking.shipment("dispatched", late)
+        jobs = tracking.api().get(f"{V1}/jobs").body
+        assert [j["job_id"] for j in jobs] == ["LATE", "CALM"]
+        assert jobs[0]["risk"] == "late"
+
+
+class TestAlertsApi:
+    def test_filter_acknowledge_and_resolve(self, tracking: TrackingUnderTest) -> None:
+        late = shipment_data(job_id="JOB-L", owner="zhang.min", required_by=iso(at(5)))
+        tracking.shipment("dispatched", late)
+        (alert,) = tracking.alerts(job_id="JOB-L")
+        assert (alert["kind"], alert["status"], alert["owner"]) == ("late", "open", "zhang.min")
+        assert alert["subject"] == late["id"] and alert["shipment_id"] == late["id"]
+        assert tracking.alerts(owner="nobody") == []
+        assert tracking.alerts(kind="late", status="open")[0]["id"] == alert["id"]
+        url = f"{V1}/alerts/{alert['id']}/acknowledge"
+        assert tracking.api("viewer").post(url, {}).status == 403
+        reply = tracking.api("engineer").post(url, {"note": "calling the hospital"})
+        assert reply.status == 200, reply
+        assert (reply.body["status"], reply.body["note"]) == (
+            "acknowledged",
+            "calling the hospital",
+        )
+        assert reply.body["acknowledged_by"] == "test-engineer"
+        assert tracking.alerts(status="open", job_id="JOB-L") == []
+        assert len(tracking.alerts(status="acknowledged")) == 1
+        tracking.clock.set(at(4))
+        tracking.api("service").post(f"{V1}/events", event_body(late["id"], "delivered", at(4)))
+        (resolved,) = tracking.alerts(job_id="JOB-L", kind="late")
+        assert resolved["status"] == "resolved" and resolved["resolved_at"] == iso(at(4))
+        assert tracking.api("engineer").post(url, {}).status == 409
+        assert tracking.api().post(f"{V1}/alerts/nope/acknowledge", {}).status == 404
+
+    def test_paginated(self, tracking: TrackingUnderTest) -> None:
+        for n in range(3):
+            tracking.shipment("dispatched", shipment_data(job_id=f"J{n}", required_by=iso(at(1))))
+        reply = tracking.api().get(f"{V1}/alerts", page_size=2)
+        assert len(reply.body) == 2
+        assert '"total": 3' in reply.headers["X-Pagination"]
+
+
+def _hours(text: str) -> float:
+    return (datetime.fromisoformat(text) - T0).total_seconds() / 3600

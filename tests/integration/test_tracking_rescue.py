@@ -1,0 +1,205 @@
+"""The lost-part rescue: a lost shipment of a machine_down or urgent job makes
+tracking ask inventory for a replacement, once, from whichever warehouse can deliver
+first, and the lost alert says what came of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shared.config import Settings
+from tests.integration.tracking_support import (
+    V1,
+    TrackingUnderTest,
+    at,
+    event_body,
+    iso,
+    reservation_data,
+    shipment_data,
+    start_tracking,
+)
+
+
+@pytest.fixture
+def tracking(settings: Settings) -> Iterator[TrackingUnderTest]:
+    system = start_tracking(settings)
+    yield system
+    system.service.db.dispose()
+
+
+def probe_on_its_way(tracking: TrackingUnderTest, priority: str = "machine_down") -> tuple:
+    probe = reservation_data(
+        job_id="JOB-TEE",
+        part_number="TEE-P7",
+        warehouse="SHA",
+        warehouse_region="east-china",
+        priority=priority,
+        owner="dr.chen",
+        required_by=iso(at(48)),
+        site={"name": "Children's Heart Centre", "region": "sichuan"},
+        serials=["TEE-S-0001"],
+    )
+    tracking.reservation("confirmed", probe)
+    shipment = shipment_data(
+        job_id="JOB-TEE",
+        owner="dr.chen",
+        priority=priority,
+        origin="SHA",
+        origin_region="east-china",
+        destination={"site": "Children's Heart Centre", "warehouse": None, "region": "sichuan"},
+        mode="carrier",
+        carrier="SF",
+        tracking_number="SF-TEE-1",
+        promised_delivery_at=iso(at(24)),
+        required_by=iso(at(48)),
+        lines=[{"part_number": "TEE-P7", "quantity": 1, "reservation_id": probe["id"]}],
+    )
+    tracking.shipment("dispatched", shipment)
+    return probe, shipment
+
+
+def lose(tracking: TrackingUnderTest, shipment: dict) -> None:
+    tracking.clock.set(at(20))
+    body = event_body(shipment["id"], "lost", at(19), note="parcel missing at the Xi'an hub")
+    assert tracking.api("service").post(f"{V1}/events", body).status == 201
+
+
+class TestRescue:
+    def test_a_replacement_is_asked_for_once(self, tracking: TrackingUnderTest) -> None:
+        probe, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        tracking.service.scan()
+        tracking.reservation("lost", {**probe, "status": "lost", "version": 2})
+        (command,) = tracking.published("inventory.reserve")
+        data = command["data"]
+        assert data["replaces"] == probe["id"]
+        assert "warehouse" not in data
+        assert data["request_id"] == f"replace-{probe['id']}"
+        assert {k: data[k] for k in ("job_id", "part_number", "quantity", "priority")} == {
+            "job_id": "JOB-TEE",
+            "part_number": "TEE-P7",
+            "quantity": 1,
+            "priority": "machine_down",
+        }
+        assert data["site"] == {"name": "Children's Heart Centre", "region": "sichuan"}
+        assert (data["owner"], data["required_by"]) == ("dr.chen", iso(at(48)))
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["job_id"] == "JOB-TEE" and alert["owner"] == "dr.chen"
+        assert "(parcel missing at the Xi'an hub)" in alert["message"]
+        assert "a replacement TEE-P7 is being reserved" in alert["message"]
+
+    def test_the_confirmed_replacement_and_its_eta_are_named(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        probe, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        (command,) = tracking.published("inventory.reserve")
+        replacement = reservation_data(
+            job_id="JOB-TEE",
+            part_number="TEE-P7",
+            warehouse="CDU",
+            warehouse_region="sichuan",
+            owner="dr.chen",
+            required_by=iso(at(48)),
+            site={"name": "Children's Heart Centre", "region": "sichuan"},
+            replaces=probe["id"],
+        )
+        tracking.deliver(
+            "inventory.reservation.confirmed",
+            replacement,
+            correlation_id=command["id"],
+            source="partsflow/inventory",
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        # No shipment yet and no history from CDU: a carrier's day within a region.
+        assert (
+            "reserved at CDU, ETA 22 Nov 02:00 UTC, in time for the required-by"
+            in (alert["message"])
+        )
+        updated = tracking.published("tracking.alert.updated")
+        assert updated[-1]["data"]["id"] == alert["id"]
+        # Its shipment is planned as usual; the job shows it, with its ETA.
+        planned = shipment_data(
+            status="planned",
+            dispatched_at=None,
+            job_id="JOB-TEE",
+            mode="courier",
+            promised_delivery_at=None,
+            destination={"site": "Children's Heart Centre", "warehouse": None, "region": "sichuan"},
+            lines=[{"part_number": "TEE-P7", "quantity": 1, "reservation_id": replacement["id"]}],
+        )
+        tracking.shipment("planned", planned)
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        by_reservation = {p["reservation_id"]: p for p in job["parts"]}
+        assert by_reservation[probe["id"]]["risk"] == "lost"
+        fresh = by_reservation[replacement["id"]]
+        assert fresh["replaces"] == probe["id"]
+        assert (fresh["shipment_id"], fresh["shipment_status"]) == (planned["id"], "planned")
+        assert fresh["eta"] is not None
+        # The lost part is replaced: the job is judged by the replacement.
+        assert job["risk"] == fresh["risk"] == "on_track"
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert (
+            "reserved at CDU, ETA 21 Nov 08:00 UTC, in time for the required-by"
+            in (alert["message"])
+        )
+        # Once the replacement is delivered, the lost alert has nothing left to say.
+        tracking.shipment(
+            "dispatched", {**planned, "status": "in_transit", "dispatched_at": iso(at(21))}
+        )
+        tracking.clock.set(at(30))
+        tracking.api("service").post(f"{V1}/events", event_body(planned["id"], "delivered", at(29)))
+        assert tracking.open_alerts(kind="lost") == []
+
+    def test_no_stock_anywhere_is_said_plainly(self, tracking: TrackingUnderTest) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        (command,) = tracking.published("inventory.reserve")
+        rejected = {
+            "command_id": command["id"],
+            "request_id": command["data"]["request_id"],
+            "status": "rejected",
+            "reason": "not-enough-stock",
+            "detail": "not enough TEE-P7 available in any warehouse for 1",
+            "job_id": "JOB-TEE",
+            "part_number": "TEE-P7",
+            "alternatives": [],
+        }
+        tracking.deliver(
+            "inventory.reservation.rejected",
+            rejected,
+            correlation_id=command["id"],
+            source="partsflow/inventory",
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
+        assert "found outside Partsflow" in alert["message"]
+
+    def test_someone_elses_rejection_changes_nothing(self, tracking: TrackingUnderTest) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        tracking.deliver(
+            "inventory.reservation.rejected",
+            {"command_id": "field-service-1", "reason": "not-enough-stock"},
+            correlation_id="field-service-1",
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "being reserved" in alert["message"]
+
+    def test_a_routine_job_is_left_to_people(self, tracking: TrackingUnderTest) -> None:
+        _, shipment = probe_on_its_way(tracking, priority="routine")
+        lose(tracking, shipment)
+        assert tracking.published("inventory.reserve") == []
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "reserve a replacement TEE-P7 by hand" in alert["message"]
+
+    def test_inventory_saying_lost_first_starts_the_rescue_too(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        probe, shipment = probe_on_its_way(tracking, priority="urgent")
+        tracking.reservation("lost", {**probe, "status": "lost", "version": 2})
+        (command,) = tracking.published("inventory.reserve")
+        assert command["data"]["replaces"] == probe["id"]
+        lose(tracking, shipment)
+        assert len(tracking.published("inventory.reserve")) == 1

@@ -1,0 +1,306 @@
+"""The ETA model on synthetic lane histories: where an estimate starts, how elapsed
+time and checkpoints move it, and how often real arrivals fall inside its range."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.tracking import eta
+from services.tracking.eta import Checkpoint, ShipmentFacts, Transit
+
+T0 = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+def hours_of(moment: datetime | None) -> float:
+    assert moment is not None
+    return (moment - T0).total_seconds() / 3600
+
+
+def lane(*hours: float) -> eta.LaneStats:
+    return eta.lane_stats([Transit(h) for h in hours])
+
+
+def carrier(**changes: object) -> ShipmentFacts:
+    values: dict = {"mode": "carrier", "status": "in_transit", "dispatched_at": T0}
+    values.update(changes)
+    return ShipmentFacts(**values)
+
+
+class TestWhereTheEstimateStarts:
+    def test_no_history_no_promise_is_a_wide_default(self) -> None:
+        e = eta.estimate(carrier(), eta.LaneStats(), T0)
+        assert e.basis == "default"
+        assert hours_of(e.eta) == pytest.approx(eta.DEFAULT_HOURS["carrier"], abs=0.02)
+        assert hours_of(e.latest) / hours_of(e.eta) > 1.9
+        assert hours_of(e.earliest) / hours_of(e.eta) < 0.55
+        assert "no history" in e.reason
+
+    def test_a_promise_is_the_centre_without_history(self) -> None:
+        e = eta.estimate(carrier(promised_delivery_at=at(24)), eta.LaneStats(), T0)
+        assert e.basis == "promised"
+        assert hours_of(e.eta) == pytest.approx(24, abs=0.02)
+        assert 15 < hours_of(e.earliest) < 24 < hours_of(e.latest) < 40
+
+    def test_enough_history_gives_its_median_and_a_high_percentile(self) -> None:
+        history = lane(10, 11, 12, 12, 13, 14, 15, 12, 11, 13)
+        e = eta.estimate(carrier(), history, T0)
+        assert e.basis == "lane_history"
+        assert hours_of(e.eta) == pytest.approx(12, abs=0.02)
+        assert hours_of(e.latest) > 14 and hours_of(e.earliest) < 10.5
+        assert "10 past deliveries" in e.reason
+
+    def test_little_history_moves_the_centre_but_stays_wide(self) -> None:
+        few = eta.estimate(carrier(), lane(12, 13, 11), T0)
+        many = eta.estimate(carrier(), lane(12, 13, 11, 12, 13, 11, 12, 12), T0)
+        assert few.basis == "default" and many.basis == "lane_history"
+        assert hours_of(few.eta) == pytest.approx(12, abs=0.02)
+        few_width = hours_of(few.latest) - hours_of(few.earliest)
+        many_width = hours_of(many.latest) - hours_of(many.earliest)
+        assert few_width > 3 * many_width
+
+    def test_a_lane_that_always_beats_its_promise_corrects_it(self) -> None:
+        history = eta.lane_stats([Transit(h, promised_hours=24.0) for h in (18, 19, 18, 20, 17)])
+        e = eta.estimate(carrier(promised_delivery_at=at(24)), history, T0)
+        assert e.basis == "lane_history"
+        assert hours_of(e.eta) == pytest.approx(24 * 18 / 24, abs=0.1)
+
+    def test_not_dispatched_counts_from_now(self) -> None:
+        now = at(5)
+        e = eta.estimate(carrier(status="planned", dispatched_at=None), lane(*[10] * 6), now)
+        assert hours_of(e.eta) == pytest.approx(15, abs=0.02)
+        assert e.reason.startswith("Not dispatched yet")
+
+
+class TestElapsedTime:
+    def test_never_before_now_and_the_range_holds_it(self) -> None:
+        history = lane(20, 22, 24, 26, 28, 24, 23)
+        facts = carrier(promised_delivery_at=at(24))
+        for elapsed in (0, 5, 20, 24, 30, 60, 200, 2000):
+            now = at(elapsed)
+            e = eta.estimate(facts, history, now)
+            assert e.eta is not None and e.earliest is not None and e.latest is not None
+            assert now <= e.eta <= e.latest, elapsed
+            assert e.earliest <= e.eta, elapsed
+
+    def test_overdue_shipments_say_so(self) -> None:
+        e = eta.estimate(carrier(), lane(10, 11, 12, 13, 12, 11), at(30))
+        assert e.reason.startswith("Still on the way 30.0 h after dispatch")
+
+
+class TestCheckpoints:
+    @staticmethod
+    def hand_carry(passed: dict[int, float], now: float) -> tuple[ShipmentFacts, datetime]:
+        checkpoints = [
+            Checkpoint(f"CP{i}", at(i), at(passed[i]) if i in passed else None)
+            for i in range(1, 13)
+        ]
+        facts = ShipmentFacts(
+            mode="hand_carry",
+            status="in_transit",
+            dispatched_at=T0,
+            promised_delivery_at=at(13),
+            checkpoints=checkpoints,
+        )
+        return facts, at(now)
+
+    def test_two_hours_late_at_checkpoint_4_of_12_is_two_hours_late_at_the_end(self) -> None:
+        facts, now = self.hand_carry({1: 1, 2: 2.5, 3: 4, 4: 6}, now=6.1)
+        e = eta.estimate(facts, eta.LaneStats(), now)
+        assert e.basis == "checkpoints"
+        assert hours_of(e.eta) == pytest.approx(15, abs=0.05)
+        assert e.earliest < e.eta < e.latest
+        assert "CP4 (checkpoint 4 of 12) was passed 2.0 h late" in e.reason
+        assert e.next_checkpoint is not None and e.next_checkpoint.name == "CP5"
+
+    def test_unless_the_lane_says_delays_recover(self) -> None:
+        recovering = eta.lane_stats(
+            [
+                Transit(13.5, 13.0, midway_delay_hours=d, final_delay_hours=d / 4)
+                for d in (1.0, 2.0, 1.5, 3.0, 2.5, 1.0)
+            ]
+        )
+        facts, now = self.hand_carry({1: 1, 2: 2.5, 3: 4, 4: 6}, now=6.1)
+        e = eta.estimate(facts, recovering, now)
+        assert recovering.carry is not None
+        assert recovering.carry.persistence == pytest.approx(0.25)
+        assert hours_of(e.eta) == pytest.approx(13.5, abs=0.05)
+        assert "makes up 75% of a delay" in e.reason
+
+    def test_an_overdue_checkpoint_pushes_the_eta_as_time_passes(self) -> None:
+        facts, _ = self.hand_carry({1: 1, 2: 2, 3: 3, 4: 4}, now=0)
+        on_time = eta.estimate(facts, eta.LaneStats(), at(4.5))
+        waiting = eta.estimate(facts, eta.LaneStats(), at(7))
+        assert hours_of(on_time.eta) == pytest.approx(13, abs=0.05)
+        assert hours_of(waiting.eta) == pytest.approx(15, abs=0.05)
+        assert "CP5 (checkpoint 5 of 12) was due" in waiting.reason
+        assert "2.0 h overdue" in waiting.reason
+
+    def test_a_missed_scan_behind_the_shipment_is_not_next(self) -> None:
+        facts, now = self.hand_carry({1: 1, 3: 3}, now=3.2)
+        assert eta.next_checkpoint(facts.checkpoints).name == "CP4"
+        assert eta.estimate(facts, eta.LaneStats(), now).next_checkpoint.name == "CP4"
+
+    def test_past_the_plan_with_no_news_it_is_still_ahead_of_now(self) -> None:
+        facts, _ = self.hand_carry({i: i for i in range(1, 13)}, now=0)
+        e = eta.estimate(facts, eta.LaneStats(), at(16))
+        assert at(16) < e.eta <= e.latest
+
+
+class TestEndStates:
+    def test_delivered_lost_cancelled(self) -> None:
+        delivered = eta.estimate(
+            carrier(status="delivered", delivered_at=at(20)), eta.LaneStats(), at(30)
+        )
+        assert delivered.eta == delivered.earliest == delivered.latest == at(20)
+        lost = eta.estimate(carrier(status="lost"), eta.LaneStats(), at(30))
+        assert lost.eta is None and "Lost" in lost.reason
+        cancelled = eta.estimate(carrier(status="cancelled"), eta.LaneStats(), at(1))
+        assert cancelled.eta is None
+
+    def test_an_exception_costs_time(self) -> None:
+        history = lane(10, 11, 12, 13, 12, 11)
+        normal = eta.estimate(carrier(), history, at(2))
+        held = eta.estimate(carrier(status="exception", exception_at=at(2)), history, at(2))
+        assert held.eta > normal.eta and held.latest > normal.latest
+        assert "exception" in held.reason
+
+
+class TestRisk:
+    @pytest.mark.parametrize(
+        ("eta_h", "latest_h", "required_h", "expected"),
+        [(10, 12, 13, "on_track"), (10, 14, 13, "at_risk"), (14, 16, 13, "late")],
+    )
+    def test_against_required_by(
+        self, eta_h: float, latest_h: float, required_h: float, expected: str
+    ) -> None:
+        estimate = eta.Estimate(at(eta_h), at(eta_h - 1), at(latest_h), "promised", "")
+        assert eta.risk("in_transit", estimate, at(required_h), None) == expected
+
+    def test_end_states(self) -> None:
+        estimate = eta.Estimate(at(10), at(10), at(10), "promised", "")
+        assert eta.risk("delivered", estimate, at(12), at(10)) == "delivered"
+        assert eta.risk("delivered", estimate, at(9), at(10)) == "delivered_late"
+        assert eta.risk("lost", estimate, at(12), None) == "lost"
+        assert eta.risk("in_transit", estimate, None, None) == "on_track"
+
+    def test_an_eta_is_announced_only_when_it_moves_a_step(self) -> None:
+        assert eta.moved(None, at(10), 15)
+        assert not eta.moved(at(10), at(10.2), 15)
+        assert eta.moved(at(10), at(10.3), 15)
+        assert not eta.moved(at(10), None, 15)
+
+
+# ======================================================================================
+# Accuracy on a generated set of past shipments
+# ======================================================================================
+def _lane_draws(rng: random.Random) -> Callable[[], float]:
+    """A lane's true transit times: log-normal, with an occasional disruption."""
+    median, spread = rng.uniform(4, 96), rng.uniform(0.08, 0.45)
+
+    def draw() -> float:
+        hours = median * math.exp(rng.gauss(0, spread))
+        if rng.random() < 0.08:
+            hours *= rng.uniform(1.3, 2.5)
+        return hours
+
+    return draw
+
+
+def _score(cases: list[tuple[eta.Estimate, float]]) -> dict[str, float]:
+    inside = sum(1 for e, actual in cases if hours_of(e.earliest) <= actual <= hours_of(e.latest))
+    before = sum(1 for e, actual in cases if actual < hours_of(e.earliest))
+    errors = [abs(hours_of(e.eta) - actual) for e, actual in cases]
+    relative = [abs(hours_of(e.eta) - actual) / actual for e, actual in cases]
+    return {
+        "shipments": len(cases),
+        "inside": inside / len(cases),
+        "before": before / len(cases),
+        "after": 1 - (inside + before) / len(cases),
+        "median_error_hours": statistics.median(errors),
+        "median_error_share": statistics.median(relative),
+    }
+
+
+def _print(title: str, score: dict[str, float]) -> None:
+    print(
+        f"\n{title}: {score['shipments']} shipments, {score['inside']:.1%} inside the range "
+        f"({score['before']:.1%} before, {score['after']:.1%} after), median error "
+        f"{score['median_error_hours']:.2f} h ({score['median_error_share']:.1%} of transit)"
+    )
+
+
+class TestAccuracy:
+    """Lanes of 5 to 60 past shipments; for each, 20 new shipments judged at dispatch,
+    and again at a moment while still on the way."""
+
+    def test_range_coverage_and_median_error_on_generated_lanes(
+        self, record_property: Callable[[str, object], None]
+    ) -> None:
+        rng = random.Random(20261120)
+        at_dispatch: list[tuple[eta.Estimate, float]] = []
+        on_the_way: list[tuple[eta.Estimate, float]] = []
+        for _ in range(200):
+            draw = _lane_draws(rng)
+            history = eta.lane_stats(
+                [Transit(draw()) for _ in range(rng.choice((5, 8, 15, 30, 60)))]
+            )
+            for _ in range(20):
+                actual = draw()
+                at_dispatch.append((eta.estimate(carrier(), history, T0), actual))
+                assert history.median_hours is not None
+                looked = rng.uniform(0, 1.5) * history.median_hours
+                if looked < actual:
+                    on_the_way.append((eta.estimate(carrier(), history, at(looked)), actual))
+        first, later = _score(at_dispatch), _score(on_the_way)
+        _print("ETA at dispatch", first)
+        _print("ETA while on the way", later)
+        record_property("eta_at_dispatch", first)
+        record_property("eta_on_the_way", later)
+        assert first["inside"] >= 0.80 and later["inside"] >= 0.80
+        assert first["before"] <= 0.15 and first["after"] <= 0.15
+        assert first["median_error_share"] < 0.25
+
+    def test_hand_carry_checkpoints(self, record_property: Callable[[str, object], None]) -> None:
+        """Twelve hourly checkpoints; each leg varies and now and then hits trouble; the
+        ETA is read just after checkpoints 3, 6 and 9."""
+        rng = random.Random(13)
+
+        def trip() -> tuple[list[float], float]:
+            t, passes = 0.0, []
+            for _ in range(13):
+                t += math.exp(rng.gauss(0, 0.15)) + (
+                    rng.uniform(0.5, 3) if rng.random() < 0.05 else 0
+                )
+                passes.append(t)
+            return passes[:-1], passes[-1]
+
+        def transit(passes: list[float], arrival: float) -> Transit:
+            return Transit(arrival, 13.0, passes[5] - 6, arrival - 13)
+
+        cases = []
+        for _ in range(100):
+            history = eta.lane_stats([transit(*trip()) for _ in range(20)])
+            for _ in range(10):
+                passes, arrival = trip()
+                for k in (2, 5, 8):
+                    checkpoints = [
+                        Checkpoint(f"CP{i + 1}", at(i + 1), at(passes[i]) if i <= k else None)
+                        for i in range(12)
+                    ]
+                    facts = ShipmentFacts("hand_carry", "in_transit", T0, at(13), None, checkpoints)
+                    cases.append((eta.estimate(facts, history, at(passes[k] + 0.01)), arrival))
+        score = _score(cases)
+        _print("Hand-carry ETA from checkpoints", score)
+        record_property("eta_hand_carry", score)
+        assert score["inside"] >= 0.80
+        assert score["median_error_hours"] < 1.0
