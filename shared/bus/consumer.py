@@ -149,6 +149,7 @@ class MessageConsumer:
 
     def _consume(self, stop: threading.Event) -> None:
         connection = connect(self.settings, name=f"{self.service}-consumer")
+        stopped = False
         try:
             connection.ensure_connection(max_retries=1)
             self.topology.declare(connection)
@@ -183,10 +184,16 @@ class MessageConsumer:
             deadline = time.monotonic() + 30
             while self._in_flight > 0 and time.monotonic() < deadline:
                 self._settle(generation, channel, wait=0.1)
+            stopped = True
         finally:
             self.connected.clear()
             with contextlib.suppress(Exception):
-                connection.release()
+                if stopped:
+                    connection.release()
+                else:
+                    # A link that failed gets no closing handshake: on a dead link the
+                    # broker's answer never comes, and release() would wait for it forever.
+                    connection.collect()
 
     def _settle(self, generation: int, channel: Any, wait: float = 0.0) -> None:
         while True:
@@ -281,27 +288,36 @@ class MessageConsumer:
             inbox_message_type=envelope["type"],
             reply_to=properties.get("reply_to"),
         )
+        try:
+            with message_context(context):
+                self._through_outages(lambda: route.handle(self.target, data, envelope))
+        except DuplicateDelivery:
+            self.stats.duplicates += 1
+            return Outcome.ACK, "duplicate"
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                return Outcome.REQUEUE, "stopping"
+            return self._failed(envelope, message, exc)
+        self.stats.applied += 1
+        self._failures.pop(envelope["id"], None)
+        return Outcome.ACK, "applied"
+
+    def _through_outages(self, work: Callable[[], None]) -> None:
+        """Run ``work``, again and again while the database is unreachable: with backoff,
+        without limit, and without spending a delivery (an outage is not the message's
+        fault). When stopping, the database's error is raised instead."""
         backoff = self.settings.retry_backoff_seconds
         while True:
             try:
-                with message_context(context):
-                    route.handle(self.target, data, envelope)
-                self.stats.applied += 1
-                self._failures.pop(envelope["id"], None)
-                return Outcome.ACK, "applied"
-            except DuplicateDelivery:
-                self.stats.duplicates += 1
-                return Outcome.ACK, "duplicate"
+                work()
+                return
             except Exception as exc:
-                if is_transient_db_error(exc):
-                    if self._stop.is_set():
-                        return Outcome.REQUEUE, "stopping"
-                    log.warning("database unavailable, retrying: %s", exc.__class__.__name__)
-                    self.stats.retried += 1
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.settings.max_retry_backoff_seconds)
-                    continue
-                return self._failed(envelope, message, exc)
+                if not is_transient_db_error(exc) or self._stop.is_set():
+                    raise
+                log.warning("database unavailable, retrying: %s", exc.__class__.__name__)
+                self.stats.retried += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.max_retry_backoff_seconds)
 
     def _failed(
         self, envelope: dict[str, Any], message: Any, exc: Exception
@@ -344,7 +360,8 @@ class MessageConsumer:
             inbox_message_type=properties.get("type") or "",
             reply_to=properties.get("reply_to"),
         )
-        try:
+
+        def answer() -> None:
             with message_context(context), self.db.transaction() as tx:
                 tx.publish(
                     route.rejected or "",
@@ -356,5 +373,6 @@ class MessageConsumer:
                         "errors": errors,
                     },
                 )
-        except DuplicateDelivery:
-            pass
+
+        with contextlib.suppress(DuplicateDelivery):
+            self._through_outages(answer)

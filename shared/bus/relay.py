@@ -29,7 +29,7 @@ import amqp
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection as SQLConnection
 
-from shared.bus.connection import connect, connection_errors
+from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
 from shared.bus.envelope import CONTENT_TYPE
 from shared.bus.topology import Topology
 from shared.config import Settings
@@ -106,7 +106,7 @@ class OutboxRelay:
                     log.exception("outbox relay failed", extra={"service": self.db.service})
                 else:
                     log.warning("outbox relay waiting: %s", exc, extra={"service": self.db.service})
-                self._disconnect()
+                self._drop_connection()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.max_retry_backoff_seconds)
         self._disconnect()
@@ -122,8 +122,9 @@ class OutboxRelay:
     def _is_connection_error(self, exc: BaseException) -> bool:
         if isinstance(exc, ConfirmTimeout):
             return True
-        errors = connection_errors(self._connection) if self._connection else ()
-        return isinstance(exc, errors) if errors else isinstance(exc, OSError)
+        # A failed publish has already dropped its connection: judge by the usual kinds.
+        errors = connection_errors(self._connection) if self._connection else CONNECTION_ERRORS
+        return isinstance(exc, errors)
 
     # -- one batch -----------------------------------------------------------------------
     def relay_once(self) -> int:
@@ -203,9 +204,13 @@ class OutboxRelay:
     # -- publishing ----------------------------------------------------------------------
     def publish(self, rows: Sequence[OutboxRow]) -> PublishResult:
         self._ensure_connected()
-        if self.settings.is_memory_bus:
-            return self._publish_in_process(rows)
-        return self._publish_confirmed(rows)
+        try:
+            if self.settings.is_memory_bus:
+                return self._publish_in_process(rows)
+            return self._publish_confirmed(rows)
+        except BaseException:
+            self._drop_connection()
+            raise
 
     def _ensure_connected(self) -> None:
         if self._connection is not None:
@@ -229,6 +234,15 @@ class OutboxRelay:
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.release()
+
+    def _drop_connection(self) -> None:
+        """Forget a connection in doubt (a publish or heartbeat failed) without the
+        closing handshake: on a dead link the broker's answer never comes, and
+        release() would wait for it forever."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.collect()
 
     def _properties(self, row: OutboxRow) -> dict[str, Any]:
         return {
