@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 SERVICES = ("inventory", "shipments", "tracking")
 BROKER_SCHEMES = ("memory", "amqp", "amqps", "pyamqp")
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -48,6 +50,12 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     eta_step_minutes: float = 15.0
     secure_cookies: bool = False
+    # Writes to the JSON API per user and service, in the ``limits`` notation
+    # ("120/minute", "10/second; 600/hour"); empty: no limit.
+    write_rate_limit: str = ""
+    # Where the counts live: one process (``memory://``), or Redis, shared by every
+    # gunicorn worker and web process (``redis://host:6379/0``).
+    rate_limit_storage_url: str = "memory://"
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -84,6 +92,8 @@ _ENV_NAMES = {
     "PARTSFLOW_MAX_BODY_BYTES": "max_body_bytes",
     "PARTSFLOW_ETA_STEP_MINUTES": "eta_step_minutes",
     "PARTSFLOW_SECURE_COOKIES": "secure_cookies",
+    "PARTSFLOW_WRITE_RATE_LIMIT": "write_rate_limit",
+    "PARTSFLOW_RATE_LIMIT_STORAGE_URL": "rate_limit_storage_url",
     "PARTSFLOW_LOG_LEVEL": "log_level",
     "PARTSFLOW_LOG_FORMAT": "log_format",
 }
@@ -197,6 +207,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("PARTSFLOW_DELIVERY_LIMIT must be at least 1")
     if settings.tracking_scan_seconds <= 0:
         raise ConfigError("PARTSFLOW_TRACKING_SCAN_SECONDS must be positive")
+    _validate_rate_limit(settings)
     if not settings.embedded:
         if not settings.secret_key:
             raise ConfigError("PARTSFLOW_SECRET_KEY is required outside the embedded mode")
@@ -204,6 +215,23 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(
                 f"PARTSFLOW_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )
+
+
+def _validate_rate_limit(settings: Settings) -> None:
+    if settings.write_rate_limit.strip():
+        try:
+            parse_many(settings.write_rate_limit)
+        except ValueError:
+            raise ConfigError(
+                "PARTSFLOW_WRITE_RATE_LIMIT must read like '120/minute' or "
+                f"'10/second; 600/hour': got {settings.write_rate_limit!r}"
+            ) from None
+    scheme = urlsplit(settings.rate_limit_storage_url).scheme
+    if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        raise ConfigError(
+            "PARTSFLOW_RATE_LIMIT_STORAGE_URL must start with one of "
+            f"{', '.join(RATE_LIMIT_STORAGE_SCHEMES)}: got {settings.rate_limit_storage_url!r}"
+        )
 
 
 def ensure_embedded_secret(settings: Settings) -> Settings:

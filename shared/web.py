@@ -12,18 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import wraps
+from http import HTTPStatus
 from typing import Any
 
 import marshmallow as ma
 import structlog
+from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, jsonify, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from flask_smorest import Api, Blueprint
+from flask_smorest.pagination import PaginationMetadataSchema
+from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import delete, func, insert, select, update
@@ -40,12 +46,19 @@ from shared.errors import DomainError, InvalidInput
 log = logging.getLogger("partsflow.web")
 
 PROBLEM_JSON = "application/problem+json"
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENCY_STALE_AFTER = timedelta(minutes=5)
+MAX_PAGE = 1_000_000
 PROBLEM_BASE = "https://partsflow.example/problems/"
 
 
 class ProblemSchema(ma.Schema):
     """An error (RFC 9457), for the OpenAPI documents."""
+
+    class Meta:
+        # Problems add members of their own (``alternatives``, ``stock``...), as
+        # RFC 9457 allows.
+        unknown = ma.INCLUDE
 
     type = ma.fields.String()
     title = ma.fields.String()
@@ -88,15 +101,104 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
 
 class ApiBlueprint(Blueprint):
     """A flask-smorest Blueprint with the contract's pagination: ``page_size`` 100 by
-    default, at most 1000."""
+    default, at most 1000; ``page`` at most :data:`MAX_PAGE`."""
 
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 100, "max_page_size": 1000}
 
+    def paginate(self, pager: Any = None, **options: Any) -> Callable[[Any], Any]:
+        paginated = super().paginate(pager, **options)
+
+        def decorator(view: Any) -> Any:
+            wrapper = paginated(view)
+            # flask-smorest bounds the page size only; far enough out, the offset no
+            # longer fits the database's integers. Its schema parses and documents.
+            schema = wrapper._apidoc["pagination"]["parameters"]["schema"]
+            schema._declared_fields["page"].validators.append(ma.validate.Range(max=MAX_PAGE))
+            return wrapper
+
+        return decorator
+
+
+IDEMPOTENCY_KEY_PARAMETER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "Replaying a POST with the same key and body returns the first answer "
+    "and changes nothing; the same key with another body is refused (422).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+class ProblemResponses(BasePlugin):
+    """Documents, once for every operation of the JSON API, the problems the shared
+    layer may answer with (no token, wrong role, unknown id, body too large or not
+    JSON, invalid fields, too many writes), all as ``application/problem+json``."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        if not path or "/api/v1/" not in path:
+            return
+        for method, operation in (operations or {}).items():
+            responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                content = response.get("content") if isinstance(response, dict) else None
+                is_error = str(status).isdigit() and int(status) >= 400
+                if is_error and content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+            shared = [HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN]
+            if method.upper() == "POST":
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+                # A repeat of a key whose first request is still being answered.
+                shared.append(HTTPStatus.CONFLICT)
+            if method.upper() in WRITE_METHODS:
+                shared += [
+                    HTTPStatus.NOT_FOUND,
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    HTTPStatus.UNPROCESSABLE_ENTITY,
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                ]
+            if "{" in path:
+                shared.append(HTTPStatus.NOT_FOUND)
+            if operation.get("parameters"):
+                shared.append(HTTPStatus.UNPROCESSABLE_ENTITY)
+            documented = {str(status) for status in responses}
+            for status in shared:
+                if str(status.value) not in documented:
+                    responses[status.value] = status.name
+                    documented.add(str(status.value))
+
 
 class ProblemApi(Api):
-    """flask-smorest's Api, with problem+json errors (RFC 9457)."""
+    """flask-smorest's Api, with problem+json errors (RFC 9457), each documented."""
 
     ERROR_SCHEMA = ProblemSchema
+    # Every answer an operation gives is documented with its code: no catch-all.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app, spec_kwargs={"extra_plugins": [ProblemResponses()]})
+
+    def _register_pagination_header(self) -> None:
+        # The header carries JSON, which OpenAPI says with "content"; a "schema" would
+        # mean the "simple" style ("total,3,page,1").
+        self.spec.components.header(
+            "PAGINATION",
+            {
+                "description": "Pagination metadata",
+                "content": {"application/json": {"schema": PaginationMetadataSchema}},
+            },
+            lazy=True,
+        )
+
+    def _register_responses(self) -> None:
+        for status in HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         if not _wants_json():
@@ -146,8 +248,6 @@ def _messages(value: Any) -> list[str]:
 
 
 def _title(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -257,7 +357,17 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
                 "Unsupported Media Type",
                 "Send the body as JSON (Content-Type: application/json).",
             )
-        if request.method == "POST" and request.headers.get("Idempotency-Key"):
+        return None
+
+    # Between the two hooks: a write refused for its rate leaves no idempotency record
+    # behind, so the same key works once the client has waited.
+    _install_rate_limit(app, api_prefix, context)
+
+    @app.before_request
+    def _idempotent_replay() -> Response | None:
+        user: User | None = g.get("user")
+        # Present but empty is refused (422) rather than taken for absent.
+        if user is not None and request.method == "POST" and "Idempotency-Key" in request.headers:
             return _idempotency_begin(context, user)
         return None
 
@@ -301,6 +411,59 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
 
 def _has_body() -> bool:
     return bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+def _install_rate_limit(app: Flask, api_prefix: str, context: ServiceContext) -> None:
+    """Writes to the JSON API, counted per user: past the limit, 429 with Retry-After.
+
+    One budget per user and service, for all of the service's write endpoints
+    together. The counts live in ``rate_limit_storage_url``: in this process, or in
+    Redis so that every gunicorn worker and web process draws on the same budget.
+    """
+    settings = context.settings
+    if not settings.write_rate_limit.strip():
+        return
+
+    def user_key() -> str:
+        return f"{context.name}:{g.user.name}"
+
+    def not_an_api_write() -> bool:
+        return not request.path.startswith(api_prefix) or g.get("user") is None
+
+    limiter = Limiter(
+        user_key,
+        application_limits=[
+            ApplicationLimit(
+                settings.write_rate_limit,
+                key_function=user_key,
+                scope="writes",
+                methods=WRITE_METHODS,
+                exempt_when=not_an_api_write,
+            )
+        ],
+        storage_uri=settings.rate_limit_storage_url,
+        # Redis out of reach must not stop every write: each process counts on its
+        # own until Redis is back.
+        in_memory_fallback_enabled=True,
+        strategy="fixed-window",
+        key_prefix=f"{settings.bus_prefix}:rate",
+        on_breach=_too_many_writes,
+    )
+    limiter.init_app(app)
+
+
+def _too_many_writes(breach: RequestLimit) -> Response:
+    wait = max(1, math.ceil(breach.window.reset_time - time.time()))
+    response = problem(
+        429,
+        "Too Many Requests",
+        f"Too many writes: at most {breach.limit}. Try again in {wait} seconds.",
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 # -- idempotency ---------------------------------------------------------------------------
@@ -411,6 +574,11 @@ def _install_error_handlers(app: Flask) -> None:
         if isinstance(error, InvalidInput):
             extra["errors"] = error.errors
         return problem(error.status, error.title, error.detail, **extra)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(error: RateLimitExceeded) -> Response:
+        # The breach callback built the answer (with Retry-After) while it knew the window.
+        return error.get_response()
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response | HTTPException:

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
 from services.inventory.rules import PRIORITIES, WAREHOUSE_KINDS
-from shared.schemas import Code, Quantity, Text, strict_bool
+from shared.schemas import MAX_QUANTITY, Code, Quantity, Text, strict_bool
 
 MAX_SERIALS = 10_000
 
@@ -41,12 +41,16 @@ class PartIn(Schema):
     part_number = Code(required=True, max_length=64)
     description = Text(required=True, max_length=500)
     serialized = strict_bool(required=True)
-    reorder_point = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    reorder_point = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=0, max=MAX_QUANTITY)
+    )
 
 
 class PartPatch(Schema):
     description = Text(max_length=500)
-    reorder_point = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    reorder_point = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=0, max=MAX_QUANTITY)
+    )
 
 
 class PartOut(Schema):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
+from flask_smorest import Page
 
 from services.tracking import schemas
 from services.tracking.service import Tracking
@@ -64,6 +65,7 @@ class Jobs(MethodView):
     @requires(READ)
     @jobs.arguments(schemas.JobQuery, location="query")
     @jobs.response(200, schemas.JobOut(many=True))
+    @jobs.paginate(Page)
     def get(self, query: dict[str, Any]) -> Any:
         return tracking().list_jobs(open_only=query["open"])
 
