@@ -76,7 +76,7 @@ class TestTheComposeFile:
         assert not VALIDATOR.is_valid(broken)
 
     def test_it_has_every_role_of_the_production_shape(self, compose) -> None:
-        expected = {"rabbitmq", "postgres", "migrate", "gateway"}
+        expected = {"rabbitmq", "postgres", "redis", "migrate", "gateway"}
         for service in bootstrap.SERVICES:
             expected |= {f"{service}-web", f"{service}-worker"}
         assert set(compose["services"]) == expected
