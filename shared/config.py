@@ -56,6 +56,8 @@ class Settings:
     # Where the counts live: one process (``memory://``), or Redis, shared by every
     # gunicorn worker and web process (``redis://host:6379/0``).
     rate_limit_storage_url: str = "memory://"
+    # A worker serves /healthz, /readyz and /metrics on this port (0: none).
+    worker_port: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -94,6 +96,7 @@ _ENV_NAMES = {
     "PARTSFLOW_SECURE_COOKIES": "secure_cookies",
     "PARTSFLOW_WRITE_RATE_LIMIT": "write_rate_limit",
     "PARTSFLOW_RATE_LIMIT_STORAGE_URL": "rate_limit_storage_url",
+    "PARTSFLOW_WORKER_PORT": "worker_port",
     "PARTSFLOW_LOG_LEVEL": "log_level",
     "PARTSFLOW_LOG_FORMAT": "log_format",
 }

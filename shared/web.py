@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -31,8 +31,7 @@ from flask_smorest import Api, Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema
 from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
@@ -42,6 +41,7 @@ from shared.bus.context import MessageContext, current_message
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import DomainError, InvalidInput
+from shared.metrics import OutboxCollector, QueueCollector
 
 log = logging.getLogger("partsflow.web")
 
@@ -620,37 +620,6 @@ def requires(permission: str) -> Callable[[Callable[..., Any]], Callable[..., An
 # -- probes --------------------------------------------------------------------------------
 
 
-class _OutboxCollector:
-    def __init__(self, context: ServiceContext) -> None:
-        self.context = context
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        outbox = self.context.db.bus.outbox
-        unsent = GaugeMetricFamily(
-            "partsflow_outbox_unsent", "Outbox rows not yet confirmed by the broker"
-        )
-        lag = GaugeMetricFamily(
-            "partsflow_outbox_lag_seconds", "Age of the oldest unsent outbox row"
-        )
-        try:
-            with self.context.db.reading() as session:
-                count, oldest = session.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        outbox.c.sent_at.is_(None)
-                    )
-                ).one()
-        except Exception:
-            return []
-        unsent.add_metric([], count)
-        if oldest is not None:
-            if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=UTC)
-            lag.add_metric([], max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
-        else:
-            lag.add_metric([], 0.0)
-        return [unsent, lag]
-
-
 def _broker_check(settings: Settings, name: str) -> Callable[[], None]:
     def broker() -> None:
         connection = connect(settings, name=f"{name}-readyz")
@@ -663,7 +632,8 @@ def _broker_check(settings: Settings, name: str) -> Callable[[], None]:
 
 
 def _install_probes(app: Flask, prefix: str, context: ServiceContext) -> None:
-    context.registry.register(_OutboxCollector(context))
+    context.registry.register(OutboxCollector(context.db))
+    context.registry.register(QueueCollector(context.settings, context.name))
     if not context.settings.is_memory_bus:
         context.readiness_checks.append(_broker_check(context.settings, context.name))
 

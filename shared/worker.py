@@ -3,6 +3,7 @@ consumer and any periodic jobs (tracking's alert scan), each on its own thread."
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -15,6 +16,7 @@ from shared.bus.relay import OutboxRelay
 from shared.bus.topology import Topology
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
+from shared.metrics import CountersCollector, OutboxCollector, QueueCollector
 
 log = logging.getLogger("partsflow.worker")
 
@@ -78,7 +80,78 @@ class Worker:
         ]
         for thread in self._threads:
             thread.start()
+        if self.settings.worker_port:
+            self._serve_probes(stop)
         return self._threads
+
+    # -- probes ------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """Every part runs (a dead thread also stops the process)."""
+        return self.failure is None and all(t.is_alive() for t in self._threads)
+
+    def ready(self) -> bool:
+        return self.alive() and (not self.routes or self.consumer.connected.is_set())
+
+    def counters(self) -> dict[str, Any]:
+        stats = self.consumer.stats
+        return {
+            "messages_applied": stats.applied,
+            "messages_duplicate": stats.duplicates,
+            "messages_retried": stats.retried,
+            "messages_dead_lettered": stats.dead_lettered,
+            "commands_rejected": stats.rejected,
+            "broker_reconnects": stats.reconnects,
+            "events_published": self.relay.published_total,
+        }
+
+    def _serve_probes(self, stop: threading.Event) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(CountersCollector(self.counters, self.service))
+        registry.register(OutboxCollector(self.db))
+        registry.register(QueueCollector(self.settings, self.service))
+        worker = self
+
+        class Probes(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    status, body = 200, generate_latest(registry)
+                    kind = "text/plain; version=0.0.4"
+                elif self.path in ("/healthz", "/readyz"):
+                    ok = worker.alive() if self.path == "/healthz" else worker.ready()
+                    status, kind = (200 if ok else 503), "application/json"
+                    body = json.dumps(
+                        {"status": "ok" if ok else "failing", "service": worker.service}
+                    ).encode()
+                else:
+                    status, kind, body = 404, "text/plain", b"not found"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("0.0.0.0", self.settings.worker_port), Probes)
+        server.daemon_threads = True
+        serving = threading.Thread(
+            target=server.serve_forever, name=f"{self.service}-probes", daemon=True
+        )
+
+        def close_when_stopped() -> None:
+            stop.wait()
+            server.shutdown()
+            server.server_close()
+
+        closing = threading.Thread(target=close_when_stopped, daemon=True)
+        for thread in (serving, closing):
+            thread.start()
+            self._threads.append(thread)
 
     def join(self, timeout: float = 30) -> None:
         for thread in self._threads:

@@ -123,11 +123,15 @@ def split_command(command: str | list[str]) -> list[str]:
 
 
 def without_listen_address(argv: list[str]) -> list[str]:
-    """The command with the value of ``--bind`` blanked: where a web server listens is
-    the one thing that differs between a container and a workstation."""
+    """The command with the value of ``--bind`` blanked and a worker's probe ``--port``
+    left out: where a process listens is the one thing that differs between a container
+    and a workstation."""
     words = list(argv)
     if "--bind" in words:
         words[words.index("--bind") + 1] = "<address>"
+    if "--port" in words and words[0:2] == ["partsflow", "worker"]:
+        at = words.index("--port")
+        del words[at : at + 2]
     return words
 
 
