@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.tracking import views
 from services.tracking.api import BLUEPRINTS
@@ -33,6 +34,28 @@ def upgrade_database(settings: Settings) -> None:
     upgrade(NAME, settings.db_url(NAME), MIGRATIONS)
 
 
+class AlertsCollector:
+    """Alerts by kind and status, counted in the database at scrape time (the
+    scheduler that raises them runs in the worker)."""
+
+    def __init__(self, service: Tracking) -> None:
+        self.service = service
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            counts = self.service.alert_counts()
+        except Exception:  # a scrape must not fail because the database did
+            return []
+        alerts = GaugeMetricFamily(
+            "partsflow_alerts", "Alerts by kind and status", labels=["kind", "status"]
+        )
+        for (kind, status), count in sorted(counts.items()):
+            alerts.add_metric([kind, status], count)
+        raised = CounterMetricFamily("partsflow_alerts_raised", "Alerts raised, all kinds")
+        raised.add_metric([], sum(counts.values()))
+        return [alerts, raised]
+
+
 def create_app(
     config: Mapping[str, Any] | None = None,
     *,
@@ -44,7 +67,9 @@ def create_app(
     app, api = create_service_app(
         NAME, __name__, settings=settings, db=service.db, title="Partsflow tracking"
     )
-    service_context(app).extras["tracking"] = service
+    context = service_context(app)
+    context.extras["tracking"] = service
+    context.registry.register(AlertsCollector(service))
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     views.register(app)

@@ -923,6 +923,14 @@ class Tracking:
         tx.session.flush()
         tx.publish("tracking.alert.resolved", subject=alert.id, data=alert_resource(alert))
 
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        """How many alerts there are by (kind, status): what the metrics show."""
+        with self.db.reading() as session:
+            rows = session.execute(
+                select(Alert.kind, Alert.status, func.count()).group_by(Alert.kind, Alert.status)
+            ).all()
+        return {(kind, status): count for kind, status, count in rows}
+
     def list_alerts(
         self,
         *,
