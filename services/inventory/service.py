@@ -9,13 +9,14 @@ instead of deadlocking.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -359,16 +360,17 @@ class Inventory:
         reservation_id = str(uuid.uuid4())
         with self.db.transaction() as tx:
             s = tx.session
+            sql = _sql()
             if request_id:
-                existing = s.scalar(
-                    select(Reservation.id).where(Reservation.request_id == request_id)
-                )
+                existing = s.execute(
+                    sql.reservation_by_request, {"request_id": request_id}
+                ).scalar()
                 if existing:
                     return reservation_resources(s, [existing])[0]
-            part = _part(s, data["part_number"])
+            part = _part_row(s, data["part_number"])
             site_region = data["site"]["region"]
             if data.get("warehouse"):
-                named = _warehouse(s, data["warehouse"])
+                named = _warehouse_row(s, data["warehouse"])
                 candidates = [
                     rules.RankedSource(rules.Source(named.id, named.code, named.region, 0), 0.0)
                 ]
@@ -407,34 +409,34 @@ class Inventory:
                 if part.serialized
                 else []
             )
-            s.execute(
-                insert(reservation_t).values(
-                    id=reservation_id,
-                    job_id=data["job_id"],
-                    part_id=part.id,
-                    warehouse_id=warehouse_id,
-                    quantity=quantity,
-                    status="confirmed",
-                    priority=data["priority"],
-                    required_by=data["required_by"],
-                    owner=data["owner"],
-                    site_name=data["site"]["name"],
-                    site_region=site_region,
-                    replaces=data.get("replaces"),
-                    shipment_id=data.get("shipment_id"),
-                    request_id=request_id,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            row = {
+                "id": reservation_id,
+                "job_id": data["job_id"],
+                "part_id": part.id,
+                "warehouse_id": warehouse_id,
+                "quantity": quantity,
+                "status": "confirmed",
+                "priority": data["priority"],
+                "required_by": data["required_by"].astimezone(UTC),
+                "owner": data["owner"],
+                "site_name": data["site"]["name"],
+                "site_region": site_region,
+                "replaces": data.get("replaces"),
+                "preempted_by": None,
+                "shipment_id": data.get("shipment_id"),
+                "request_id": request_id,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+            s.execute(sql.insert_reservation, row)
             if serials:
                 s.execute(
-                    insert(reservation_unit_t),
+                    sql.insert_reservation_unit,
                     [{"reservation_id": reservation_id, "serial": serial} for serial in serials],
                 )
             note = f"preempted {', '.join(r.id for r in preempted)}" if preempted else None
-            _add_history(s, reservation_id, "confirmed", now, note=note, actor=actor)
+            history = _add_history(s, reservation_id, "confirmed", now, note=note, actor=actor)
             _add_movements(
                 s,
                 [
@@ -453,10 +455,12 @@ class Inventory:
                     for qty, serial in _lines(quantity, serials)
                 ],
             )
-            resources = reservation_resources(s, [reservation_id, *(r.id for r in preempted)])
-            resource = resources[0]
+            # Built from what was just written, not read back: this is the hot path.
+            resource = _reservation_resource(
+                row, part.part_number, chosen.source.code, chosen.source.region, serials, [history]
+            )
             tx.publish("inventory.reservation.confirmed", subject=reservation_id, data=resource)
-            for gone in resources[1:]:
+            for gone in reservation_resources(s, [r.id for r in preempted]):
                 tx.publish(
                     "inventory.reservation.preempted", subject=gone["id"], data=gone, reply=False
                 )
@@ -1214,34 +1218,113 @@ def reservation_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]
         )
     by_id = {}
     for r, part_number, code, region in rows:
-        by_id[r.id] = {
-            "id": r.id,
-            "job_id": r.job_id,
-            "part_number": part_number,
-            "quantity": r.quantity,
-            "warehouse": code,
-            "warehouse_region": region,
-            "status": r.status,
-            "priority": r.priority,
-            "required_by": r.required_by,
-            "owner": r.owner,
-            "site": {"name": r.site_name, "region": r.site_region},
-            "serials": serials.get(r.id, []),
-            "replaces": r.replaces,
-            "preempted_by": r.preempted_by,
-            "shipment_id": r.shipment_id,
-            "request_id": r.request_id,
-            "version": r.version,
-            "created_at": r.created_at,
-            "updated_at": r.updated_at,
-            "history": history.get(r.id, []),
-        }
+        by_id[r.id] = _reservation_resource(
+            {column.key: getattr(r, column.key) for column in reservation_t.columns},
+            part_number,
+            code,
+            region,
+            serials.get(r.id, []),
+            history.get(r.id, []),
+        )
     return [by_id[i] for i in ids if i in by_id]
 
 
 # ======================================================================================
 # Statements
 # ======================================================================================
+def _reservation_resource(
+    r: Mapping[str, Any],
+    part_number: str,
+    warehouse: str,
+    warehouse_region: str,
+    serials: list[str],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "job_id": r["job_id"],
+        "part_number": part_number,
+        "quantity": r["quantity"],
+        "warehouse": warehouse,
+        "warehouse_region": warehouse_region,
+        "status": r["status"],
+        "priority": r["priority"],
+        "required_by": r["required_by"],
+        "owner": r["owner"],
+        "site": {"name": r["site_name"], "region": r["site_region"]},
+        "serials": serials,
+        "replaces": r["replaces"],
+        "preempted_by": r["preempted_by"],
+        "shipment_id": r["shipment_id"],
+        "request_id": r["request_id"],
+        "version": r["version"],
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "history": history,
+    }
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The hot path's statements, built once; only their parameters change."""
+
+    part_by_number: Any
+    warehouse_by_code: Any
+    reservation_by_request: Any
+    change_stock: Any
+    insert_reservation: Any
+    insert_reservation_unit: Any
+    insert_history: Any
+    insert_movement: Any
+
+
+@functools.cache
+def _sql() -> _Statements:
+    part_t, warehouse_t = Part.__table__, Warehouse.__table__
+    on_hand, reserved = bindparam("on_hand_change"), bindparam("reserved_change")
+    return _Statements(
+        part_by_number=select(
+            part_t.c.id, part_t.c.part_number, part_t.c.serialized, part_t.c.reorder_point
+        ).where(part_t.c.part_number == bindparam("part_number")),
+        warehouse_by_code=select(warehouse_t.c.id, warehouse_t.c.code, warehouse_t.c.region).where(
+            warehouse_t.c.code == bindparam("code")
+        ),
+        reservation_by_request=select(reservation_t.c.id).where(
+            reservation_t.c.request_id == bindparam("request_id")
+        ),
+        change_stock=update(stock_t)
+        .where(
+            stock_t.c.warehouse_id == bindparam("stock_warehouse"),
+            stock_t.c.part_id == bindparam("stock_part"),
+            stock_t.c.on_hand + on_hand >= stock_t.c.reserved + reserved,
+            stock_t.c.reserved + reserved >= 0,
+        )
+        .values(on_hand=stock_t.c.on_hand + on_hand, reserved=stock_t.c.reserved + reserved)
+        .returning(stock_t.c.on_hand, stock_t.c.reserved),
+        insert_reservation=insert(reservation_t),
+        insert_reservation_unit=insert(reservation_unit_t),
+        insert_history=insert(reservation_event_t),
+        insert_movement=insert(movement_t).returning(movement_t.c.id),
+    )
+
+
+def _part_row(s: Session, part_number: str) -> Any:
+    """The part's id, number, serialized flag and reorder point (no ORM load)."""
+    part = s.execute(_sql().part_by_number, {"part_number": part_number}).first()
+    if part is None:
+        raise NotFound(
+            f"no part {part_number}", errors={"part_number": [f"unknown part {part_number}"]}
+        )
+    return part
+
+
+def _warehouse_row(s: Session, code: str) -> Any:
+    warehouse = s.execute(_sql().warehouse_by_code, {"code": code}).first()
+    if warehouse is None:
+        raise NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
+    return warehouse
+
+
 def _warehouse_or_none(s: Session, code: str) -> Warehouse | None:
     return s.scalar(select(Warehouse).where(Warehouse.code == code))
 
@@ -1323,11 +1406,7 @@ def _movement(
 
 def _add_movements(s: Session, movements: list[dict[str, Any]]) -> list[int]:
     if len(movements) == 1:
-        return [
-            s.execute(
-                insert(movement_t).values(**movements[0]).returning(movement_t.c.id)
-            ).scalar_one()
-        ]
+        return [s.execute(_sql().insert_movement, movements[0]).scalar_one()]
     return list(
         s.scalars(
             insert(movement_t).returning(movement_t.c.id, sort_by_parameter_order=True), movements
@@ -1343,12 +1422,18 @@ def _add_history(
     *,
     note: str | None = None,
     actor: str | None = None,
-) -> None:
+) -> dict[str, Any]:
     s.execute(
-        insert(reservation_event_t).values(
-            reservation_id=reservation_id, status=status, at=at, note=note, actor=actor
-        )
+        _sql().insert_history,
+        {
+            "reservation_id": reservation_id,
+            "status": status,
+            "at": at,
+            "note": note,
+            "actor": actor,
+        },
     )
+    return {"status": status, "at": at, "note": note, "actor": actor}
 
 
 def _change_stock(
@@ -1356,15 +1441,13 @@ def _change_stock(
 ) -> StockLevel | None:
     """Apply a change if the result keeps 0 <= reserved <= on_hand; None if it would not."""
     row = s.execute(
-        update(stock_t)
-        .where(
-            stock_t.c.warehouse_id == warehouse_id,
-            stock_t.c.part_id == part_id,
-            stock_t.c.on_hand + on_hand >= stock_t.c.reserved + reserved,
-            stock_t.c.reserved + reserved >= 0,
-        )
-        .values(on_hand=stock_t.c.on_hand + on_hand, reserved=stock_t.c.reserved + reserved)
-        .returning(stock_t.c.on_hand, stock_t.c.reserved)
+        _sql().change_stock,
+        {
+            "stock_warehouse": warehouse_id,
+            "stock_part": part_id,
+            "on_hand_change": on_hand,
+            "reserved_change": reserved,
+        },
     ).first()
     return None if row is None else StockLevel(row.on_hand, row.reserved)
 

@@ -8,6 +8,7 @@ carried an ``Idempotency-Key``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,6 +91,16 @@ def define_bus_tables(metadata: MetaData) -> BusTables:
     return BusTables(outbox=outbox, inbox=inbox, idempotency_keys=idempotency_keys)
 
 
+@functools.cache
+def _inbox_insert(bus: BusTables) -> Any:
+    return insert(bus.inbox)
+
+
+@functools.cache
+def _outbox_insert(bus: BusTables) -> Any:
+    return insert(bus.outbox)
+
+
 class Transaction:
     """A unit of work: a session plus the outbox of the service that owns it."""
 
@@ -104,15 +115,17 @@ class Transaction:
         context = current_message.get()
         if context is None or context.inbox_message_id is None or context.inbox_recorded:
             return
+        # The first statement of the transaction: if it fails, the whole transaction is
+        # abandoned, so no savepoint is needed.
         try:
-            with self.session.begin_nested():
-                self.session.execute(
-                    insert(self.bus.inbox).values(
-                        message_id=context.inbox_message_id,
-                        message_type=context.inbox_message_type or "",
-                        received_at=datetime.now(UTC),
-                    )
-                )
+            self.session.execute(
+                _inbox_insert(self.bus),
+                {
+                    "message_id": context.inbox_message_id,
+                    "message_type": context.inbox_message_type or "",
+                    "received_at": datetime.now(UTC),
+                },
+            )
         except IntegrityError:
             raise DuplicateDelivery(context.inbox_message_id) from None
 
@@ -165,16 +178,20 @@ class Transaction:
             correlationid=correlation_id or (context.correlation_id if context else None),
         )
         self.session.execute(
-            insert(self.bus.outbox).values(
-                message_id=envelope["id"],
-                exchange=exchange,
-                routing_key=type,
-                body=encode(envelope),
-                correlation_id=envelope["correlationid"],
-                reply_to=context.reply_to if (reply and context) else None,
-                created_at=datetime.now(UTC),
-                attempts=0,
-            )
+            _outbox_insert(self.bus),
+            {
+                "message_id": envelope["id"],
+                "exchange": exchange,
+                "routing_key": type,
+                "body": encode(envelope),
+                "correlation_id": envelope["correlationid"],
+                "reply_to": context.reply_to if (reply and context) else None,
+                "created_at": datetime.now(UTC),
+                "available_at": None,
+                "sent_at": None,
+                "attempts": 0,
+                "last_error": None,
+            },
         )
         self.outbox_rows += 1
         return envelope["id"]
