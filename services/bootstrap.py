@@ -51,7 +51,7 @@ def upgrade_databases(settings: Settings, names: list[str] | None = None) -> Non
 
 
 def create_worker(
-    name: str, settings: Settings, *, service: Any = None, consumer_threads: int = 1
+    name: str, settings: Settings, *, service: Any = None, consumer_threads: int | None = None
 ) -> Worker:
     service = service or open_service(name, settings)
     periodic_jobs = getattr(HANDLERS[name], "periodic_jobs", None)
@@ -64,5 +64,5 @@ def create_worker(
         routes=ROUTES[name],
         target=service,
         periodic=periodic,
-        consumer_threads=consumer_threads,
+        consumer_threads=consumer_threads or settings.consumer_threads,
     )

@@ -62,14 +62,19 @@ def run(demo: bool, host: str, port: int) -> None:
 
 @main.command()
 @click.argument("service", type=SERVICE_NAMES)
-@click.option("--threads", default=1, show_default=True, help="Handler threads.")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Handler threads (default PARTSFLOW_CONSUMER_THREADS).",
+)
 @click.option(
     "--port",
     type=int,
     default=None,
     help="Serve /healthz, /readyz and /metrics here (default PARTSFLOW_WORKER_PORT, 0: none).",
 )
-def worker(service: str, threads: int, port: int | None) -> None:
+def worker(service: str, threads: int | None, port: int | None) -> None:
     """Run a service's relay, consumer and scheduler (production)."""
     settings = _settings() if port is None else _settings(worker_port=port)
     configure_logging(settings.log_level, settings.log_format)

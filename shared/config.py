@@ -43,6 +43,9 @@ class Settings:
     delivery_limit: int = 5
     confirm_timeout: float = 5.0
     consumer_prefetch: int = 64
+    # Handler threads per consumer. One keeps each queue's order; more let database
+    # round trips of several messages overlap (handlers refuse stale versions either way).
+    consumer_threads: int = 1
     relay_batch_size: int = 500
     relay_idle_seconds: float = 0.5
     retry_backoff_seconds: float = 0.2
@@ -87,6 +90,7 @@ _ENV_NAMES = {
     "PARTSFLOW_DELIVERY_LIMIT": "delivery_limit",
     "PARTSFLOW_CONFIRM_TIMEOUT": "confirm_timeout",
     "PARTSFLOW_CONSUMER_PREFETCH": "consumer_prefetch",
+    "PARTSFLOW_CONSUMER_THREADS": "consumer_threads",
     "PARTSFLOW_RELAY_BATCH_SIZE": "relay_batch_size",
     "PARTSFLOW_RELAY_IDLE_SECONDS": "relay_idle_seconds",
     "PARTSFLOW_RETRY_BACKOFF_SECONDS": "retry_backoff_seconds",
@@ -206,6 +210,8 @@ def _validate(settings: Settings) -> None:
         )
     if settings.queue_type not in ("quorum", "classic"):
         raise ConfigError("PARTSFLOW_QUEUE_TYPE must be quorum or classic")
+    if settings.consumer_threads < 1:
+        raise ConfigError("PARTSFLOW_CONSUMER_THREADS must be at least 1")
     if settings.delivery_limit < 1:
         raise ConfigError("PARTSFLOW_DELIVERY_LIMIT must be at least 1")
     if settings.tracking_scan_seconds <= 0:

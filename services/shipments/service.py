@@ -641,8 +641,11 @@ def _check_dispatch(
 
 
 def _note_reservation(s: Session, reservation: Mapping[str, Any]) -> bool:
-    """Remember the reservation's latest version; False when this event is stale."""
-    known = s.get(KnownReservation, reservation["id"])
+    """Remember the reservation's latest version; False when this event is stale. The
+    row is locked, so two deliveries of one reservation at once apply in turn (a new
+    row's primary key does the same for the first two)."""
+    lock = s.get_bind().dialect.name == "postgresql"
+    known = s.get(KnownReservation, reservation["id"], with_for_update=lock or None)
     if known is not None and known.version >= reservation["version"]:
         return False
     if known is None:

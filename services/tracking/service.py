@@ -384,7 +384,10 @@ class Tracking:
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
-            reservation = s.get(JobReservation, data["id"])
+            # Locked, so two deliveries of this reservation at once apply in turn.
+            reservation = s.get(
+                JobReservation, data["id"], with_for_update=self.db.is_postgres or None
+            )
             if reservation is not None and reservation.version >= data["version"]:
                 return
             if reservation is None:
