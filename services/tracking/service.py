@@ -10,6 +10,8 @@ scheduler and the consumers take turns on it.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +92,38 @@ class _Lanes:
     stats: dict[LaneKey | tuple[str, str], eta.LaneStats] = field(default_factory=dict)
 
 
+class _LaneCache:
+    """Statistics of busy lanes, kept a few seconds: computing them over hundreds of
+    transits costs more than the rest of an ETA. A transit learned in this process
+    clears its lanes at once; one learned by another process is seen within the TTL,
+    which moves a statistic over many transits by a hair at most. Lanes with little
+    history are never cached: they are cheap, and each new transit matters there."""
+
+    TTL_SECONDS = 5.0
+    MIN_TRANSITS = 20
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[float, eta.LaneStats]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> eta.LaneStats | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: Any, stats: eta.LaneStats) -> None:
+        if stats.count >= self.MIN_TRANSITS:
+            with self._lock:
+                self._entries[key] = (time.monotonic() + self.TTL_SECONDS, stats)
+
+    def forget(self, *keys: Any) -> None:
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+
+
 class Tracking:
     def __init__(
         self, db: Database, clock: Clock | None = None, *, eta_step_minutes: float = 15.0
@@ -97,6 +131,7 @@ class Tracking:
         self.db = db
         self.clock = clock or SystemClock()
         self.eta_step_minutes = eta_step_minutes
+        self._lane_cache = _LaneCache()
 
     # ==================================================================================
     # Tracking events
@@ -748,8 +783,9 @@ class Tracking:
     def _lane(self, s: Session, key: LaneKey, lanes: _Lanes) -> eta.LaneStats:
         if key not in lanes.stats:
             origin, destination, mode, carrier = key
-            lanes.stats[key] = _lane_stats(
+            lanes.stats[key] = self._cached_lane_stats(
                 s,
+                key,
                 LaneTransit.origin_region == origin,
                 LaneTransit.destination_region == destination,
                 LaneTransit.mode == mode,
@@ -762,12 +798,20 @@ class Tracking:
     ) -> eta.LaneStats:
         key = (origin, destination)
         if key not in lanes.stats:
-            lanes.stats[key] = _lane_stats(
+            lanes.stats[key] = self._cached_lane_stats(
                 s,
+                key,
                 LaneTransit.origin_region == origin,
                 LaneTransit.destination_region == destination,
             )
         return lanes.stats[key]
+
+    def _cached_lane_stats(self, s: Session, key: Any, *conditions: Any) -> eta.LaneStats:
+        stats = self._lane_cache.get(key)
+        if stats is None:
+            stats = _lane_stats(s, *conditions)
+            self._lane_cache.put(key, stats)
+        return stats
 
     def _learn_transit(self, s: Session, shipment: TrackedShipment) -> None:
         """A delivered shipment adds its transit time to its lane's history."""
@@ -808,6 +852,7 @@ class Tracking:
         transit.delivered_at = shipment.delivered_at
         s.add(transit)
         s.flush()
+        self._lane_cache.forget((origin, destination, mode, carrier), (origin, destination))
 
     # ==================================================================================
     # The lost-part rescue
