@@ -102,4 +102,9 @@ def load_demo(system: EmbeddedSystem) -> list[str]:
             token = store.add(name, role, password)
             lines.append(f"  {name:<11} {password}  {token}   ({role})")
         lines.append("These are shown once; add more with: partsflow users add NAME --role ROLE")
+    else:
+        lines.append(
+            f"Users: {', '.join(store.names())} (passwords and tokens were shown when they "
+            "were made); add one with: partsflow users add NAME --role ROLE --password"
+        )
     return lines
