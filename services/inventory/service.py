@@ -1308,20 +1308,28 @@ def _sql() -> _Statements:
     )
 
 
+def _unknown_part(part_number: str) -> NotFound:
+    return NotFound(
+        f"no part {part_number}", errors={"part_number": [f"unknown part {part_number}"]}
+    )
+
+
+def _unknown_warehouse(code: str) -> NotFound:
+    return NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
+
+
 def _part_row(s: Session, part_number: str) -> Any:
     """The part's id, number, serialized flag and reorder point (no ORM load)."""
     part = s.execute(_sql().part_by_number, {"part_number": part_number}).first()
     if part is None:
-        raise NotFound(
-            f"no part {part_number}", errors={"part_number": [f"unknown part {part_number}"]}
-        )
+        raise _unknown_part(part_number)
     return part
 
 
 def _warehouse_row(s: Session, code: str) -> Any:
     warehouse = s.execute(_sql().warehouse_by_code, {"code": code}).first()
     if warehouse is None:
-        raise NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
+        raise _unknown_warehouse(code)
     return warehouse
 
 
@@ -1332,7 +1340,7 @@ def _warehouse_or_none(s: Session, code: str) -> Warehouse | None:
 def _warehouse(s: Session, code: str) -> Warehouse:
     warehouse = _warehouse_or_none(s, code)
     if warehouse is None:
-        raise NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
+        raise _unknown_warehouse(code)
     return warehouse
 
 
@@ -1343,9 +1351,7 @@ def _part_or_none(s: Session, part_number: str) -> Part | None:
 def _part(s: Session, part_number: str) -> Part:
     part = _part_or_none(s, part_number)
     if part is None:
-        raise NotFound(
-            f"no part {part_number}", errors={"part_number": [f"unknown part {part_number}"]}
-        )
+        raise _unknown_part(part_number)
     return part
 
 
