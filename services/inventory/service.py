@@ -10,8 +10,10 @@ instead of deadlocking.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +76,7 @@ class Inventory:
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+        self._catalogue = _Catalogue()
 
     # ==================================================================================
     # Warehouses and parts
@@ -104,6 +107,7 @@ class Inventory:
                 setattr(warehouse, name, value)
             warehouse.updated_at = self.clock.now()
             tx.session.flush()
+            self._catalogue.forget("warehouse", code)
             resource = warehouse_resource(warehouse)
             tx.publish("inventory.warehouse.updated", subject=warehouse.code, data=resource)
         return resource
@@ -140,6 +144,7 @@ class Inventory:
             for name, value in changes.items():
                 setattr(part, name, value)
             tx.session.flush()
+            self._catalogue.forget("part", part_number)
             resource = part_resource(part)
             tx.publish("inventory.part.updated", subject=part.part_number, data=resource)
         return resource
@@ -367,10 +372,10 @@ class Inventory:
                 ).scalar()
                 if existing:
                     return reservation_resources(s, [existing])[0]
-            part = _part_row(s, data["part_number"])
+            part = self._catalogue.part(s, data["part_number"])
             site_region = data["site"]["region"]
             if data.get("warehouse"):
-                named = _warehouse_row(s, data["warehouse"])
+                named = self._catalogue.warehouse(s, data["warehouse"])
                 candidates = [
                     rules.RankedSource(rules.Source(named.id, named.code, named.region, 0), 0.0)
                 ]
@@ -1318,19 +1323,58 @@ def _unknown_warehouse(code: str) -> NotFound:
     return NotFound(f"no warehouse {code}", errors={"warehouse": [f"unknown warehouse {code}"]})
 
 
-def _part_row(s: Session, part_number: str) -> Any:
-    """The part's id, number, serialized flag and reorder point (no ORM load)."""
-    part = s.execute(_sql().part_by_number, {"part_number": part_number}).first()
-    if part is None:
-        raise _unknown_part(part_number)
-    return part
+class _Catalogue:
+    """Parts and warehouses as the reservation path needs them (ids, serialized flag,
+    reorder point, region), kept a few seconds: they are read on every reservation and
+    almost never change. Ids and the serialized flag never change; an edit made in
+    this process is seen at once, one made elsewhere within the TTL."""
 
+    TTL_SECONDS = 5.0
 
-def _warehouse_row(s: Session, code: str) -> Any:
-    warehouse = s.execute(_sql().warehouse_by_code, {"code": code}).first()
-    if warehouse is None:
-        raise _unknown_warehouse(code)
-    return warehouse
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def part(self, s: Session, part_number: str) -> Any:
+        """The part's id, number, serialized flag and reorder point."""
+        return self._get(
+            s,
+            "part",
+            part_number,
+            _sql().part_by_number,
+            {"part_number": part_number},
+            _unknown_part,
+        )
+
+    def warehouse(self, s: Session, code: str) -> Any:
+        """The warehouse's id, code and region."""
+        return self._get(
+            s, "warehouse", code, _sql().warehouse_by_code, {"code": code}, _unknown_warehouse
+        )
+
+    def forget(self, kind: str, key: str) -> None:
+        with self._lock:
+            self._entries.pop((kind, key), None)
+
+    def _get(
+        self,
+        s: Session,
+        kind: str,
+        key: str,
+        statement: Any,
+        params: dict[str, Any],
+        unknown: Callable[[str], NotFound],
+    ) -> Any:
+        with self._lock:
+            entry = self._entries.get((kind, key))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        row = s.execute(statement, params).first()
+        if row is None:
+            raise unknown(key)
+        with self._lock:
+            self._entries[(kind, key)] = (time.monotonic() + self.TTL_SECONDS, row)
+        return row
 
 
 def _warehouse_or_none(s: Session, code: str) -> Warehouse | None:
