@@ -439,7 +439,8 @@ def _carry_on(carry: DelayCarry | None, delay: float) -> str:
     if abs(delay) < NOTICEABLE_DELAY_HOURS:
         return ""
     if carry is None:
-        return " and a delay is assumed to last to the end"
+        what = "a delay" if delay > 0 else "the time gained"
+        return f" and {what} is assumed to last to the end"
     if carry.persistence < 0.9:
         return f" and this lane usually makes up {1 - carry.persistence:.0%} of a delay"
     if carry.persistence > 1.1:
