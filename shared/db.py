@@ -8,6 +8,7 @@ the inbox so that a redelivery changes nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.bus.store import BusTables, Transaction
-
-OUTBOX_CHANNEL = "partsflow_outbox"
 
 # Constraint names every service's metadata uses, so migrations name them the same way.
 NAMING_CONVENTION = {
@@ -42,13 +41,41 @@ def build_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
         _make_sqlite_transactional(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed.set(drivername="postgresql+psycopg"),
         pool_size=pool_size,
         max_overflow=10,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in use within this long skips the ping: under load, a round trip
+# per transaction saved; a server restart takes longer than this, so a connection that
+# lived through one has been idle long enough to be pinged.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pessimistic disconnect handling, only for connections that sat idle: a dead one
+    is replaced before it is handed out (an error in a transaction invalidates the pool
+    the same way, so a busy pool does not keep dead connections either)."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is not None and time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool drops this connection and checks out another (or a new one).
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _make_sqlite_transactional(engine: Engine) -> None:
@@ -106,8 +133,7 @@ class Database:
         try:
             tx.begin()
             yield tx
-            if tx.outbox_rows and self.is_postgres:
-                session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+            tx.write_pending()
             session.commit()
             tx.committed()
         except BaseException:

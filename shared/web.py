@@ -39,7 +39,7 @@ from shared.auth import User, UserStore, parse_bearer
 from shared.bus.connection import connect
 from shared.bus.context import MessageContext, current_message
 from shared.config import Settings
-from shared.db import Database
+from shared.db import Database, is_transient_db_error
 from shared.errors import DomainError, InvalidInput
 from shared.metrics import OutboxCollector, QueueCollector
 
@@ -117,6 +117,12 @@ class ApiBlueprint(Blueprint):
             return wrapper
 
         return decorator
+
+    def arguments(self, schema: Any, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        # webargs builds a schema from a class on every request; one instance serves all.
+        if isinstance(schema, type):
+            schema = schema()
+        return super().arguments(schema, *args, **kwargs)
 
 
 IDEMPOTENCY_KEY_PARAMETER = {
@@ -584,6 +590,13 @@ def _install_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response | HTTPException:
         if isinstance(error, HTTPException):
             return error
+        if is_transient_db_error(error):
+            log.warning("database unavailable: %s", str(error).splitlines()[0])
+            answer = problem(
+                503, "Service Unavailable", "The database is not reachable; try again."
+            )
+            answer.headers["Retry-After"] = "1"
+            return answer
         log.exception("unhandled error")
         return problem(500, "Internal Server Error", "Something went wrong on our side.")
 

@@ -355,11 +355,29 @@ class Inventory:
         """Promise ``quantity`` of a part to a job, from the named warehouse or the one
         whose lane predicts the earliest arrival. Raises :class:`ReservationRejected`
         (409, with alternatives) when there is not enough."""
-        quantity: int = data["quantity"]
         preempt: list[str] = list(data.get("preempt") or [])
         problem = rules.preemption_problem(data["priority"], preempt)
         if problem:
             raise InvalidInput(problem, errors={"preempt": [problem]})
+        request_id = data.get("request_id")
+        try:
+            return self._reserve_part(data, preempt, actor)
+        except IntegrityError:
+            if not request_id:
+                raise
+            # The same request_id twice at once: the second answers with the first.
+            with self.db.reading() as s:
+                existing = s.execute(
+                    _sql().reservation_by_request, {"request_id": request_id}
+                ).scalar()
+                if existing is None:
+                    raise
+                return reservation_resources(s, [existing])[0]
+
+    def _reserve_part(
+        self, data: Mapping[str, Any], preempt: list[str], actor: str | None
+    ) -> dict[str, Any]:
+        quantity: int = data["quantity"]
         request_id = data.get("request_id")
         now = self.clock.now()
         reservation_id = str(uuid.uuid4())
@@ -434,16 +452,19 @@ class Inventory:
                 "created_at": now,
                 "updated_at": now,
             }
-            s.execute(sql.insert_reservation, row)
-            if serials:
-                s.execute(
-                    sql.insert_reservation_unit,
-                    [{"reservation_id": reservation_id, "serial": serial} for serial in serials],
-                )
+            # Nothing below reads these rows back: they go in one statement at commit.
+            tx.insert_at_commit(reservation_t, [row])
+            tx.insert_at_commit(
+                reservation_unit_t,
+                [{"reservation_id": reservation_id, "serial": serial} for serial in serials],
+            )
             note = f"preempted {', '.join(r.id for r in preempted)}" if preempted else None
-            history = _add_history(s, reservation_id, "confirmed", now, note=note, actor=actor)
-            _add_movements(
-                s,
+            history = {"status": "confirmed", "at": now, "note": note, "actor": actor}
+            tx.insert_at_commit(
+                reservation_event_t, [{"reservation_id": reservation_id, **history}]
+            )
+            tx.insert_at_commit(
+                movement_t,
                 [
                     _movement(
                         "reservation",
@@ -1277,8 +1298,6 @@ class _Statements:
     warehouse_by_code: Any
     reservation_by_request: Any
     change_stock: Any
-    insert_reservation: Any
-    insert_reservation_unit: Any
     insert_history: Any
     insert_movement: Any
 
@@ -1306,8 +1325,6 @@ def _sql() -> _Statements:
         )
         .values(on_hand=stock_t.c.on_hand + on_hand, reserved=stock_t.c.reserved + reserved)
         .returning(stock_t.c.on_hand, stock_t.c.reserved),
-        insert_reservation=insert(reservation_t),
-        insert_reservation_unit=insert(reservation_unit_t),
         insert_history=insert(reservation_event_t),
         insert_movement=insert(movement_t).returning(movement_t.c.id),
     )

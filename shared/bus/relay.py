@@ -31,9 +31,10 @@ from sqlalchemy.engine import Connection as SQLConnection
 
 from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
 from shared.bus.envelope import CONTENT_TYPE
+from shared.bus.store import OUTBOX_CHANNEL
 from shared.bus.topology import Topology
 from shared.config import Settings
-from shared.db import OUTBOX_CHANNEL, Database, is_transient_db_error
+from shared.db import Database, is_transient_db_error
 
 log = logging.getLogger("partsflow.bus.relay")
 

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import requests
 from sqlalchemy import func, select
 
+import shared.db as shared_db
 from services import bootstrap
 from services.inventory.models import Reservation, ReservationUnit
+from services.inventory.schemas import ReserveCommand
+from shared.db import PING_AFTER_IDLE_SECONDS
 from tests.busclient import BusClient
-from tests.conftest import AMQP_URL, make_settings, wait_until
+from tests.conftest import AMQP_URL, PG_ADMIN_URL, make_settings, wait_until
 from tests.integration.conftest import InventoryUnderTest, start_inventory
 from tests.processes import environment, free_port, json_headers, partsflow, wait_for_http
 from tests.support import reservation_body, seed_catalogue
@@ -149,6 +155,25 @@ class TestConcurrentReservationsOverHttp:
 
         with ThreadPoolExecutor(2) as pool:
             assert sorted(pool.map(attempt, ["A", "B"])) == [201, 409]
+        assert_books_balance(system)
+
+    def test_one_request_id_sent_by_eight_senders_at_once_reserves_once(self, pg_inventory) -> None:
+        # A command's request_id (the bus's retry key) arriving on eight threads at once.
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 20)
+        command = ReserveCommand().load(
+            reservation_body(job_id="J-once", part_number="GEL-250", request_id="once-1")
+        )
+        barrier = threading.Barrier(8)
+
+        def attempt(_: int) -> str:
+            barrier.wait()
+            return system.service.reserve_part(command)["id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            assert len(set(pool.map(attempt, range(8)))) == 1
+        stock = system.api().get(f"{V1}/stock", part_number="GEL-250", warehouse="CDU").body[0]
+        assert (stock["on_hand"], stock["reserved"]) == (20, 1)
         assert_books_balance(system)
 
 
@@ -302,3 +327,53 @@ class TestBadMessages:
         assert len(dead) == 1
         assert json.loads(dead[0].body)["data"]["job_id"] == "POISON"
         assert failures["poison"] == system.settings.delivery_limit
+
+
+class TestDroppedDatabaseConnections:
+    """The server drops every connection (a restart, a failover): a pooled connection
+    idle for a while is checked before use; one caught in use answers 503, not 500."""
+
+    @staticmethod
+    def drop_connections(system: InventoryUnderTest) -> int:
+        database = system.service.db.engine.url.database
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            return len(
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                ).fetchall()
+            )
+
+    def reserve(self, system: InventoryUnderTest, job: str) -> Any:
+        return system.app.test_client().post(
+            f"{V1}/reservations",
+            json=reservation_body(job_id=job, part_number="GEL-250"),
+            headers={"Authorization": f"Bearer {system.tokens['service']}"},
+        )
+
+    def test_an_idle_connection_is_replaced_before_use(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        assert self.reserve(system, "J-before").status_code == 201
+        assert self.drop_connections(system) > 0
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)  # the idleness the check waits for
+        assert self.reserve(system, "J-after").status_code == 201
+        assert_books_balance(system)
+
+    def test_a_connection_dropped_while_busy_answers_503_then_recovers(
+        self, pg_inventory, monkeypatch
+    ) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        monkeypatch.setattr(shared_db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+        assert self.reserve(system, "J-before").status_code == 201
+        assert self.drop_connections(system) > 0
+        answer = self.reserve(system, "J-dropped")
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.get_json()["title"] == "Service Unavailable"
+        assert self.reserve(system, "J-again").status_code == 201
+        jobs = {r["job_id"] for r in system.api().get(f"{V1}/reservations").body}
+        assert jobs == {"J-before", "J-again"}
+        assert_books_balance(system)
