@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.bus.store import BusTables, Transaction
+from shared.bus.store import BusTables, DuplicateDelivery, Transaction
 
 # Constraint names every service's metadata uses, so migrations name them the same way.
 NAMING_CONVENTION = {
@@ -136,6 +136,19 @@ class Database:
             tx.write_pending()
             session.commit()
             tx.committed()
+        except Exception as exc:
+            session.rollback()
+            message_id = tx.inbox_message_id
+            if (
+                message_id is not None
+                and not isinstance(exc, DuplicateDelivery)
+                and not is_transient_db_error(exc)
+                and self._in_inbox(message_id)
+            ):
+                # The inbox row is written last, so a message applied before may first
+                # trip over its own effects (a unique key, a rule): still a duplicate.
+                raise DuplicateDelivery(message_id) from exc
+            raise
         except BaseException:
             session.rollback()
             raise
@@ -145,6 +158,14 @@ class Database:
             self.outbox_written.set()
             for callback in self._after_commit:
                 callback()
+
+    def _in_inbox(self, message_id: str) -> bool:
+        inbox = self.bus.inbox
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(inbox.c.message_id).where(inbox.c.message_id == message_id)
+            ).first()
+        return found is not None
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

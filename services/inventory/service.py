@@ -36,6 +36,7 @@ from services.inventory.models import (
     Unit,
     Warehouse,
 )
+from shared.bus.context import handled_message_id
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
 from shared.db import Database
@@ -384,7 +385,9 @@ class Inventory:
         with self.db.transaction() as tx:
             s = tx.session
             sql = _sql()
-            if request_id:
+            # A command's own id as its request_id needs no look-up: the inbox refuses
+            # a repeat of the message.
+            if request_id and request_id != handled_message_id():
                 existing = s.execute(
                     sql.reservation_by_request, {"request_id": request_id}
                 ).scalar()

@@ -100,6 +100,8 @@ class MessageConsumer:
         self.service = service
         self.db = db
         self.routes = dict(routes)
+        # Built once: a schema costs more to build than to load a message with.
+        self._schemas = {t: r.schema() for t, r in self.routes.items() if r.schema is not None}
         self.target = target
         self.threads = threads
         self.stats = Stats()
@@ -272,9 +274,10 @@ class MessageConsumer:
         if route is None:
             return Outcome.DEAD, f"no handler for {envelope['type']}"
         data = envelope["data"]
-        if route.schema is not None:
+        schema = self._schemas.get(envelope["type"])
+        if schema is not None:
             try:
-                data = route.schema().load(envelope["data"])
+                data = schema.load(envelope["data"])
             except ValidationError as err:
                 if route.rejected:
                     self._answer_rejected(

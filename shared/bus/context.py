@@ -35,3 +35,9 @@ def message_context(context: MessageContext) -> Iterator[MessageContext]:
 def current_correlation_id() -> str | None:
     context = current_message.get()
     return context.correlation_id if context else None
+
+
+def handled_message_id() -> str | None:
+    """The id of the consumed message being applied, which the inbox keeps once."""
+    context = current_message.get()
+    return context.inbox_message_id if context else None

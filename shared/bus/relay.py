@@ -17,6 +17,7 @@ repeats.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import amqp
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.engine import Connection as SQLConnection
 
 from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
@@ -63,6 +64,53 @@ class OutboxRow:
 class PublishResult:
     sent: list[int]
     failed: dict[int, str]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    unsent: Any
+    claim: Any
+    mark_sent: Any
+    mark_failed: Any
+
+
+@functools.cache
+def _statements(outbox: Table) -> _Statements:
+    """Built once per outbox: only their parameters change from batch to batch."""
+    unsent = (
+        select(outbox)
+        .where(
+            outbox.c.sent_at.is_(None),
+            or_(outbox.c.available_at.is_(None), outbox.c.available_at <= bindparam("now")),
+        )
+        .order_by(outbox.c.id)
+        .limit(bindparam("batch"))
+    )
+    # Materialized, so the locking LIMIT query runs once whatever the plan.
+    claimed = (
+        unsent.with_only_columns(outbox.c.id)
+        .with_for_update(skip_locked=True)
+        .cte("claimed")
+        .prefix_with("MATERIALIZED")
+    )
+    return _Statements(
+        unsent=unsent,
+        claim=update(outbox)
+        .where(outbox.c.id == claimed.c.id)
+        .values(sent_at=bindparam("now"))
+        .returning(*outbox.c),
+        mark_sent=update(outbox)
+        .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+        .values(sent_at=bindparam("now")),
+        mark_failed=update(outbox)
+        .where(outbox.c.id == bindparam("row_id"))
+        .values(
+            sent_at=None,
+            attempts=outbox.c.attempts + 1,
+            last_error=bindparam("error"),
+            available_at=bindparam("retry_at"),
+        ),
+    )
 
 
 class OutboxRelay:
@@ -131,35 +179,30 @@ class OutboxRelay:
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were confirmed."""
         now = datetime.now(UTC)
-        outbox = self.db.bus.outbox
-        query = (
-            select(outbox)
-            .where(
-                and_(
-                    outbox.c.sent_at.is_(None),
-                    or_(outbox.c.available_at.is_(None), outbox.c.available_at <= now),
-                )
-            )
-            .order_by(outbox.c.id)
-            .limit(self.settings.relay_batch_size)
-        )
+        statements = _statements(self.db.bus.outbox)
+        params = {"now": now, "batch": self.settings.relay_batch_size}
         if self.db.is_postgres:
-            # Claim the rows for the whole publish so a second relay skips them.
+            # Claimed and marked sent in one statement, in a transaction held for the
+            # publish: a second relay skips these rows, and if the publish fails the
+            # rollback leaves them unsent.
             with self.db.engine.begin() as conn:
-                rows = self._rows(conn.execute(query.with_for_update(skip_locked=True)))
+                rows = self._rows(conn.execute(statements.claim, params))
                 if not rows:
                     return 0
+                rows.sort(key=lambda row: row.id)
                 result = self.publish(rows)
-                self._record(conn, rows, result)
+                self._record_failures(conn, result, now)
         else:
             with self.db.engine.connect() as conn:
-                rows = self._rows(conn.execute(query))
+                rows = self._rows(conn.execute(statements.unsent, params))
                 conn.rollback()
             if not rows:
                 return 0
             result = self.publish(rows)
             with self.db.engine.begin() as conn:
-                self._record(conn, rows, result)
+                if result.sent:
+                    conn.execute(statements.mark_sent, {"ids": result.sent, "now": now})
+                self._record_failures(conn, result, now)
         self.published_total += len(result.sent)
         return len(result.sent)
 
@@ -179,23 +222,13 @@ class OutboxRelay:
             for row in result
         ]
 
-    def _record(
-        self, conn: SQLConnection, rows: Sequence[OutboxRow], result: PublishResult
-    ) -> None:
-        outbox = self.db.bus.outbox
-        now = datetime.now(UTC)
-        if result.sent:
-            conn.execute(update(outbox).where(outbox.c.id.in_(result.sent)).values(sent_at=now))
+    def _record_failures(self, conn: SQLConnection, result: PublishResult, now: datetime) -> None:
+        statements = _statements(self.db.bus.outbox)
         for row_id, error in result.failed.items():
             # An unroutable command is retried later, not in a hot loop.
             conn.execute(
-                update(outbox)
-                .where(outbox.c.id == row_id)
-                .values(
-                    attempts=outbox.c.attempts + 1,
-                    last_error=error[:2000],
-                    available_at=now + UNROUTABLE_RETRY,
-                )
+                statements.mark_failed,
+                {"row_id": row_id, "error": error[:2000], "retry_at": now + UNROUTABLE_RETRY},
             )
             log.error(
                 "outbox message not routable; kept unsent",

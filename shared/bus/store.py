@@ -111,9 +111,12 @@ def define_bus_tables(metadata: MetaData) -> BusTables:
     return BusTables(outbox=outbox, inbox=inbox, idempotency_keys=idempotency_keys)
 
 
-@functools.cache
-def _inbox_insert(bus: BusTables) -> Any:
-    return insert(bus.inbox)
+def _is_inbox_conflict(exc: IntegrityError) -> bool:
+    """The inbox's key refused a message id: it was applied before."""
+    diagnostics = getattr(exc.orig, "diag", None)
+    if diagnostics is not None:  # PostgreSQL names the constraint
+        return diagnostics.constraint_name == "pk_inbox"
+    return "inbox.message_id" in str(exc.orig)
 
 
 # The shape of rows written together at commit: each table and its columns.
@@ -144,6 +147,7 @@ class Transaction:
         self.source = source
         self.outbox_rows = 0
         self._at_commit: list[tuple[Table, list[Mapping[str, Any]]]] = []
+        self._inbox_row: dict[str, Any] | None = None
 
     def insert_at_commit(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows nothing in this transaction reads back (outbox rows, history, ledger
@@ -159,11 +163,24 @@ class Transaction:
         else:
             self._at_commit.append((table, list(rows)))
 
+    @property
+    def inbox_message_id(self) -> str | None:
+        """The consumed message this transaction records as applied, if any."""
+        return self._inbox_row["message_id"] if self._inbox_row is not None else None
+
     def write_pending(self) -> None:
         """Write what :meth:`insert_at_commit` held; the commit calls it."""
         pending, self._at_commit = self._at_commit, []
         if not pending:
             return
+        try:
+            self._write(pending)
+        except IntegrityError as exc:
+            if self._inbox_row is not None and _is_inbox_conflict(exc):
+                raise DuplicateDelivery(self._inbox_row["message_id"]) from None
+            raise
+
+    def _write(self, pending: list[tuple[Table, list[Mapping[str, Any]]]]) -> None:
         tables = {table for table, _rows in pending}
         if (
             len(pending) == 1
@@ -183,23 +200,18 @@ class Transaction:
         self.session.execute(_batch_insert(shape), params)
 
     def begin(self) -> None:
-        """Record the message being handled (if any) in the inbox, first of all."""
+        """Note the message being handled (if any) for the inbox. Its row goes first
+        among the rows written at commit; a message applied before fails there, on the
+        inbox's key, and the whole transaction is undone (:class:`DuplicateDelivery`)."""
         context = current_message.get()
         if context is None or context.inbox_message_id is None or context.inbox_recorded:
             return
-        # The first statement of the transaction: if it fails, the whole transaction is
-        # abandoned, so no savepoint is needed.
-        try:
-            self.session.execute(
-                _inbox_insert(self.bus),
-                {
-                    "message_id": context.inbox_message_id,
-                    "message_type": context.inbox_message_type or "",
-                    "received_at": datetime.now(UTC),
-                },
-            )
-        except IntegrityError:
-            raise DuplicateDelivery(context.inbox_message_id) from None
+        self._inbox_row = {
+            "message_id": context.inbox_message_id,
+            "message_type": context.inbox_message_type or "",
+            "received_at": datetime.now(UTC),
+        }
+        self._at_commit.append((self.bus.inbox, [self._inbox_row]))
 
     def committed(self) -> None:
         context = current_message.get()

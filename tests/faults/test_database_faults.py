@@ -153,6 +153,7 @@ class TestOutboxAtomicity:
         def slow_transaction() -> None:
             with db.transaction() as tx:
                 ids.append(tx.publish(CONFIRMED, data=reservation_event("O-early-id")))
+                tx.write_pending()  # the row and its id now, the commit much later
                 written.set()
                 go.wait(30)
             history.acknowledged("O-early-id")
