@@ -59,7 +59,11 @@ def stock_replenished(tracking: Tracking, data: dict[str, Any], envelope: dict[s
 
 def periodic_jobs(tracking: Tracking, settings: Settings) -> list[PeriodicJob]:
     """The alert scheduler: judge every open shipment every few seconds."""
-    return [PeriodicJob("scan", settings.tracking_scan_seconds, tracking.scan)]
+    return [
+        PeriodicJob(
+            "scan", settings.tracking_scan_seconds, lambda pause: tracking.scan(pause=pause)
+        )
+    ]
 
 
 SHIPMENT_EVENTS = (

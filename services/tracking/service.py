@@ -78,6 +78,7 @@ class _Snapshot:
     now: datetime
     checkpoints: list[ShipmentCheckpoint]
     lines: list[ShipmentLine]
+    reservations: list[JobReservation]
     estimate: eta.Estimate
     required_by: datetime | None
     risk: str
@@ -343,8 +344,10 @@ class Tracking:
             )
             shipment.updated_at = now
             s.flush()
-            self._replace_lines(s, shipment.id, data.get("lines") or [])
-            self._merge_checkpoints(s, shipment.id, data.get("checkpoints") or [])
+            # A shipment first heard of has no lines, checkpoints or scans here yet.
+            known = before is not None
+            self._replace_lines(s, shipment.id, data.get("lines") or [], known=known)
+            self._merge_checkpoints(s, shipment.id, data.get("checkpoints") or [], known=known)
             if shipment.job_id:
                 _touch_job(
                     s,
@@ -362,8 +365,11 @@ class Tracking:
                 self._learn_transit(s, shipment)
             self._after_change(tx, shipment, now, _Lanes())
 
-    def _replace_lines(self, s: Session, shipment_id: str, lines: Sequence[Mapping]) -> None:
-        s.execute(delete(ShipmentLine).where(ShipmentLine.shipment_id == shipment_id))
+    def _replace_lines(
+        self, s: Session, shipment_id: str, lines: Sequence[Mapping], *, known: bool
+    ) -> None:
+        if known:
+            s.execute(delete(ShipmentLine).where(ShipmentLine.shipment_id == shipment_id))
         for line in lines:
             s.add(
                 ShipmentLine(
@@ -375,31 +381,36 @@ class Tracking:
             )
 
     def _merge_checkpoints(
-        self, s: Session, shipment_id: str, checkpoints: Sequence[Mapping]
+        self, s: Session, shipment_id: str, checkpoints: Sequence[Mapping], *, known: bool
     ) -> None:
         """Shipments' plan of checkpoints, each passed at the earliest moment either
         service knows of (scans recorded before the plan arrived count too)."""
-        known = {
-            c.name: c.passed_at
-            for c in s.scalars(
-                select(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
-            )
-        }
-        scanned = dict(
-            s.execute(
-                select(TrackingEvent.checkpoint, func.min(TrackingEvent.occurred_at))
-                .where(
-                    TrackingEvent.shipment_id == shipment_id,
-                    TrackingEvent.checkpoint.is_not(None),
-                    TrackingEvent.kind.in_(PASSING_KINDS),
+        passed: dict[str, datetime | None] = {}
+        scanned: dict[str, datetime] = {}
+        if known:
+            passed = {
+                c.name: c.passed_at
+                for c in s.scalars(
+                    select(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
                 )
-                .group_by(TrackingEvent.checkpoint)
-            ).all()
-        )
-        s.execute(delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id))
-        s.flush()
+            }
+            scanned = dict(
+                s.execute(
+                    select(TrackingEvent.checkpoint, func.min(TrackingEvent.occurred_at))
+                    .where(
+                        TrackingEvent.shipment_id == shipment_id,
+                        TrackingEvent.checkpoint.is_not(None),
+                        TrackingEvent.kind.in_(PASSING_KINDS),
+                    )
+                    .group_by(TrackingEvent.checkpoint)
+                ).all()
+            )
+            s.execute(
+                delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
+            )
+            s.flush()
         for seq, c in enumerate(checkpoints):
-            moments = [m for m in (c.get("passed_at"), known.get(c["name"])) if m is not None]
+            moments = [m for m in (c.get("passed_at"), passed.get(c["name"])) if m is not None]
             if scanned.get(c["name"]) is not None:
                 moments.append(scanned[c["name"]])
             s.add(
@@ -533,9 +544,12 @@ class Tracking:
     # ==================================================================================
     # The scheduler
     # ==================================================================================
-    def scan(self, now: datetime | None = None) -> dict[str, int]:
+    def scan(
+        self, now: datetime | None = None, *, pause: Callable[[], None] | None = None
+    ) -> dict[str, int]:
         """Judge every shipment still on its way (and every lost one whose rescue is
-        not settled): ETAs, alerts, and shipments silent for so long they are lost."""
+        not settled): ETAs, alerts, and shipments silent for so long they are lost.
+        ``pause`` is called before each shipment (the worker's: messages go first)."""
         now = now or self.clock.now()
         with self.db.reading() as s:
             ids = s.scalars(
@@ -555,6 +569,8 @@ class Tracking:
         lanes = _Lanes()
         lost = 0
         for shipment_id in ids:
+            if pause is not None:
+                pause()
             with self.db.transaction() as tx:
                 shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
                 if shipment is None:
@@ -632,8 +648,9 @@ class Tracking:
             )
             shipment.announced_eta = snap.estimate.eta
         self._reconcile(tx, snap, alerts.shipment_problems(snap.situation, now), now, eta_moved)
-        # A replacement on its way changes what the lost shipment's alert says.
-        replaced = [ln.reservation_id for ln in snap.lines if ln.reservation_id]
+        # A replacement on its way changes what the lost shipment's alert says (only a
+        # reservation that replaces another can answer a rescue).
+        replaced = [r.id for r in snap.reservations if r.replaces]
         if replaced:
             for lost_shipment_id in s.scalars(
                 select(Rescue.shipment_id).where(Rescue.replacement_id.in_(replaced))
@@ -715,7 +732,16 @@ class Tracking:
             replacements=replacements,
         )
         return _Snapshot(
-            shipment, now, checkpoints, lines, estimate, required_by, risk, situation, last_event
+            shipment,
+            now,
+            checkpoints,
+            lines,
+            reservations,
+            estimate,
+            required_by,
+            risk,
+            situation,
+            last_event,
         )
 
     def _replacements(

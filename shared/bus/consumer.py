@@ -110,8 +110,17 @@ class MessageConsumer:
         self._finished: queue.Queue[tuple[int, Any, Outcome, str]] = queue.Queue()
         self._generation = 0
         self._in_flight = 0
+        # Set while no delivered message waits or is being handled (background work
+        # waits on it, so messages go first).
+        self._quiet = threading.Event()
+        self._quiet.set()
         self._failures: OrderedDict[str, int] = OrderedDict()
         self._stop = threading.Event()
+
+    def wait_until_quiet(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until no delivered message is waiting or being
+        handled; returns whether it is quiet."""
+        return self._quiet.wait(timeout)
 
     # -- the connection thread --------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -160,12 +169,14 @@ class MessageConsumer:
             self._generation += 1
             generation = self._generation
             self._in_flight = 0
+            self._quiet.set()
             queues = [
                 self.topology.work_queue(spec) for spec in self.topology.queues_of(self.service)
             ]
 
             def received(message: Any) -> None:
                 self._in_flight += 1
+                self._quiet.clear()
                 self._work.put((generation, message))
 
             consumer = KombuConsumer(channel, queues=queues, on_message=received, no_ack=False)
@@ -209,6 +220,8 @@ class MessageConsumer:
                 # the inbox makes the repeat harmless.
                 continue
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._quiet.set()
             if outcome is Outcome.ACK:
                 message.ack()
             elif outcome is Outcome.REQUEUE:

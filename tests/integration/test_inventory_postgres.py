@@ -202,6 +202,26 @@ class TestReserveCommands:
         assert_books_balance(system)
         assert_no_unit_held_twice(system)
 
+    def test_background_work_waits_while_a_command_is_in_hand(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        consumer = system.worker.consumer
+        assert consumer.wait_until_quiet(5)
+        database = system.service.db.engine.url.set(drivername="postgresql")
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            with psycopg.connect(database.render_as_string(hide_password=False)) as blocker:
+                # The stock row locked elsewhere: the command's reservation waits on it.
+                blocker.execute("SELECT * FROM stock FOR UPDATE")
+                client.command("inventory.reserve", reservation_body(part_number="GEL-250"))
+                wait_until(lambda: not consumer.wait_until_quiet(0), timeout=20)
+                assert not consumer.wait_until_quiet(0.3)
+            replies = client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+        finally:
+            client.close()
+        assert replies[0]["type"] == "inventory.reservation.confirmed"
+        assert consumer.wait_until_quiet(10)
+
     def test_the_same_command_twice_is_applied_once(self, pg_inventory) -> None:
         system = pg_inventory
         receive(system, "GEL-250", "CDU", 10)
