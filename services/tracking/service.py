@@ -71,6 +71,18 @@ class Page:
 
 
 @dataclass
+class _Written:
+    """What applying a shipment's event just wrote: its lines and checkpoints in full,
+    its job (held, so the session need not read it again), and whether tracking
+    first heard of the shipment in this transaction."""
+
+    lines: list[ShipmentLine]
+    checkpoints: list[ShipmentCheckpoint]
+    first_seen: bool
+    job: Job | None
+
+
+@dataclass
 class _Snapshot:
     """One shipment as judged at one moment."""
 
@@ -346,10 +358,14 @@ class Tracking:
             s.flush()
             # A shipment first heard of has no lines, checkpoints or scans here yet.
             known = before is not None
-            self._replace_lines(s, shipment.id, data.get("lines") or [], known=known)
-            self._merge_checkpoints(s, shipment.id, data.get("checkpoints") or [], known=known)
+            lines = self._replace_lines(s, shipment.id, data.get("lines") or [], known=known)
+            checkpoints = self._merge_checkpoints(
+                s, shipment.id, data.get("checkpoints") or [], known=known
+            )
+            job = None
             if shipment.job_id:
-                _touch_job(
+                # Held here so the judgement below finds it in the session, unread.
+                job = _touch_job(
                     s,
                     shipment.job_id,
                     now,
@@ -363,26 +379,29 @@ class Tracking:
             s.flush()
             if shipment.status == "delivered" and before != "delivered":
                 self._learn_transit(s, shipment)
-            self._after_change(tx, shipment, now, _Lanes())
+            written = _Written(lines, checkpoints, first_seen=not known, job=job)
+            self._after_change(tx, shipment, now, _Lanes(), written=written)
 
     def _replace_lines(
         self, s: Session, shipment_id: str, lines: Sequence[Mapping], *, known: bool
-    ) -> None:
+    ) -> list[ShipmentLine]:
         if known:
             s.execute(delete(ShipmentLine).where(ShipmentLine.shipment_id == shipment_id))
-        for line in lines:
-            s.add(
-                ShipmentLine(
-                    shipment_id=shipment_id,
-                    part_number=line["part_number"],
-                    quantity=line["quantity"],
-                    reservation_id=line.get("reservation_id"),
-                )
+        added = [
+            ShipmentLine(
+                shipment_id=shipment_id,
+                part_number=line["part_number"],
+                quantity=line["quantity"],
+                reservation_id=line.get("reservation_id"),
             )
+            for line in lines
+        ]
+        s.add_all(added)
+        return added
 
     def _merge_checkpoints(
         self, s: Session, shipment_id: str, checkpoints: Sequence[Mapping], *, known: bool
-    ) -> None:
+    ) -> list[ShipmentCheckpoint]:
         """Shipments' plan of checkpoints, each passed at the earliest moment either
         service knows of (scans recorded before the plan arrived count too)."""
         passed: dict[str, datetime | None] = {}
@@ -409,11 +428,12 @@ class Tracking:
                 delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
             )
             s.flush()
+        merged = []
         for seq, c in enumerate(checkpoints):
             moments = [m for m in (c.get("passed_at"), passed.get(c["name"])) if m is not None]
             if scanned.get(c["name"]) is not None:
                 moments.append(scanned[c["name"]])
-            s.add(
+            merged.append(
                 ShipmentCheckpoint(
                     shipment_id=shipment_id,
                     seq=seq,
@@ -422,7 +442,9 @@ class Tracking:
                     passed_at=min(moments) if moments else None,
                 )
             )
+        s.add_all(merged)
         s.flush()
+        return merged
 
     def apply_reservation(self, data: Mapping[str, Any]) -> None:
         """``inventory.reservation.*``: the job's parts. A confirmed reservation that
@@ -599,12 +621,13 @@ class Tracking:
         lanes: _Lanes,
         *,
         may_declare_lost: bool = False,
+        written: _Written | None = None,
     ) -> bool:
         """Judge the shipment now: take it for lost if it has been silent too long
         (only the scheduler does), start the rescue of a lost one, announce an ETA that
         moved, and bring its alerts in line. Returns whether it was declared lost."""
         s = tx.session
-        snap = self._snapshot(s, shipment, now, lanes)
+        snap = self._snapshot(s, shipment, now, lanes, written=written)
         declared = False
         if may_declare_lost:
             why = alerts.lost_by_silence(snap.situation, now)
@@ -634,7 +657,7 @@ class Tracking:
                     if needs is not None:
                         self._rescue(tx, line.reservation_id, needs, shipment.id)
         if declared or shipment.status == "lost":
-            snap = self._snapshot(s, shipment, now, lanes)
+            snap = self._snapshot(s, shipment, now, lanes, written=written)
         eta_moved = eta.moved(shipment.announced_eta, snap.estimate.eta, self.eta_step_minutes)
         if eta_moved:
             tx.publish(
@@ -647,7 +670,14 @@ class Tracking:
                 },
             )
             shipment.announced_eta = snap.estimate.eta
-        self._reconcile(tx, snap, alerts.shipment_problems(snap.situation, now), now, eta_moved)
+        self._reconcile(
+            tx,
+            snap,
+            alerts.shipment_problems(snap.situation, now),
+            now,
+            eta_moved,
+            first_seen=written is not None and written.first_seen,
+        )
         # A replacement on its way changes what the lost shipment's alert says (only a
         # reservation that replaces another can answer a rescue).
         replaced = [r.id for r in snap.reservations if r.replaces]
@@ -666,21 +696,25 @@ class Tracking:
         lanes: _Lanes,
         *,
         with_replacements: bool = True,
+        written: _Written | None = None,
     ) -> _Snapshot:
-        checkpoints = list(
-            s.scalars(
-                select(ShipmentCheckpoint)
-                .where(ShipmentCheckpoint.shipment_id == shipment.id)
-                .order_by(ShipmentCheckpoint.seq)
+        if written is not None:
+            checkpoints, lines = written.checkpoints, written.lines
+        else:
+            checkpoints = list(
+                s.scalars(
+                    select(ShipmentCheckpoint)
+                    .where(ShipmentCheckpoint.shipment_id == shipment.id)
+                    .order_by(ShipmentCheckpoint.seq)
+                )
             )
-        )
-        lines = list(
-            s.scalars(
-                select(ShipmentLine)
-                .where(ShipmentLine.shipment_id == shipment.id)
-                .order_by(ShipmentLine.id)
+            lines = list(
+                s.scalars(
+                    select(ShipmentLine)
+                    .where(ShipmentLine.shipment_id == shipment.id)
+                    .order_by(ShipmentLine.id)
+                )
             )
-        )
         reservations = _reservations(s, [ln.reservation_id for ln in lines if ln.reservation_id])
         job = s.get(Job, shipment.job_id) if shipment.job_id else None
         required_by = shipment.required_by
@@ -929,17 +963,24 @@ class Tracking:
         problems: Iterable[alerts.Problem],
         now: datetime,
         eta_moved: bool,
+        *,
+        first_seen: bool = False,
     ) -> None:
         s = tx.session
         shipment = snap.shipment
-        active = {
-            (a.subject, a.kind): a
-            for a in s.scalars(
-                select(Alert).where(
-                    Alert.shipment_id == shipment.id, Alert.status.in_(alerts.ACTIVE)
+        # A shipment first heard of in this transaction has no alerts yet.
+        active = (
+            {}
+            if first_seen
+            else {
+                (a.subject, a.kind): a
+                for a in s.scalars(
+                    select(Alert).where(
+                        Alert.shipment_id == shipment.id, Alert.status.in_(alerts.ACTIVE)
+                    )
                 )
-            )
-        }
+            }
+        )
         wanted = {(p.subject, p.kind): p for p in problems}
         for key, alert in active.items():
             if key not in wanted:
@@ -1411,7 +1452,7 @@ def _touch_job(
     required_by: datetime | None,
     priority: str | None,
     authoritative: bool,
-) -> None:
+) -> Job:
     """Reservations say what a job is; a shipment only fills in what is not known."""
     job = s.get(Job, job_id)
     if job is None:
@@ -1427,6 +1468,7 @@ def _touch_job(
         if value is not None and (authoritative or getattr(job, name) is None):
             setattr(job, name, value)
     job.updated_at = now
+    return job
 
 
 def _reservations(s: Session, ids: Sequence[str]) -> list[JobReservation]:
