@@ -134,7 +134,12 @@ class Database:
             tx.begin()
             yield tx
             tx.write_pending()
-            session.commit()
+            try:
+                session.commit()
+            except Exception as exc:
+                # Lost at COMMIT: whether it took effect is not known here.
+                exc.partsflow_commit_in_doubt = True  # type: ignore[attr-defined]
+                raise
             tx.committed()
         except Exception as exc:
             session.rollback()
@@ -161,7 +166,7 @@ class Database:
 
     def _in_inbox(self, message_id: str) -> bool:
         inbox = self.bus.inbox
-        with self.engine.connect() as conn:
+        with self.engine.execution_options(partsflow_read=True).connect() as conn:
             found = conn.execute(
                 select(inbox.c.message_id).where(inbox.c.message_id == message_id)
             ).first()

@@ -138,7 +138,8 @@ IDEMPOTENCY_KEY_PARAMETER = {
 class ProblemResponses(BasePlugin):
     """Documents, once for every operation of the JSON API, the problems the shared
     layer may answer with (no token, wrong role, unknown id, body too large or not
-    JSON, invalid fields, too many writes), all as ``application/problem+json``."""
+    JSON, invalid fields, too many writes, database unreachable), all as
+    ``application/problem+json``."""
 
     def operation_helper(
         self, path: str | None = None, operations: dict | None = None, **kwargs: Any
@@ -152,7 +153,8 @@ class ProblemResponses(BasePlugin):
                 is_error = str(status).isdigit() and int(status) >= 400
                 if is_error and content and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")
-            shared = [HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN]
+            # 503: the database could not be reached (nothing done; retry after a second).
+            shared = [HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN, HTTPStatus.SERVICE_UNAVAILABLE]
             if method.upper() == "POST":
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
                 # A repeat of a key whose first request is still being answered.
@@ -590,10 +592,11 @@ def _install_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response | HTTPException:
         if isinstance(error, HTTPException):
             return error
-        if is_transient_db_error(error):
+        # Retrying is safe only if nothing was committed: not when COMMIT itself failed.
+        if is_transient_db_error(error) and not getattr(error, "partsflow_commit_in_doubt", False):
             log.warning("database unavailable: %s", str(error).splitlines()[0])
             answer = problem(
-                503, "Service Unavailable", "The database is not reachable; try again."
+                503, "Service Unavailable", "The database could not be reached; try again."
             )
             answer.headers["Retry-After"] = "1"
             return answer

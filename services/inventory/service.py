@@ -363,10 +363,13 @@ class Inventory:
         request_id = data.get("request_id")
         try:
             return self._reserve_part(data, preempt, actor)
-        except IntegrityError:
-            if not request_id:
+        except (IntegrityError, DomainError) as exc:
+            # The same request_id twice at once: the second, refused by the unique key
+            # or by the stock the first just took, answers with the first.
+            if not request_id or (
+                isinstance(exc, DomainError) and request_id == handled_message_id()
+            ):
                 raise
-            # The same request_id twice at once: the second answers with the first.
             with self.db.reading() as s:
                 existing = s.execute(
                     _sql().reservation_by_request, {"request_id": request_id}

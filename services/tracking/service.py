@@ -571,8 +571,8 @@ class Tracking:
     ) -> dict[str, int]:
         """Judge every shipment still on its way (and every lost one whose rescue is
         not settled): ETAs, alerts, and shipments silent for so long they are lost.
-        ``pause`` is called before each shipment (the worker's: messages go first)."""
-        now = now or self.clock.now()
+        ``pause`` is called before each shipment (the worker's: messages go first), so
+        each is judged at its own moment unless ``now`` is given."""
         with self.db.reading() as s:
             ids = s.scalars(
                 select(TrackedShipment.id)
@@ -593,11 +593,12 @@ class Tracking:
         for shipment_id in ids:
             if pause is not None:
                 pause()
+            moment = now or self.clock.now()
             with self.db.transaction() as tx:
                 shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
                 if shipment is None:
                     continue
-                if self._after_change(tx, shipment, now, lanes, may_declare_lost=True):
+                if self._after_change(tx, shipment, moment, lanes, may_declare_lost=True):
                     lost += 1
         return {"shipments": len(ids), "declared_lost": lost}
 

@@ -200,6 +200,8 @@ class MessageConsumer:
             stopped = True
         finally:
             self.connected.clear()
+            # What this connection delivered is the broker's again: nothing is in hand.
+            self._quiet.set()
             with contextlib.suppress(Exception):
                 if stopped:
                     connection.release()

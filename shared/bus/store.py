@@ -157,6 +157,9 @@ class Transaction:
         Every row of one table has the same columns."""
         if not rows:
             return
+        if self.session.in_nested_transaction():
+            # A savepoint's rollback would not take these rows back with it.
+            raise RuntimeError("rows to write at commit are not taken inside a savepoint")
         last = self._at_commit[-1] if self._at_commit else None
         if last is not None and last[0] is table and last[1][0].keys() == rows[0].keys():
             last[1].extend(rows)
@@ -169,10 +172,12 @@ class Transaction:
         return self._inbox_row["message_id"] if self._inbox_row is not None else None
 
     def write_pending(self) -> None:
-        """Write what :meth:`insert_at_commit` held; the commit calls it."""
+        """Write what :meth:`insert_at_commit` held, after the session's own pending
+        objects (rows held here may refer to them); the commit calls it."""
         pending, self._at_commit = self._at_commit, []
         if not pending:
             return
+        self.session.flush()
         try:
             self._write(pending)
         except IntegrityError as exc:

@@ -24,6 +24,7 @@ import shared.db as shared_db
 from services import bootstrap
 from services.inventory.models import Reservation, ReservationUnit
 from services.inventory.schemas import ReserveCommand
+from shared.bus.store import Transaction
 from shared.db import PING_AFTER_IDLE_SECONDS
 from tests.busclient import BusClient
 from tests.conftest import AMQP_URL, PG_ADMIN_URL, make_settings, wait_until
@@ -157,10 +158,14 @@ class TestConcurrentReservationsOverHttp:
             assert sorted(pool.map(attempt, ["A", "B"])) == [201, 409]
         assert_books_balance(system)
 
-    def test_one_request_id_sent_by_eight_senders_at_once_reserves_once(self, pg_inventory) -> None:
-        # A command's request_id (the bus's retry key) arriving on eight threads at once.
+    @pytest.mark.parametrize("on_hand", [20, 1])
+    def test_one_request_id_sent_by_eight_senders_at_once_reserves_once(
+        self, pg_inventory, on_hand: int
+    ) -> None:
+        # A command's request_id (the bus's retry key) arriving on eight threads at once;
+        # with one unit, the other seven find the shelf empty, yet the request succeeded.
         system = pg_inventory
-        receive(system, "GEL-250", "CDU", 20)
+        receive(system, "GEL-250", "CDU", on_hand)
         command = ReserveCommand().load(
             reservation_body(job_id="J-once", part_number="GEL-250", request_id="once-1")
         )
@@ -173,7 +178,7 @@ class TestConcurrentReservationsOverHttp:
         with ThreadPoolExecutor(8) as pool:
             assert len(set(pool.map(attempt, range(8)))) == 1
         stock = system.api().get(f"{V1}/stock", part_number="GEL-250", warehouse="CDU").body[0]
-        assert (stock["on_hand"], stock["reserved"]) == (20, 1)
+        assert (stock["on_hand"], stock["reserved"]) == (on_hand, 1)
         assert_books_balance(system)
 
 
@@ -351,7 +356,17 @@ class TestBadMessages:
 
 class TestDroppedDatabaseConnections:
     """The server drops every connection (a restart, a failover): a pooled connection
-    idle for a while is checked before use; one caught in use answers 503, not 500."""
+    idle for a while is checked before use; one caught in use answers 503, not 500.
+    The web app alone holds the pool here: a worker sharing it could find a dead
+    connection first, and its failure renews the whole pool."""
+
+    @pytest.fixture
+    def web_only(self, postgres, tmp_path: Path) -> Iterator[InventoryUnderTest]:
+        settings = make_settings(tmp_path, inventory_db_url=postgres.create("inventory"))
+        system = start_inventory(settings)
+        seed_catalogue(system.api())
+        yield system
+        system.service.db.dispose()
 
     @staticmethod
     def drop_connections(system: InventoryUnderTest) -> int:
@@ -372,8 +387,8 @@ class TestDroppedDatabaseConnections:
             headers={"Authorization": f"Bearer {system.tokens['service']}"},
         )
 
-    def test_an_idle_connection_is_replaced_before_use(self, pg_inventory) -> None:
-        system = pg_inventory
+    def test_an_idle_connection_is_replaced_before_use(self, web_only) -> None:
+        system = web_only
         receive(system, "GEL-250", "CDU", 10)
         assert self.reserve(system, "J-before").status_code == 201
         assert self.drop_connections(system) > 0
@@ -382,9 +397,9 @@ class TestDroppedDatabaseConnections:
         assert_books_balance(system)
 
     def test_a_connection_dropped_while_busy_answers_503_then_recovers(
-        self, pg_inventory, monkeypatch
+        self, web_only, monkeypatch
     ) -> None:
-        system = pg_inventory
+        system = web_only
         receive(system, "GEL-250", "CDU", 10)
         monkeypatch.setattr(shared_db, "PING_AFTER_IDLE_SECONDS", 3600.0)
         assert self.reserve(system, "J-before").status_code == 201
@@ -396,4 +411,26 @@ class TestDroppedDatabaseConnections:
         assert self.reserve(system, "J-again").status_code == 201
         jobs = {r["job_id"] for r in system.api().get(f"{V1}/reservations").body}
         assert jobs == {"J-before", "J-again"}
+        assert_books_balance(system)
+
+    def test_a_connection_lost_at_commit_is_not_answered_as_safe_to_retry(
+        self, web_only, monkeypatch
+    ) -> None:
+        system = web_only
+        receive(system, "GEL-250", "CDU", 10)
+        write_pending = Transaction.write_pending
+
+        def write_then_lose_the_connection(tx: Transaction) -> None:
+            write_pending(tx)
+            backend = tx.session.connection().connection.driver_connection.info.backend_pid
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+        monkeypatch.setattr(Transaction, "write_pending", write_then_lose_the_connection)
+        answer = self.reserve(system, "J-in-doubt")
+        monkeypatch.undo()
+        # The COMMIT never got an answer: the client is not told a retry is safe.
+        assert answer.status_code == 500
+        assert "Retry-After" not in answer.headers
+        assert self.reserve(system, "J-after").status_code == 201
         assert_books_balance(system)
