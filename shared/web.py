@@ -544,7 +544,9 @@ def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
 
 def _idempotency_finish(context: ServiceContext, response: Response) -> None:
     key = g.pop("idempotency_key", None)
-    if key is None:
+    if key is None or g.get("commit_in_doubt"):
+        # In doubt, the key stays "in progress": a retry is refused until the record
+        # expires rather than possibly doing the work twice.
         return
     table = context.db.bus.idempotency_keys
     user = g.user
@@ -593,7 +595,8 @@ def _install_error_handlers(app: Flask) -> None:
         if isinstance(error, HTTPException):
             return error
         # Retrying is safe only if nothing was committed: not when COMMIT itself failed.
-        if is_transient_db_error(error) and not getattr(error, "partsflow_commit_in_doubt", False):
+        g.commit_in_doubt = getattr(error, "partsflow_commit_in_doubt", False)
+        if is_transient_db_error(error) and not g.commit_in_doubt:
             log.warning("database unavailable: %s", str(error).splitlines()[0])
             answer = problem(
                 503, "Service Unavailable", "The database could not be reached; try again."

@@ -380,11 +380,14 @@ class TestDroppedDatabaseConnections:
                 ).fetchall()
             )
 
-    def reserve(self, system: InventoryUnderTest, job: str) -> Any:
+    def reserve(self, system: InventoryUnderTest, job: str, key: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {system.tokens['service']}"}
+        if key:
+            headers["Idempotency-Key"] = key
         return system.app.test_client().post(
             f"{V1}/reservations",
             json=reservation_body(job_id=job, part_number="GEL-250"),
-            headers={"Authorization": f"Bearer {system.tokens['service']}"},
+            headers=headers,
         )
 
     def test_an_idle_connection_is_replaced_before_use(self, web_only) -> None:
@@ -422,15 +425,19 @@ class TestDroppedDatabaseConnections:
 
         def write_then_lose_the_connection(tx: Transaction) -> None:
             write_pending(tx)
+            if not tx.outbox_rows:  # the Idempotency-Key's own record goes through
+                return
             backend = tx.session.connection().connection.driver_connection.info.backend_pid
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
 
         monkeypatch.setattr(Transaction, "write_pending", write_then_lose_the_connection)
-        answer = self.reserve(system, "J-in-doubt")
+        answer = self.reserve(system, "J-in-doubt", key="doubt-1")
         monkeypatch.undo()
-        # The COMMIT never got an answer: the client is not told a retry is safe.
+        # The COMMIT never got an answer: the client is not told a retry is safe, and
+        # the same key is not run a second time while the outcome is unknown.
         assert answer.status_code == 500
         assert "Retry-After" not in answer.headers
+        assert self.reserve(system, "J-in-doubt", key="doubt-1").status_code == 409
         assert self.reserve(system, "J-after").status_code == 201
         assert_books_balance(system)
