@@ -365,6 +365,7 @@ class TestDroppedDatabaseConnections:
         settings = make_settings(tmp_path, inventory_db_url=postgres.create("inventory"))
         system = start_inventory(settings)
         seed_catalogue(system.api())
+        receive(system, "GEL-250", "CDU", 10)
         yield system
         system.service.db.dispose()
 
@@ -392,7 +393,6 @@ class TestDroppedDatabaseConnections:
 
     def test_an_idle_connection_is_replaced_before_use(self, web_only) -> None:
         system = web_only
-        receive(system, "GEL-250", "CDU", 10)
         assert self.reserve(system, "J-before").status_code == 201
         assert self.drop_connections(system) > 0
         time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)  # the idleness the check waits for
@@ -403,7 +403,6 @@ class TestDroppedDatabaseConnections:
         self, web_only, monkeypatch
     ) -> None:
         system = web_only
-        receive(system, "GEL-250", "CDU", 10)
         monkeypatch.setattr(shared_db, "PING_AFTER_IDLE_SECONDS", 3600.0)
         assert self.reserve(system, "J-before").status_code == 201
         assert self.drop_connections(system) > 0
@@ -420,7 +419,6 @@ class TestDroppedDatabaseConnections:
         self, web_only, monkeypatch
     ) -> None:
         system = web_only
-        receive(system, "GEL-250", "CDU", 10)
         write_pending = Transaction.write_pending
 
         def write_then_lose_the_connection(tx: Transaction) -> None:
