@@ -134,6 +134,7 @@ class Database:
             tx.begin()
             yield tx
             tx.write_pending()
+            session.flush()
             try:
                 session.commit()
             except Exception as exc:
