@@ -152,9 +152,11 @@ class Transaction:
     def insert_at_commit(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows nothing in this transaction reads back (outbox rows, history, ledger
         lines): written together just before the commit, on PostgreSQL in a single
-        statement, the hot paths' saving of a round trip per table. Parents before
-        children, in the order given, where constraints are checked per statement.
-        Every row of one table has the same columns."""
+        statement, the hot paths' saving of a round trip per table. They go after the
+        session's own pending objects, which therefore must not refer to them; among
+        themselves, parents before children, in the order given. Every row of one
+        table has the same columns. Not inside a savepoint: its rollback would not take
+        them back."""
         if not rows:
             return
         if self.session.in_nested_transaction():
