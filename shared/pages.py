@@ -215,6 +215,13 @@ def page_user() -> User | None:
     return g.page_user
 
 
+def page_actor() -> str:
+    """The name a page's change is recorded under: its signed-in user's."""
+    user = page_user()
+    assert user is not None  # page_requires let the request in
+    return user.name
+
+
 def sign_in(user: User) -> None:
     session.clear()  # nothing from before signing in carries over
     session.permanent = True

@@ -26,7 +26,14 @@ from services.inventory.rules import PRIORITIES, WAREHOUSE_KINDS
 from services.inventory.service import Inventory, ReservationRejected
 from shared import pages
 from shared.auth import MANAGE_STOCK, READ, RESERVE
-from shared.pages import PageForm, carry_out, load_form, page_requires, page_user, succeed
+from shared.pages import (
+    PageForm,
+    carry_out,
+    load_form,
+    page_actor,
+    page_requires,
+    succeed,
+)
 from shared.web import service_context
 
 PAGE_SIZE = 50
@@ -43,12 +50,6 @@ def register(app: Flask) -> None:
 
 def inventory() -> Inventory:
     return service_context().extras["inventory"]
-
-
-def actor() -> str:
-    user = page_user()
-    assert user is not None  # page_requires let the request in
-    return user.name
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def receive() -> Any:
     if form.validate_on_submit():
         data = load_form(form, schemas.ReceiptIn(), form.payload())
         result = (
-            carry_out(form, lambda: inventory().receive_stock(data, actor=actor()))
+            carry_out(form, lambda: inventory().receive_stock(data, actor=page_actor()))
             if data
             else None
         )
@@ -245,7 +246,9 @@ def adjust() -> Any:
     if form.validate_on_submit():
         data = load_form(form, schemas.AdjustmentIn(), form.payload())
         result = (
-            carry_out(form, lambda: inventory().adjust_stock(data, actor=actor())) if data else None
+            carry_out(form, lambda: inventory().adjust_stock(data, actor=page_actor()))
+            if data
+            else None
         )
         if result:
             level = result["stock"]
@@ -351,7 +354,9 @@ def reserve() -> Any:
     if form.validate_on_submit():
         data = load_form(form, schemas.ReservationIn(), form.payload(preempt))
         reservation = (
-            carry_out(form, lambda: inventory().reserve_part(data, actor=actor())) if data else None
+            carry_out(form, lambda: inventory().reserve_part(data, actor=page_actor()))
+            if data
+            else None
         )
         if reservation:
             pages.remember_offset(form.utc_offset.data)
@@ -396,7 +401,7 @@ def release(reservation_id: str) -> Any:
             carry_out(
                 form,
                 lambda: inventory().release_reservation(
-                    reservation_id, data.get("reason"), actor=actor()
+                    reservation_id, data.get("reason"), actor=page_actor()
                 ),
             )
             if data is not None

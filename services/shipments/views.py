@@ -20,7 +20,14 @@ from services.shipments.service import Shipments
 from services.shipments.states import MODES, STATUSES
 from shared import pages
 from shared.auth import MANAGE_SHIPMENTS, READ
-from shared.pages import PageForm, carry_out, load_form, page_requires, page_user, succeed
+from shared.pages import (
+    PageForm,
+    carry_out,
+    load_form,
+    page_actor,
+    page_requires,
+    succeed,
+)
 from shared.web import service_context
 
 PAGE_SIZE = 50
@@ -38,12 +45,6 @@ def register(app: Flask) -> None:
 
 def shipments() -> Shipments:
     return service_context().extras["shipments"]
-
-
-def actor() -> str:
-    user = page_user()
-    assert user is not None  # page_requires let the request in
-    return user.name
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -277,7 +278,7 @@ def plan() -> Any:
         payload, kept = form.payload()
         data = _load_rows(form, schemas.ShipmentIn(), payload, "lines", kept)
         planned = (
-            carry_out(form, lambda: shipments().create_shipment(data, actor=actor()))
+            carry_out(form, lambda: shipments().create_shipment(data, actor=page_actor()))
             if data
             else None
         )
@@ -305,7 +306,7 @@ def dispatch(shipment_id: str) -> Any:
         payload, kept = form.payload()
         data = _load_rows(form, schemas.DispatchIn(), payload, "checkpoints", kept)
         dispatched = (
-            carry_out(form, lambda: shipments().dispatch(shipment_id, data, actor=actor()))
+            carry_out(form, lambda: shipments().dispatch(shipment_id, data, actor=page_actor()))
             if data is not None
             else None
         )
@@ -331,7 +332,7 @@ def deliver(shipment_id: str) -> Any:
     if form.validate_on_submit():
         data = load_form(form, schemas.DeliverIn(), form.payload())
         delivered = (
-            carry_out(form, lambda: shipments().deliver(shipment_id, data, actor=actor()))
+            carry_out(form, lambda: shipments().deliver(shipment_id, data, actor=page_actor()))
             if data is not None
             else None
         )
@@ -352,7 +353,9 @@ def cancel(shipment_id: str) -> Any:
     if form.validate_on_submit():
         data = load_form(form, schemas.CancelIn(), {"reason": form.reason.data})
         cancelled = (
-            carry_out(form, lambda: shipments().cancel(shipment_id, data["reason"], actor=actor()))
+            carry_out(
+                form, lambda: shipments().cancel(shipment_id, data["reason"], actor=page_actor())
+            )
             if data
             else None
         )

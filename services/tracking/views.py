@@ -19,7 +19,7 @@ from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
 from shared.auth import ACKNOWLEDGE_ALERTS, READ, RECORD_EVENTS
-from shared.pages import PageForm, carry_out, page_requires, page_user, succeed
+from shared.pages import PageForm, carry_out, page_actor, page_requires, page_user, succeed
 from shared.web import service_context
 
 EVENT_KINDS = (
@@ -52,12 +52,6 @@ def register(app: Flask) -> None:
 
 def tracking() -> Tracking:
     return service_context().extras["tracking"]
-
-
-def actor() -> str:
-    user = page_user()
-    assert user is not None  # page_requires let the request in
-    return user.name
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -161,7 +155,7 @@ def acknowledge(alert_id: str) -> Any:
     back = pages.local_path(request.args.get("next"), url_for(".control_tower"))
     if form.validate_on_submit():
         alert = carry_out(
-            form, lambda: tracking().acknowledge_alert(alert_id, form.note.data, actor=actor())
+            form, lambda: tracking().acknowledge_alert(alert_id, form.note.data, actor=page_actor())
         )
         if alert:
             return succeed(f"Acknowledged: {alert['message']}", back)
@@ -189,7 +183,9 @@ def record_scan(shipment_id: str) -> Any:
     if form.validate_on_submit():
         data = pages.load_form(form, EventIn(), form.payload(shipment_id))
         recorded = (
-            carry_out(form, lambda: tracking().record_event(data, source=actor())) if data else None
+            carry_out(form, lambda: tracking().record_event(data, source=page_actor()))
+            if data
+            else None
         )
         if recorded:
             pages.remember_offset(form.utc_offset.data)
