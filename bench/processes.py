@@ -141,6 +141,14 @@ def _tree(root: int) -> list[tuple[int, int]]:
     return found
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far, all cores together."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    total = sum(fields[:8])
+    return (total - fields[3] - fields[4]) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

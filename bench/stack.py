@@ -210,6 +210,9 @@ class Stack:
     def workers(self, service: str, count: int = 1) -> list[Process]:
         """``count`` processes of `partsflow worker <service>`, once all consume."""
         self.up(workers={service: count})
+        return self.running_workers(service)
+
+    def running_workers(self, service: str) -> list[Process]:
         return [p for p in self.processes if p.name.startswith(f"worker {service}")]
 
     def _start_web(self, service: str) -> tuple[int, Process]:

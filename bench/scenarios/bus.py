@@ -11,12 +11,13 @@ import random
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import pika
 
 from bench import broker, profile
 from bench.broker import Outgoing
-from bench.processes import Process, wait_for
+from bench.processes import Process, machine_cpu_seconds, wait_for
 from bench.report import Outcome, Row, per_second, percent, verdict
 from bench.stack import Run, Stack
 from services import bootstrap
@@ -192,7 +193,7 @@ def _profile(run: Run, stack: Stack, worker: Process, rate: float, outcome: Outc
 # -- scale-out: one and two workers per service on the bus path ------------------------------
 def run_scaleout(run: Run, outcome: Outcome) -> None:
     count = run.options.path_messages
-    paths: dict[int, dict[str, float]] = {}
+    paths: dict[int, dict[str, Any]] = {}
     for workers in (1, 2):
         paths[workers] = _bus_path(run, workers, count)
     ratio = paths[2]["path"] / paths[1]["path"] if paths[1]["path"] else 0.0
@@ -202,7 +203,8 @@ def run_scaleout(run: Run, outcome: Outcome) -> None:
         p = paths[k]
         return (
             f"{k}: {per_second(p['path'])} (inventory {per_second(p['inventory'])}, shipments "
-            f"{per_second(p['shipments'])}, tracking {per_second(p['tracking'])})"
+            f"{per_second(p['shipments'])}, tracking {per_second(p['tracking'])}; machine CPU "
+            f"busy {percent(p['machine_busy'])})"
         )
 
     outcome.rows.append(
@@ -218,7 +220,7 @@ def run_scaleout(run: Run, outcome: Outcome) -> None:
     )
 
 
-def _bus_path(run: Run, workers: int, count: int) -> dict[str, float]:
+def _bus_path(run: Run, workers: int, count: int) -> dict[str, Any]:
     stack = Stack(run, f"scaleout{workers}")
     try:
         stack.up(workers={service: workers for service in ("tracking", "shipments", "inventory")})
@@ -227,14 +229,27 @@ def _bus_path(run: Run, workers: int, count: int) -> dict[str, float]:
         warehouses = len(run.catalogue.warehouses)
         for service in ("shipments", "tracking"):
             wait_applied(stack, service, "inventory.warehouse.created", warehouses, started)
-        broker.publish_confirmed(
-            run.options.amqp_url, reserve_commands(run, stack, count, f"SCALE{workers}")
-        )
+        commands = reserve_commands(run, stack, count, f"SCALE{workers}")
+        services = ("inventory", "shipments", "tracking")
+        cpu_before = {s: sum(p.cpu_seconds() for p in stack.running_workers(s)) for s in services}
+        busy_before, total_before = machine_cpu_seconds()
+        broker.publish_confirmed(run.options.amqp_url, commands)
         inventory = wait_applied(stack, "inventory", "inventory.reserve", count, started)
         shipments = wait_applied(
             stack, "shipments", "inventory.reservation.confirmed", count, started
         )
         tracking = wait_applied(stack, "tracking", "shipments.shipment.planned", count, started)
+        busy_after, total_after = machine_cpu_seconds()
+        # Why a second worker cannot help when the first already keeps every core busy.
+        cpu_ms = {
+            s: round(
+                1000
+                * (sum(p.cpu_seconds() for p in stack.running_workers(s)) - cpu_before[s])
+                / count,
+                2,
+            )
+            for s in services
+        }
         assert inventory.first is not None and tracking.last is not None
         path_seconds = (tracking.last - inventory.first).total_seconds()
         return {
@@ -243,6 +258,10 @@ def _bus_path(run: Run, workers: int, count: int) -> dict[str, float]:
             "shipments": round(shipments.rate, 1),
             "tracking": round(tracking.rate, 1),
             "seconds": round(path_seconds, 3),
+            "machine_busy": round(
+                (busy_after - busy_before) / max(total_after - total_before, 1e-9), 3
+            ),
+            "worker_cpu_ms_per_reservation": cpu_ms,
         }
     finally:
         stack.close()
