@@ -64,16 +64,34 @@ def rank_sources(
     return ranked
 
 
+def is_low(available: int, reorder_point: int | None) -> bool:
+    return reorder_point is not None and available < reorder_point
+
+
 def low_stock_crossing(
-    available_before: int, available_after: int, reorder_point: int | None
+    available_before: int | None, available_after: int, reorder_point: int | None
 ) -> str | None:
     """``"low"`` when available drops below the reorder point, ``"replenished"`` when
-    it climbs back to it, else None: one event per crossing, not per change."""
-    if reorder_point is None:
-        return None
-    if available_before >= reorder_point > available_after:
+    it climbs back to it, else None: one event per crossing, not per change. A stock
+    line that did not exist before (``available_before`` None) was not low, so its
+    first receipt below the reorder point is flagged."""
+    was_low = available_before is not None and is_low(available_before, reorder_point)
+    return _crossing(was_low, is_low(available_after, reorder_point))
+
+
+def reorder_point_crossing(
+    available: int, reorder_point_before: int | None, reorder_point_after: int | None
+) -> str | None:
+    """The same signal when the reorder point moves and the stock stays."""
+    return _crossing(
+        is_low(available, reorder_point_before), is_low(available, reorder_point_after)
+    )
+
+
+def _crossing(was_low: bool, now_low: bool) -> str | None:
+    if now_low and not was_low:
         return "low"
-    if available_before < reorder_point <= available_after:
+    if was_low and not now_low:
         return "replenished"
     return None
 

@@ -141,13 +141,30 @@ class Inventory:
 
     def update_part(self, part_number: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         with self.db.transaction() as tx:
-            part = _part(tx.session, part_number)
+            s = tx.session
+            part = _part(s, part_number)
+            reorder_point_before = part.reorder_point
             for name, value in changes.items():
                 setattr(part, name, value)
-            tx.session.flush()
+            s.flush()
             self._catalogue.forget("part", part_number)
             resource = part_resource(part)
             tx.publish("inventory.part.updated", subject=part.part_number, data=resource)
+            if part.reorder_point != reorder_point_before:
+                # Stock that the new reorder point makes low (or no longer low) is
+                # flagged as if the stock had moved.
+                for code, on_hand, reserved in s.execute(
+                    select(Warehouse.code, stock_t.c.on_hand, stock_t.c.reserved)
+                    .join(stock_t, stock_t.c.warehouse_id == Warehouse.id)
+                    .where(stock_t.c.part_id == part.id)
+                    .order_by(Warehouse.code)
+                ):
+                    level = StockLevel(on_hand, reserved)
+                    crossing = rules.reorder_point_crossing(
+                        level.available, reorder_point_before, part.reorder_point
+                    )
+                    if crossing is not None:
+                        _announce_low_stock(tx, crossing, part, code, level)
         return resource
 
     def list_parts(self) -> list[dict[str, Any]]:
@@ -176,7 +193,7 @@ class Inventory:
             reference = data.get("reference")
             if part.serialized:
                 self._create_units(s, part, warehouse, serials, now)
-            level = _add_stock(s, warehouse.id, part.id, quantity)
+            level, existed = _add_stock(s, warehouse.id, part.id, quantity)
             movement_ids = _add_movements(
                 s,
                 [
@@ -192,7 +209,7 @@ class Inventory:
                 part,
                 warehouse.code,
                 level,
-                quantity,
+                quantity if existed else None,
                 movement_ids,
                 quantity=quantity,
                 serials=serials,
@@ -238,10 +255,11 @@ class Inventory:
             part = _part(s, data["part_number"])
             _check_serials_given(part, serials, abs(delta), "delta")
             reference = data["reason"]
+            existed = True
             if delta > 0:
                 if part.serialized:
                     self._create_units(s, part, warehouse, serials, now)
-                level = _add_stock(s, warehouse.id, part.id, delta)
+                level, existed = _add_stock(s, warehouse.id, part.id, delta)
             else:
                 level = _change_stock(s, warehouse.id, part.id, on_hand=delta, reserved=0)
                 if level is None:
@@ -299,7 +317,7 @@ class Inventory:
                 part,
                 warehouse.code,
                 level,
-                delta,
+                delta if existed else None,
                 movement_ids,
                 delta=delta,
                 reason=reference,
@@ -344,7 +362,7 @@ class Inventory:
                     "reserved": reserved,
                     "available": available,
                     "reorder_point": reorder_point,
-                    "low": reorder_point is not None and available < reorder_point,
+                    "low": rules.is_low(available, reorder_point),
                 }
             )
         return Page(items, total)
@@ -782,8 +800,7 @@ class Inventory:
                 serials = [x for x in row.serials.split(",") if x]
                 if target is not None and row.quantity:
                     part = s.get(Part, row.part_id)
-                    before = _stock_level(s, target.id, part.id)
-                    level = _add_stock(s, target.id, part.id, row.quantity)
+                    level, existed = _add_stock(s, target.id, part.id, row.quantity)
                     s.execute(
                         update(unit_t)
                         .where(unit_t.c.serial.in_(serials))
@@ -813,7 +830,13 @@ class Inventory:
                             for qty, serial in _lines(row.quantity, serials)
                         ],
                     )
-                    _announce_crossing(tx, part, target.code, before.available, level)
+                    _announce_crossing(
+                        tx,
+                        part,
+                        target.code,
+                        level.available - row.quantity if existed else None,
+                        level,
+                    )
                 elif serials:
                     s.execute(
                         update(unit_t)
@@ -1202,7 +1225,7 @@ def stock_resource(warehouse_code: str, part: Part, level: StockLevel) -> dict[s
         "reserved": level.reserved,
         "available": level.available,
         "reorder_point": part.reorder_point,
-        "low": part.reorder_point is not None and level.available < part.reorder_point,
+        "low": rules.is_low(level.available, part.reorder_point),
     }
 
 
@@ -1525,8 +1548,19 @@ def _change_stock(
     return None if row is None else StockLevel(row.on_hand, row.reserved)
 
 
-def _add_stock(s: Session, warehouse_id: int, part_id: int, quantity: int) -> StockLevel:
-    """Receive into a stock row, creating it on first receipt."""
+def _add_stock(
+    s: Session, warehouse_id: int, part_id: int, quantity: int
+) -> tuple[StockLevel, bool]:
+    """Receive into a stock row, creating it on first receipt; the level now, and
+    whether the row was there before."""
+    existed = (
+        s.execute(
+            select(stock_t.c.part_id).where(
+                stock_t.c.warehouse_id == warehouse_id, stock_t.c.part_id == part_id
+            )
+        ).first()
+        is not None
+    )
     dialect_insert = (
         postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
     )
@@ -1538,7 +1572,7 @@ def _add_stock(s: Session, warehouse_id: int, part_id: int, quantity: int) -> St
         set_={"on_hand": stock_t.c.on_hand + quantity},
     ).returning(stock_t.c.on_hand, stock_t.c.reserved)
     row = s.execute(statement).one()
-    return StockLevel(row.on_hand, row.reserved)
+    return StockLevel(row.on_hand, row.reserved), existed
 
 
 def _stock_level(s: Session, warehouse_id: int, part_id: int) -> StockLevel:
@@ -1569,12 +1603,13 @@ def _announce_stock_change(
     part: Part,
     warehouse_code: str,
     level: StockLevel,
-    change: int,
+    change: int | None,
     movement_ids: list[int],
     **details: Any,
 ) -> dict[str, Any]:
     """Publish ``inventory.stock.<event>`` (and a low-stock crossing, if any); return
-    the API's answer: the ledger lines written and the stock row now."""
+    the API's answer: the ledger lines written and the stock row now. ``change`` is
+    None when the stock row is new."""
     stock = stock_resource(warehouse_code, part, level)
     tx.publish(
         f"inventory.stock.{event}",
@@ -1587,16 +1622,26 @@ def _announce_stock_change(
             "stock": stock,
         },
     )
-    _announce_crossing(tx, part, warehouse_code, level.available - change, level)
+    before = None if change is None else level.available - change
+    _announce_crossing(tx, part, warehouse_code, before, level)
     return {"movement_ids": movement_ids, "stock": stock}
 
 
 def _announce_crossing(
-    tx: Transaction, part: Part, warehouse_code: str, available_before: int, level: StockLevel
+    tx: Transaction,
+    part: Part,
+    warehouse_code: str,
+    available_before: int | None,
+    level: StockLevel,
 ) -> None:
     crossing = rules.low_stock_crossing(available_before, level.available, part.reorder_point)
-    if crossing is None:
-        return
+    if crossing is not None:
+        _announce_low_stock(tx, crossing, part, warehouse_code, level)
+
+
+def _announce_low_stock(
+    tx: Transaction, crossing: str, part: Part, warehouse_code: str, level: StockLevel
+) -> None:
     tx.publish(
         f"inventory.stock.{crossing}",
         subject=f"{part.part_number}@{warehouse_code}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -146,7 +146,7 @@ class Shipments:
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
-            if not _note_reservation(s, reservation):
+            if not _note_reservation(tx, reservation):
                 return
             if reservation["status"] != "confirmed":
                 return
@@ -155,48 +155,80 @@ class Shipments:
             )
             if on_a_shipment is not None:
                 return
+            line = {
+                "part_number": reservation["part_number"],
+                "quantity": reservation["quantity"],
+                "reservation_id": reservation["id"],
+                "serials": ",".join(reservation.get("serials") or []),
+            }
             shipment = self._planned_shipment_for(
                 s, reservation["job_id"], reservation["warehouse"]
             )
-            created = shipment is None
             if shipment is None:
-                origin = s.get(KnownWarehouse, reservation["warehouse"])
-                shipment = Shipment(
-                    id=str(uuid.uuid4()),
-                    status=states.PLANNED,
-                    origin=reservation["warehouse"],
-                    origin_region=reservation.get("warehouse_region")
-                    or (origin.region if origin else None),
-                    destination_site=reservation["site"]["name"],
-                    destination_region=reservation["site"]["region"],
-                    mode=DEFAULT_MODE,
-                    job_id=reservation["job_id"],
-                    priority=reservation["priority"],
-                    owner=reservation["owner"],
-                    required_by=reservation["required_by"],
-                    correlation_id=correlation_id,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(shipment)
-                s.flush()
-                _history(s, shipment, now, f"planned for reservation {reservation['id']}", None)
-            else:
-                shipment.version += 1
-                shipment.updated_at = now
-                shipment.required_by = min(shipment.required_by, reservation["required_by"])
-            s.add(
-                ShipmentLine(
-                    shipment_id=shipment.id,
-                    part_number=reservation["part_number"],
-                    quantity=reservation["quantity"],
-                    reservation_id=reservation["id"],
-                    serials=",".join(reservation.get("serials") or []),
-                )
-            )
+                self._plan_new_shipment(tx, reservation, line, correlation_id, now)
+                return
+            shipment.version += 1
+            shipment.updated_at = now
+            shipment.required_by = min(shipment.required_by, reservation["required_by"])
+            s.add(ShipmentLine(shipment_id=shipment.id, **line))
             s.flush()
-            self._announce(tx, shipment, "planned" if created else "updated")
+            self._announce(tx, shipment, "updated")
+
+    def _plan_new_shipment(
+        self,
+        tx: Transaction,
+        reservation: Mapping[str, Any],
+        line: dict[str, Any],
+        correlation_id: str,
+        now: datetime,
+    ) -> None:
+        """The common case, one reservation making a job's shipment: its rows go in at
+        commit and its event is built from them, with nothing read back."""
+        origin_region = reservation.get("warehouse_region")
+        if origin_region is None:
+            origin = tx.session.get(KnownWarehouse, reservation["warehouse"])
+            origin_region = origin.region if origin else None
+        shipment = Shipment(
+            id=str(uuid.uuid4()),
+            status=states.PLANNED,
+            origin=reservation["warehouse"],
+            origin_region=origin_region,
+            destination_site=reservation["site"]["name"],
+            destination_warehouse=None,
+            destination_region=reservation["site"]["region"],
+            mode=DEFAULT_MODE,
+            carrier=None,
+            tracking_number=None,
+            job_id=reservation["job_id"],
+            priority=reservation["priority"],
+            owner=reservation["owner"],
+            # As read back from the database would give it: in UTC.
+            required_by=reservation["required_by"].astimezone(UTC),
+            promised_delivery_at=None,
+            dispatched_at=None,
+            delivered_at=None,
+            received_by=None,
+            correlation_id=correlation_id,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        history = {
+            "status": states.PLANNED,
+            "at": now,
+            "note": f"planned for reservation {reservation['id']}",
+            "actor": None,
+        }
+        tx.insert_at_commit(Shipment.__table__, [_columns(shipment)])
+        tx.insert_at_commit(ShipmentLine.__table__, [{"shipment_id": shipment.id, **line}])
+        tx.insert_at_commit(ShipmentEvent.__table__, [{"shipment_id": shipment.id, **history}])
+        resource = _shipment_resource(shipment, [_line_resource(line)], [], [history])
+        tx.publish(
+            "shipments.shipment.planned",
+            subject=shipment.id,
+            data=resource,
+            correlation_id=correlation_id,
+        )
 
     def _planned_shipment_for(self, s: Session, job_id: str, origin: str) -> Shipment | None:
         query = (
@@ -219,7 +251,7 @@ class Shipments:
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
-            if not _note_reservation(s, reservation):
+            if not _note_reservation(tx, reservation):
                 return
             line = s.scalar(
                 select(ShipmentLine)
@@ -252,7 +284,7 @@ class Shipments:
     def note_reservation(self, reservation: Mapping[str, Any]) -> None:
         """Any other reservation event: remember its latest version and status."""
         with self.db.transaction() as tx:
-            _note_reservation(tx.session, reservation)
+            _note_reservation(tx, reservation)
 
     def note_warehouse(self, warehouse: Mapping[str, Any]) -> None:
         code, region = warehouse["code"], warehouse["region"]
@@ -540,12 +572,14 @@ def shipment_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]]:
         select(ShipmentLine).where(ShipmentLine.shipment_id.in_(ids)).order_by(ShipmentLine.id)
     ):
         lines.setdefault(line.shipment_id, []).append(
-            {
-                "part_number": line.part_number,
-                "quantity": line.quantity,
-                "reservation_id": line.reservation_id,
-                "serials": [x for x in line.serials.split(",") if x],
-            }
+            _line_resource(
+                {
+                    "part_number": line.part_number,
+                    "quantity": line.quantity,
+                    "reservation_id": line.reservation_id,
+                    "serials": line.serials,
+                }
+            )
         )
     checkpoints: dict[str, list[dict[str, Any]]] = {}
     for checkpoint in s.scalars(
@@ -568,40 +602,64 @@ def shipment_resources(s: Session, ids: Sequence[str]) -> list[dict[str, Any]]:
     resources = []
     for shipment_id in ids:
         x = shipments.get(shipment_id)
-        if x is None:
-            continue
-        destination: dict[str, Any] = (
-            {"warehouse": x.destination_warehouse, "region": x.destination_region}
-            if x.destination_warehouse
-            else {"site": x.destination_site, "region": x.destination_region}
-        )
-        resources.append(
-            {
-                "id": x.id,
-                "status": x.status,
-                "origin": x.origin,
-                "origin_region": x.origin_region,
-                "destination": destination,
-                "mode": x.mode,
-                "carrier": x.carrier,
-                "tracking_number": x.tracking_number,
-                "lines": lines.get(x.id, []),
-                "job_id": x.job_id,
-                "priority": x.priority,
-                "owner": x.owner,
-                "required_by": x.required_by,
-                "promised_delivery_at": x.promised_delivery_at,
-                "dispatched_at": x.dispatched_at,
-                "delivered_at": x.delivered_at,
-                "received_by": x.received_by,
-                "checkpoints": checkpoints.get(x.id, []),
-                "history": history.get(x.id, []),
-                "version": x.version,
-                "created_at": x.created_at,
-                "updated_at": x.updated_at,
-            }
-        )
+        if x is not None:
+            resources.append(
+                _shipment_resource(
+                    x, lines.get(x.id, []), checkpoints.get(x.id, []), history.get(x.id, [])
+                )
+            )
     return resources
+
+
+def _shipment_resource(
+    x: Shipment,
+    lines: list[dict[str, Any]],
+    checkpoints: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    destination: dict[str, Any] = (
+        {"warehouse": x.destination_warehouse, "region": x.destination_region}
+        if x.destination_warehouse
+        else {"site": x.destination_site, "region": x.destination_region}
+    )
+    return {
+        "id": x.id,
+        "status": x.status,
+        "origin": x.origin,
+        "origin_region": x.origin_region,
+        "destination": destination,
+        "mode": x.mode,
+        "carrier": x.carrier,
+        "tracking_number": x.tracking_number,
+        "lines": lines,
+        "job_id": x.job_id,
+        "priority": x.priority,
+        "owner": x.owner,
+        "required_by": x.required_by,
+        "promised_delivery_at": x.promised_delivery_at,
+        "dispatched_at": x.dispatched_at,
+        "delivered_at": x.delivered_at,
+        "received_by": x.received_by,
+        "checkpoints": checkpoints,
+        "history": history,
+        "version": x.version,
+        "created_at": x.created_at,
+        "updated_at": x.updated_at,
+    }
+
+
+def _line_resource(line: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "part_number": line["part_number"],
+        "quantity": line["quantity"],
+        "reservation_id": line["reservation_id"],
+        "serials": [x for x in line["serials"].split(",") if x],
+    }
+
+
+def _columns(shipment: Shipment) -> dict[str, Any]:
+    """A shipment not in the session, as the row to insert."""
+    return {column.key: getattr(shipment, column.key) for column in Shipment.__table__.columns}
 
 
 # ======================================================================================
@@ -640,30 +698,34 @@ def _check_dispatch(
         raise InvalidInput("the dispatch has invalid fields; see errors", errors=errors)
 
 
-def _note_reservation(s: Session, reservation: Mapping[str, Any]) -> bool:
+def _note_reservation(tx: Transaction, reservation: Mapping[str, Any]) -> bool:
     """Remember the reservation's latest version; False when this event is stale. The
     row is locked, so two deliveries of one reservation at once apply in turn (a new
-    row's primary key does the same for the first two)."""
+    row's primary key does the same for the first two; nothing reads it back, so it
+    goes in at commit)."""
+    s = tx.session
     lock = s.get_bind().dialect.name == "postgresql"
     known = s.get(KnownReservation, reservation["id"], with_for_update=lock or None)
     if known is not None and known.version >= reservation["version"]:
         return False
     if known is None:
-        s.add(
-            KnownReservation(
-                id=reservation["id"],
-                version=reservation["version"],
-                status=reservation["status"],
-                job_id=reservation["job_id"],
-                part_number=reservation["part_number"],
-                quantity=reservation["quantity"],
-                warehouse=reservation["warehouse"],
-            )
+        tx.insert_at_commit(
+            KnownReservation.__table__,
+            [
+                {
+                    "id": reservation["id"],
+                    "version": reservation["version"],
+                    "status": reservation["status"],
+                    "job_id": reservation["job_id"],
+                    "part_number": reservation["part_number"],
+                    "quantity": reservation["quantity"],
+                    "warehouse": reservation["warehouse"],
+                }
+            ],
         )
     else:
         known.version = reservation["version"]
         known.status = reservation["status"]
-    s.flush()
     return True
 
 

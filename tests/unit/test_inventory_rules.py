@@ -8,6 +8,7 @@ from services.inventory.rules import (
     low_stock_crossing,
     preemption_problem,
     rank_sources,
+    reorder_point_crossing,
 )
 
 
@@ -45,6 +46,18 @@ class TestLowStockCrossing:
 
     def test_no_reorder_point_no_events(self) -> None:
         assert low_stock_crossing(5, 0, None) is None
+
+    def test_a_new_stock_line_was_not_low(self) -> None:
+        assert low_stock_crossing(None, 1, 2) == "low"
+        assert low_stock_crossing(None, 2, 2) is None
+        assert low_stock_crossing(None, 0, None) is None
+
+    def test_a_moved_reorder_point_crosses_like_moved_stock(self) -> None:
+        assert reorder_point_crossing(4, 2, 5) == "low"
+        assert reorder_point_crossing(4, 5, 4) == "replenished"
+        assert reorder_point_crossing(4, None, 5) == "low"
+        assert reorder_point_crossing(4, 5, None) == "replenished"
+        assert reorder_point_crossing(4, 6, 5) is None
 
 
 class TestPreemption:
