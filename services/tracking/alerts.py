@@ -168,7 +168,7 @@ def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
         )
     if s.status == "planned":
         return problems
-    nxt = s.estimate.next_checkpoint
+    nxt = s.estimate.checkpoint_ahead
     if nxt is not None and nxt.due_at < now:
         overdue = duration((now - nxt.due_at).total_seconds() / 3600)
         position = [c.name for c in s.checkpoints].index(nxt.name) + 1

@@ -36,6 +36,12 @@ REGION_FACTOR = {True: 0.5, False: 1.5, None: 1.0}
 PROMISE_SPREAD = {"carrier": 0.3, "courier": 0.25, "hand_carry": 0.2}
 # Even a very regular lane is not clockwork.
 MIN_SPREAD = 0.05
+# A lane of a few wildly different transits (a test shipment delivered in a minute
+# beside a real one) must not make a range of centuries: beyond this spread the 80 %
+# range is already about 1/13 to 13 times the median.
+MAX_SPREAD = 2.0
+# No estimate reaches further than this from dispatch.
+MAX_TRANSIT_HOURS = 24.0 * 365
 # Real lanes have heavier tails than a log-normal (a strike, a storm): a little margin
 # keeps the 80 % range from being falsely narrow on them.
 MARGIN = 1.06
@@ -157,7 +163,7 @@ def _predictive_spread(values: Sequence[float]) -> float:
     # A sample's deviation underestimates the spread it comes from (by c4, ~6 % at 5).
     unbiased = statistics.stdev(logs) / (1 - 1 / (4 * n) - 7 / (32 * n * n))
     spread = max(unbiased, MIN_SPREAD)
-    return spread * _widening(n)
+    return min(spread * _widening(n), MAX_SPREAD)
 
 
 def _widening(n: int) -> float:
@@ -178,12 +184,13 @@ class TransitModel:
     def quantile(self, p: float, elapsed_hours: float = 0.0) -> float:
         """The ``p`` quantile of the transit time, given that it has lasted
         ``elapsed_hours`` without arriving."""
-        dist = NormalDist(math.log(self.median_hours), max(self.spread, MIN_SPREAD))
+        spread = min(max(self.spread, MIN_SPREAD), MAX_SPREAD)
+        dist = NormalDist(math.log(self.median_hours), spread)
         if elapsed_hours <= 0:
-            return math.exp(dist.inv_cdf(p))
+            return min(math.exp(dist.inv_cdf(p)), MAX_TRANSIT_HOURS)
         gone = dist.cdf(math.log(elapsed_hours))
         q = min(gone + p * (1 - gone), 1 - 1e-9)
-        return max(math.exp(dist.inv_cdf(q)), elapsed_hours)
+        return min(max(math.exp(dist.inv_cdf(q)), elapsed_hours), MAX_TRANSIT_HOURS)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class Estimate:
     basis: str
     reason: str
     next_checkpoint: Checkpoint | None = None
+    checkpoint_ahead: Checkpoint | None = None
     # The typical transit on this lane, and when the shipment should have arrived at
     # the latest, judged at dispatch: what "silent for too long" is measured against.
     typical_hours: float = DEFAULT_HOURS["carrier"]
@@ -268,10 +276,13 @@ def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, 
 
 def estimate(facts: ShipmentFacts, lane: LaneStats, now: datetime) -> Estimate:
     model, basis, why = transit_model(facts, lane)
-    nxt = next_checkpoint(facts.checkpoints)
     start = facts.dispatched_at or now
     overdue_after = start + timedelta(hours=model.quantile(0.9))
-    common = {"next_checkpoint": nxt, "typical_hours": model.median_hours}
+    common: dict = {"typical_hours": model.median_hours}
+    if facts.status not in ("delivered", "cancelled", "lost"):
+        # A journey that has ended has no checkpoint to come.
+        common["next_checkpoint"] = next_checkpoint(facts.checkpoints)
+        common["checkpoint_ahead"] = checkpoint_ahead(facts.checkpoints)
     if facts.status == "delivered":
         if facts.delivered_at is None:
             return Estimate(None, None, None, basis, "Delivered.", **common)
@@ -355,8 +366,14 @@ class _Progress:
 
 
 def next_checkpoint(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
-    """The first checkpoint after the last one passed (a checkpoint whose scan was
-    missed while a later one was passed is behind the shipment, not ahead of it)."""
+    """The first checkpoint not yet passed, even when it is overdue or a later one
+    was passed: what a person checks on next."""
+    return next((c for c in checkpoints if c.passed_at is None), None)
+
+
+def checkpoint_ahead(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
+    """The first checkpoint after the last one passed: one whose scan was missed while
+    a later one was passed is behind the shipment, so it is not overdue."""
     last = _last_passed(checkpoints)
     start = 0 if last is None else last + 1
     return checkpoints[start] if start < len(checkpoints) else None

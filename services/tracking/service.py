@@ -48,6 +48,8 @@ MOVEMENT_KINDS = ("picked_up", "checkpoint", "in_transit", "out_for_delivery")
 # Events that place a shipment at a planned checkpoint when they name it.
 PASSING_KINDS = (*MOVEMENT_KINDS, "delivered")
 RESCUED_PRIORITIES = ("machine_down", "urgent")
+# An event time "now" may come from a sender's clock a little ahead of ours.
+CLOCK_SKEW = timedelta(minutes=2)
 # Reservations that no longer count towards their job.
 SET_ASIDE = ("released", "preempted")
 RISK_SEVERITY = {
@@ -157,6 +159,11 @@ class Tracking:
         ``event_id`` changes nothing. ``answer_repeat``: announce a repeat again (a
         command's sender waits for an answer)."""
         now = self.clock.now()
+        if data["occurred_at"] > now + CLOCK_SKEW:
+            raise InvalidInput(
+                "a tracking event cannot have happened in the future",
+                errors={"occurred_at": ["must not be in the future"]},
+            )
         with self.db.transaction() as tx:
             s = tx.session
             shipment = self._find_shipment(s, data)
@@ -298,18 +305,23 @@ class Tracking:
         if latest:
             shipment.last_event_id = event.id
             shipment.last_event_at = event.occurred_at
+        # The moves shipments' own state machine makes on the same event (it follows
+        # these events too), so both services tell one story: a journey that ended
+        # (delivered, lost, cancelled) stays ended, and a shipment not dispatched yet
+        # is lost or held up only once it has left.
         before = shipment.status
         if event.kind == "delivered":
-            # Arrival ends the journey, whatever scans arrive late about its middle.
-            if shipment.status != "delivered":
+            # Arrival ends the journey, whatever scans arrive late about its middle;
+            # a delivery of a planned shipment means its dispatch was not recorded.
+            if shipment.status in SCANNED:
                 shipment.status = "delivered"
                 shipment.delivered_at = shipment.delivered_at or event.occurred_at
-        elif latest and event.kind == "lost" and shipment.status in (*SCANNED, "lost"):
+        elif latest and event.kind == "lost" and shipment.status in (*alerts.MOVING, "lost"):
             shipment.status = "lost"
             shipment.lost_note = event.note or shipment.lost_note
         elif latest and event.kind == "exception" and shipment.status == "in_transit":
             shipment.status = "exception"
-        elif latest and event.kind in MOVEMENT_KINDS and shipment.status in ("exception", "lost"):
+        elif latest and event.kind in MOVEMENT_KINDS and shipment.status == "exception":
             shipment.status = "in_transit"
         shipment.updated_at = now
         s.flush()

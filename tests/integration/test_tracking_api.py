@@ -70,6 +70,7 @@ class TestRecordEvent:
     def test_by_carrier_and_tracking_number(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
         tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
         body = {
             "carrier": "SF",
             "tracking_number": "SF1234567",
@@ -119,6 +120,7 @@ class TestRecordEvent:
     def test_a_repeated_event_id_is_accepted_once(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
         tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(2))
         body = event_body(shipment["id"], "in_transit", at(2), event_id="SF-evt-991")
         first = tracking.api("service").post(f"{V1}/events", body)
         again = tracking.api("service").post(f"{V1}/events", body)
@@ -165,9 +167,26 @@ class TestRecordEvent:
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
         assert eta["checkpoints"][0]["passed_at"] == iso(at(1.2))
 
+    def test_an_event_from_the_future_is_refused(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(5))
+        api = tracking.api("service")
+        # A sender's clock a minute ahead is taken; a delivery two days ahead is not.
+        assert (
+            api.post(f"{V1}/events", event_body(shipment["id"], "in_transit", at(5.02))).status
+            == 201
+        )
+        reply = api.post(f"{V1}/events", event_body(shipment["id"], "delivered", at(53)))
+        assert reply.status == 422, reply
+        assert "occurred_at" in reply.body["errors"]
+        eta = api.get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["status"] == "in_transit"
+
     def test_roles(self, tracking: TrackingUnderTest) -> None:
         shipment = shipment_data()
         tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(1))
         body = event_body(shipment["id"], "in_transit", at(1))
         assert tracking.api(None).post(f"{V1}/events", body).status == 401
         assert tracking.api("viewer").post(f"{V1}/events", body).status == 403
@@ -176,10 +195,59 @@ class TestRecordEvent:
         assert tracking.api(None).get(f"{V1}/shipments/{shipment['id']}/eta").status == 401
 
 
+class TestEventsFollowTheShipmentsStateMachine:
+    """Shipments follows the same events with its own state machine; tracking moves as
+    it does, so the two never tell different stories."""
+
+    def status(self, tracking: TrackingUnderTest, shipment_id: str) -> str:
+        return tracking.api().get(f"{V1}/shipments/{shipment_id}/eta").body["status"]
+
+    def post(self, tracking: TrackingUnderTest, shipment_id: str, kind: str, hours: float):
+        reply = tracking.api("service").post(
+            f"{V1}/events", event_body(shipment_id, kind, at(hours))
+        )
+        assert reply.status == 201, reply
+
+    def test_a_shipment_not_dispatched_is_not_lost_or_held_up(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(status="planned", dispatched_at=None, checkpoints=[])
+        tracking.shipment("planned", shipment)
+        tracking.clock.set(at(2))
+        self.post(tracking, shipment["id"], "lost", 1)
+        self.post(tracking, shipment["id"], "exception", 1.5)
+        assert self.status(tracking, shipment["id"]) == "planned"
+        assert tracking.open_alerts(kind="lost") == []
+        assert tracking.published("inventory.reserve") == []
+
+    def test_an_ended_journey_stays_ended(self, tracking: TrackingUnderTest) -> None:
+        cancelled = shipment_data(status="cancelled", dispatched_at=None, checkpoints=[])
+        tracking.shipment("cancelled", cancelled)
+        lost = shipment_data()
+        tracking.shipment("dispatched", lost)
+        tracking.clock.set(at(6))
+        self.post(tracking, cancelled["id"], "delivered", 5)
+        self.post(tracking, lost["id"], "lost", 3)
+        self.post(tracking, lost["id"], "checkpoint", 4)
+        self.post(tracking, lost["id"], "delivered", 5)
+        assert self.status(tracking, cancelled["id"]) == "cancelled"
+        assert self.status(tracking, lost["id"]) == "lost"
+
+    def test_a_scan_after_an_exception_resumes(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(6))
+        self.post(tracking, shipment["id"], "exception", 3)
+        assert self.status(tracking, shipment["id"]) == "exception"
+        self.post(tracking, shipment["id"], "in_transit", 4)
+        assert self.status(tracking, shipment["id"]) == "in_transit"
+
+
 class TestRecordEventCommand:
     def test_the_answer_carries_the_command_id(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
         tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(1))
         command_id = "cmd-0001"
         body = {**event_body(shipment["id"], "picked_up", at(1)), "event_id": "e-1"}
         outcome, _ = tracking.deliver("tracking.record_event", body, message_id=command_id)
@@ -204,7 +272,7 @@ class TestRecordEventCommand:
     def test_an_unknown_shipment_is_rejected_never_dropped(
         self, tracking: TrackingUnderTest
     ) -> None:
-        body = event_body("no-such-shipment", "in_transit", at(1))
+        body = event_body("no-such-shipment", "in_transit", T0)
         outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-404")
         assert outcome is Outcome.ACK
         (rejected,) = tracking.published("tracking.event.rejected")

@@ -66,7 +66,7 @@ class TestShipmentProblems:
             Checkpoint("Xinduqiao", at(7)),
         ]
         estimate = Estimate(
-            at(14), at(13), at(16), "checkpoints", "", next_checkpoint=checkpoints[1]
+            at(14), at(13), at(16), "checkpoints", "", checkpoint_ahead=checkpoints[1]
         )
         s = situation(checkpoints=checkpoints, estimate=estimate, last_scan_at=at(3.2))
         assert alerts.shipment_problems(s, at(4.9)) == []

@@ -145,10 +145,14 @@ class TestCheckpoints:
         assert "CP5 (checkpoint 5 of 12) was due" in waiting.reason
         assert "2.0 h overdue" in waiting.reason
 
-    def test_a_missed_scan_behind_the_shipment_is_not_next(self) -> None:
+    def test_a_missed_scan_is_next_but_behind_the_shipment(self) -> None:
         facts, now = self.hand_carry({1: 1, 3: 3}, now=3.2)
-        assert eta.next_checkpoint(facts.checkpoints).name == "CP4"
-        assert eta.estimate(facts, eta.LaneStats(), now).next_checkpoint.name == "CP4"
+        e = eta.estimate(facts, eta.LaneStats(), now)
+        # The first not passed is next, though the shipment is past it...
+        assert eta.next_checkpoint(facts.checkpoints).name == "CP2"
+        assert e.next_checkpoint is not None and e.next_checkpoint.name == "CP2"
+        # ...and what lies ahead of it (what overdue alerts watch) is CP4.
+        assert e.checkpoint_ahead is not None and e.checkpoint_ahead.name == "CP4"
 
     def test_past_the_plan_with_no_news_it_is_still_ahead_of_now(self) -> None:
         facts, _ = self.hand_carry({i: i for i in range(1, 13)}, now=0)
@@ -167,12 +171,35 @@ class TestEndStates:
         cancelled = eta.estimate(carrier(status="cancelled"), eta.LaneStats(), at(1))
         assert cancelled.eta is None
 
+    def test_an_ended_journey_has_no_next_checkpoint(self) -> None:
+        checkpoints = [Checkpoint("CP1", at(2)), Checkpoint("CP2", at(4))]
+        for status in ("delivered", "lost", "cancelled"):
+            e = eta.estimate(
+                carrier(status=status, delivered_at=at(5), checkpoints=checkpoints),
+                eta.LaneStats(),
+                at(6),
+            )
+            assert e.next_checkpoint is None and e.checkpoint_ahead is None
+
     def test_an_exception_costs_time(self) -> None:
         history = lane(10, 11, 12, 13, 12, 11)
         normal = eta.estimate(carrier(), history, at(2))
         held = eta.estimate(carrier(status="exception", exception_at=at(2)), history, at(2))
         assert held.eta > normal.eta and held.latest > normal.latest
         assert "exception" in held.reason
+
+
+class TestWildLanes:
+    def test_transits_hundreds_of_times_apart_give_a_wide_range_not_an_error(self) -> None:
+        # A shipment delivered 36 s after dispatch beside one of ten hours.
+        history = lane(10, 0.01)
+        for now in (at(0.5), at(30), at(24 * 400)):
+            e = eta.estimate(carrier(mode="courier"), history, now)
+            assert e.earliest is not None and e.eta is not None and e.latest is not None
+            assert e.earliest <= e.eta <= e.latest
+            assert e.latest - now <= timedelta(hours=eta.MAX_TRANSIT_HOURS)
+        planned = eta.estimate(carrier(status="planned", dispatched_at=None), history, at(1))
+        assert planned.latest is not None and planned.latest > planned.eta
 
 
 class TestRisk:
