@@ -399,10 +399,25 @@ class Inventory:
     def _reserve_part(
         self, data: Mapping[str, Any], preempt: list[str], actor: str | None
     ) -> dict[str, Any]:
-        quantity: int = data["quantity"]
-        request_id = data.get("request_id")
         now = self.clock.now()
         reservation_id = str(uuid.uuid4())
+        try:
+            return self._reserve_in_transaction(data, preempt, actor, reservation_id, now)
+        except _PreemptionUndone as undone:
+            # Described after the rollback, with the preempted reservations still there.
+            with self.db.reading() as s:
+                raise self._rejection(s, undone.part, data, data["quantity"], now) from None
+
+    def _reserve_in_transaction(
+        self,
+        data: Mapping[str, Any],
+        preempt: list[str],
+        actor: str | None,
+        reservation_id: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        quantity: int = data["quantity"]
+        request_id = data.get("request_id")
         with self.db.transaction() as tx:
             s = tx.session
             sql = _sql()
@@ -449,6 +464,8 @@ class Inventory:
                     chosen = candidate
                     break
             if chosen is None or level is None:
+                if preempted:
+                    raise _PreemptionUndone(part)
                 raise self._rejection(s, part, data, quantity, now)
             warehouse_id = chosen.source.warehouse_id
             serials = (
@@ -1508,6 +1525,15 @@ def _add_movements(s: Session, movements: list[dict[str, Any]]) -> list[int]:
             insert(movement_t).returning(movement_t.c.id, sort_by_parameter_order=True), movements
         ).all()
     )
+
+
+class _PreemptionUndone(Exception):
+    """Not enough even with the preempted units: the transaction must roll back
+    before the refusal can say what is available and preemptible."""
+
+    def __init__(self, part: Any) -> None:
+        super().__init__(part.part_number)
+        self.part = part
 
 
 def _add_history(

@@ -244,6 +244,25 @@ class TestReservePart:
         assert preempted["preempted_by"] == taken.body["id"]
         assert preempted["history"][-1]["note"] == f"preempted by {taken.body['id']}"
 
+    def test_preempting_too_little_is_refused_with_the_stock_as_it_stays(
+        self, api: ApiClient
+    ) -> None:
+        receive_tubes(api, "CDU", "T-1", "T-2")
+        routine = api.post(
+            f"{V1}/reservations",
+            reservation_body(job_id="PM-9", priority="routine", quantity=2, warehouse="CDU"),
+        ).body
+        refused = api.post(
+            f"{V1}/reservations",
+            reservation_body(warehouse="CDU", quantity=3, preempt=[routine["id"]]),
+        )
+        assert refused.status == 409, refused
+        # Nothing is free at CDU, and the routine reservation can still be preempted.
+        assert [a["warehouse"] for a in refused.body["alternatives"]] == []
+        assert [p["id"] for p in refused.body["preemptible"]] == [routine["id"]]
+        assert api.get(f"{V1}/reservations/{routine['id']}").body["status"] == "confirmed"
+        assert stock_of(api, "XRT-2000", "CDU")["available"] == 0
+
     def test_only_machine_down_may_preempt(self, api: ApiClient) -> None:
         reply = api.post(f"{V1}/reservations", reservation_body(priority="urgent", preempt=["x"]))
         assert reply.status == 422
