@@ -388,13 +388,13 @@ class Inventory:
                 isinstance(exc, DomainError) and request_id == handled_message_id()
             ):
                 raise
-            with self.db.reading() as s:
-                existing = s.execute(
+            with self.db.transaction() as tx:
+                existing = tx.session.execute(
                     _sql().reservation_by_request, {"request_id": request_id}
                 ).scalar()
                 if existing is None:
                     raise
-                return reservation_resources(s, [existing])[0]
+                return _made_already(tx, existing)
 
     def _reserve_part(
         self, data: Mapping[str, Any], preempt: list[str], actor: str | None
@@ -428,7 +428,7 @@ class Inventory:
                     sql.reservation_by_request, {"request_id": request_id}
                 ).scalar()
                 if existing:
-                    return reservation_resources(s, [existing])[0]
+                    return _made_already(tx, existing)
             part = self._catalogue.part(s, data["part_number"])
             site_region = data["site"]["region"]
             if data.get("warehouse"):
@@ -1525,6 +1525,20 @@ def _add_movements(s: Session, movements: list[dict[str, Any]]) -> list[int]:
             insert(movement_t).returning(movement_t.c.id, sort_by_parameter_order=True), movements
         ).all()
     )
+
+
+def _made_already(tx: Transaction, reservation_id: str) -> dict[str, Any]:
+    """The reservation a request_id has made already, as the answer to its repeat. A
+    command is answered again (its sender waits on reply_to); the event is a repeat
+    of a version every subscriber has seen."""
+    resource = reservation_resources(tx.session, [reservation_id])[0]
+    if handled_message_id() is not None:
+        tx.publish(
+            f"inventory.reservation.{resource['status']}",
+            subject=reservation_id,
+            data={**resource, "repeat": True},
+        )
+    return resource
 
 
 class _PreemptionUndone(Exception):

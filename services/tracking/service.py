@@ -489,7 +489,9 @@ class Tracking:
             reservation.shipment_id = data.get("shipment_id")
             reservation.version = data["version"]
             reservation.updated_at = now
-            _touch_job(
+            job = s.get(Job, reservation.job_id)
+            before = (job.owner, job.required_by) if job is not None else None
+            job = _touch_job(
                 s,
                 reservation.job_id,
                 now,
@@ -503,6 +505,10 @@ class Tracking:
             s.flush()
             # The job's shipments are judged against its required-by, which may have moved.
             revisit = _shipments_carrying(s, reservation.id)
+            if before is not None and before != (job.owner, job.required_by):
+                # A job handed over or moved: every shipment of it names the new owner
+                # and is judged against the new time.
+                revisit += _open_shipments_of_job(s, job.job_id)
             if reservation.replaces and reservation.status == "confirmed":
                 rescue = s.get(Rescue, reservation.replaces)
                 if rescue is not None and rescue.status != "confirmed":
@@ -737,7 +743,9 @@ class Tracking:
             )
         elif required_by is None and job is not None:
             required_by = job.required_by
-        owner = shipment.owner or (job.owner if job else None)
+        # The job's reservations say who owns it now (a job handed over keeps its
+        # shipments); the shipment's own owner is for jobs no reservation told of.
+        owner = (job.owner if job else None) or shipment.owner
         if owner is None and reservations:
             owner = reservations[0].owner
         last_event = (
@@ -1004,7 +1012,8 @@ class Tracking:
             if alert is None:
                 self._raise(tx, problem, now, shipment_id=shipment.id, job_id=job_id, owner=owner)
                 continue
-            changed = alert.fingerprint != problem.fingerprint or eta_moved
+            handed_over = owner is not None and alert.owner != owner
+            changed = alert.fingerprint != problem.fingerprint or eta_moved or handed_over
             if changed and alert.message != problem.message:
                 alert.message = problem.message
                 alert.fingerprint = problem.fingerprint
@@ -1503,6 +1512,17 @@ def _shipment_of(s: Session, reservation_id: str) -> str | None:
     )
 
 
+def _open_shipments_of_job(s: Session, job_id: str) -> list[str]:
+    return list(
+        s.scalars(
+            select(TrackedShipment.id).where(
+                TrackedShipment.job_id == job_id,
+                TrackedShipment.status.in_(("planned", *alerts.MOVING)),
+            )
+        )
+    )
+
+
 def _shipments_carrying(s: Session, reservation_id: str) -> list[str]:
     return list(
         s.scalars(
@@ -1535,7 +1555,7 @@ def _needs_of_line(
     job = s.get(Job, shipment.job_id) if shipment.job_id else None
     site_name = shipment.destination_site or (job.site_name if job else None)
     region = shipment.destination_region or (job.site_region if job else None)
-    owner = shipment.owner or (job.owner if job else None)
+    owner = (job.owner if job else None) or shipment.owner
     required_by = shipment.required_by or (job.required_by if job else None)
     priority = shipment.priority or (job.priority if job else None)
     if not (shipment.job_id and site_name and region and owner and required_by and priority):

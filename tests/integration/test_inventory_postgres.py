@@ -249,6 +249,29 @@ class TestReserveCommands:
         assert stock["reserved"] == 3
         assert len(system.api().get(f"{V1}/reservations").body) == 1
 
+    def test_a_new_command_repeating_a_request_id_is_answered_with_the_first(
+        self, pg_inventory
+    ) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
+            body["request_id"] = "field-service-req-77"
+            first = client.command("inventory.reserve", body)
+            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            again = client.command("inventory.reserve", body)
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+        finally:
+            client.close()
+        answers = {r["correlationid"]: r for r in replies}
+        assert (
+            answers[first]["type"] == answers[again]["type"] == ("inventory.reservation.confirmed")
+        )
+        assert answers[again]["data"]["id"] == answers[first]["data"]["id"]
+        assert answers[again]["data"]["repeat"] is True
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3
+
     def test_release_command_answers_with_the_released_reservation(self, pg_inventory) -> None:
         system = pg_inventory
         receive(system, "GEL-250", "CDU", 2)

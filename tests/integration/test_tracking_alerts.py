@@ -18,6 +18,7 @@ from tests.integration.tracking_support import (
     event_body,
     hourly_checkpoints,
     iso,
+    reservation_data,
     shipment_data,
     start_tracking,
 )
@@ -67,6 +68,29 @@ class TestRaisedOnceResolvedWhenGone:
         published = Counter(m["type"] for m in tracking.published())
         assert published["tracking.alert.raised"] == 3
         assert published["tracking.alert.resolved"] == 3
+
+    def test_a_job_handed_over_has_its_open_alerts_name_the_new_owner(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        first = reservation_data()
+        tracking.reservation("confirmed", first)
+        shipment = shipment_data(
+            checkpoints=hourly_checkpoints(12),
+            lines=[{"part_number": "XRT-2000", "quantity": 1, "reservation_id": first["id"]}],
+        )
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3.5))
+        tracking.service.scan()
+        (overdue,) = tracking.open_alerts(kind="checkpoint_overdue")
+        assert overdue["owner"] == "li.wei" and "(owner li.wei)" in overdue["message"]
+        # Another part for the same job, now owned by someone else.
+        tracking.reservation(
+            "confirmed", reservation_data(part_number="GEL-250", owner="zhang.min")
+        )
+        (overdue,) = tracking.open_alerts(kind="checkpoint_overdue")
+        assert overdue["owner"] == "zhang.min" and "(owner zhang.min)" in overdue["message"]
+        assert [a["id"] for a in tracking.open_alerts(owner="zhang.min")] == [overdue["id"]]
+        assert tracking.open_alerts(owner="li.wei") == []
 
     def test_a_late_delivery_is_one_alert(self, tracking: TrackingUnderTest) -> None:
         shipment = shipment_data(required_by=iso(at(10)))
