@@ -10,7 +10,6 @@ process, under gunicorn, and behind the gateway with no path rewriting.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -84,9 +83,13 @@ def service_context(app: Flask | None = None) -> ServiceContext:
     return (app or current_app).extensions["partsflow"]
 
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
+def problem(
+    status: int, title: str, detail: str | None = None, *, slug: str | None = None, **extra: Any
+) -> Response:
+    """``slug`` names the problem's type (after :data:`PROBLEM_BASE`); by default, the
+    title's words."""
     body: dict[str, Any] = {
-        "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
+        "type": PROBLEM_BASE + (slug or title.lower().replace(" ", "-")),
         "title": title,
         "status": status,
     }
@@ -223,7 +226,13 @@ class ProblemApi(Api):
         detail = data.get("message") or error.description
         if status == 422:
             detail = data.get("message") or "The request has invalid fields; see errors."
-        response = problem(status, _title(status), detail, **extra)
+        if status == 422:
+            # The same problem as a rule broken in the service (InvalidInput).
+            response = problem(
+                422, InvalidInput.title, detail, slug=InvalidInput.type_slug, **extra
+            )
+        else:
+            response = problem(status, _title(status), detail, **extra)
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
@@ -247,12 +256,21 @@ def _flatten_locations(errors: Any) -> dict[str, list[str]]:
     return flat
 
 
-def _messages(value: Any) -> list[str]:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
+def _messages(value: Any, path: str = "") -> list[str]:
+    """A field's messages as sentences; those about its parts (a list's items, a
+    nested object's fields) say which part: ``"0.quantity: Must be ..."``."""
+    prefix = f"{path}: " if path else ""
     if isinstance(value, str):
-        return [value]
-    return [json.dumps(value, default=str)]
+        return [prefix + value]
+    if isinstance(value, dict):
+        return [
+            message
+            for key, inner in value.items()
+            for message in _messages(inner, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(value, list | tuple):
+        return [message for inner in value for message in _messages(inner, path)]
+    return [prefix + str(value)]
 
 
 def _title(status: int) -> str:
@@ -583,7 +601,7 @@ def _install_error_handlers(app: Flask) -> None:
         extra = dict(error.extra)
         if isinstance(error, InvalidInput):
             extra["errors"] = error.errors
-        return problem(error.status, error.title, error.detail, **extra)
+        return problem(error.status, error.title, error.detail, slug=error.type_slug, **extra)
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(error: RateLimitExceeded) -> Response:

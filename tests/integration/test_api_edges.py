@@ -85,6 +85,16 @@ class TestBadInput:
         assert reply.headers["Content-Type"] == "application/problem+json"
         assert field in reply.body["errors"]
 
+    def test_errors_inside_a_field_say_where_in_plain_words(self, api: ApiClient) -> None:
+        reply = api.post(
+            f"{V1}/reservations", reservation_body(part_number="GEL-250", site={"name": 7})
+        )
+        assert reply.status == 422, reply
+        assert sorted(reply.body["errors"]["site"]) == [
+            "name: Not a valid string.",
+            "region: Missing data for required field.",
+        ]
+
     def test_missing_fields_are_each_named(self, api: ApiClient) -> None:
         reply = api.post(f"{V1}/reservations", {})
         assert reply.status == 422
