@@ -83,6 +83,7 @@ class ShipmentSituation:
     parts: Sequence[str] = ()
     required_by: datetime | None = None
     dispatched_at: datetime | None = None
+    dispatch_heard_at: datetime | None = None
     delivered_at: datetime | None = None
     last_scan_at: datetime | None = None
     exception_note: str | None = None
@@ -115,9 +116,14 @@ def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
     silent = silent_hours(s, now)
     if silent is None:
         return None
+    watched = silent
+    if s.dispatch_heard_at is not None:
+        # A dispatch recorded late: the silence before it was heard of was nobody's
+        # to act on, so it is stalled at once but lost only after a wait of its own.
+        watched = min(silent, (now - s.dispatch_heard_at).total_seconds() / 3600)
     limit = stall_after_hours(s.mode, s.estimate.typical_hours)
     overdue = s.estimate.overdue_after is not None and now > s.estimate.overdue_after
-    if (silent > LOST_SILENCE_FACTOR * limit and overdue) or silent > LONG_SILENCE_FACTOR * limit:
+    if (watched > LOST_SILENCE_FACTOR * limit and overdue) or watched > LONG_SILENCE_FACTOR * limit:
         return (
             f"no scan for {duration(silent)}, far longer than this lane allows ({duration(limit)})"
         )

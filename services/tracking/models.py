@@ -98,6 +98,9 @@ class TrackedShipment(Base):
     required_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     promised_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When tracking heard of the dispatch: a dispatch recorded hours late has been
+    # silent all that time, but nobody could act on it before.
+    dispatch_heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The latest tracking event by ``occurred_at`` (events may arrive out of order).
     last_event_id: Mapped[str | None] = mapped_column(String(36))

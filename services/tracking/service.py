@@ -363,6 +363,8 @@ class Tracking:
             shipment.required_by = data.get("required_by")
             shipment.promised_delivery_at = data.get("promised_delivery_at")
             shipment.dispatched_at = data.get("dispatched_at")
+            if shipment.dispatched_at is not None and shipment.dispatch_heard_at is None:
+                shipment.dispatch_heard_at = now
             shipment.delivered_at = data.get("delivered_at") or (
                 shipment.delivered_at if shipment.status == "delivered" else None
             )
@@ -779,6 +781,7 @@ class Tracking:
             parts=[ln.part_number for ln in lines],
             required_by=required_by,
             dispatched_at=shipment.dispatched_at,
+            dispatch_heard_at=shipment.dispatch_heard_at,
             delivered_at=shipment.delivered_at,
             last_scan_at=shipment.last_event_at,
             exception_note=exception_event.note if exception_event else None,

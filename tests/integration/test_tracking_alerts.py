@@ -227,6 +227,23 @@ class TestScheduler:
         assert (eta["status"], eta["risk"], eta["eta"]) == ("lost", "lost", None)
         assert tracking.service.scan(at(41))["declared_lost"] == 0
 
+    def test_a_dispatch_recorded_a_day_late_is_stalled_not_lost_at_once(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(
+            mode="carrier",
+            carrier="SF",
+            tracking_number="SF78",
+            promised_delivery_at=iso(at(24)),
+            required_by=iso(at(48)),
+        )
+        tracking.clock.set(at(30))
+        tracking.shipment("dispatched", shipment)  # dispatched at T0, recorded at 30 h
+        assert tracking.service.scan(at(30.1))["declared_lost"] == 0
+        assert "stalled" in kinds_open(tracking)
+        assert tracking.service.scan(at(30 + 60))["declared_lost"] == 1
+        assert "lost" in kinds_open(tracking)
+
     def test_low_stock_raised_and_resolved_in_the_order_sent(
         self, tracking: TrackingUnderTest
     ) -> None:

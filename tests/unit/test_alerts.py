@@ -122,6 +122,23 @@ class TestLost:
         assert alerts.lost_by_silence(s, at(6 + 48.5)) is not None  # silent far too long
         assert alerts.lost_by_silence(situation(status="delivered"), at(500)) is None
 
+    def test_a_dispatch_recorded_late_is_stalled_at_once_but_lost_only_later(self) -> None:
+        estimate = Estimate(
+            at(24), at(20), at(30), "promised", "", typical_hours=24, overdue_after=at(31)
+        )
+        # Dispatched at 0, recorded only at 40: silent 40 h, but heard of just now.
+        s = situation(
+            mode="carrier",
+            estimate=estimate,
+            dispatched_at=at(0),
+            dispatch_heard_at=at(40),
+            last_scan_at=None,
+        )
+        assert "stalled" in kinds(alerts.shipment_problems(s, at(40.1)))
+        assert alerts.lost_by_silence(s, at(40.1)) is None
+        why = alerts.lost_by_silence(s, at(40 + 24.5))
+        assert why is not None and "no scan for 2.7 days" in why
+
     def test_the_lost_alert_says_where_the_replacement_comes_from(self) -> None:
         lost = situation(status="lost", risk="lost", lost_note="no scan for 26.0 h")
         asked = [Replacement("TEE-P7", "requested")]
