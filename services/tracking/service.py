@@ -472,6 +472,7 @@ class Tracking:
             )
             if reservation is not None and reservation.version >= data["version"]:
                 return
+            first_seen = reservation is None
             if reservation is None:
                 reservation = JobReservation(id=data["id"], first_seen_at=now)
                 s.add(reservation)
@@ -487,7 +488,8 @@ class Tracking:
             reservation.owner = data["owner"]
             reservation.site_name = site["name"]
             reservation.site_region = site["region"]
-            reservation.replaces = data.get("replaces")
+            # Kept once known: a replacement made by hand is known as one only here.
+            reservation.replaces = data.get("replaces") or reservation.replaces
             reservation.shipment_id = data.get("shipment_id")
             reservation.version = data["version"]
             reservation.updated_at = now
@@ -511,15 +513,31 @@ class Tracking:
                 # A job handed over or moved: every shipment of it names the new owner
                 # and is judged against the new time.
                 revisit += _open_shipments_of_job(s, job.job_id)
+            rescue = None
             if reservation.replaces and reservation.status == "confirmed":
                 rescue = s.get(Rescue, reservation.replaces)
-                if rescue is not None and rescue.status != "confirmed":
-                    rescue.status = "confirmed"
-                    rescue.replacement_id = reservation.id
-                    rescue.warehouse = reservation.warehouse
-                    rescue.answered_at = now
-                    s.flush()
-                    revisit.append(rescue.shipment_id)
+            elif first_seen and before is not None and reservation.status == "confirmed":
+                # A replacement people made by hand (from stock received since, say):
+                # the first new reservation of a known job's part answers a rescue that
+                # found nothing or was left to them.
+                rescue = s.scalar(
+                    select(Rescue)
+                    .where(
+                        Rescue.job_id == reservation.job_id,
+                        Rescue.part_number == reservation.part_number,
+                        Rescue.status.in_(("rejected", "not_requested")),
+                    )
+                    .order_by(Rescue.requested_at)
+                    .limit(1)
+                )
+            if rescue is not None and rescue.status != "confirmed":
+                reservation.replaces = rescue.lost_reservation_id
+                rescue.status = "confirmed"
+                rescue.replacement_id = reservation.id
+                rescue.warehouse = reservation.warehouse
+                rescue.answered_at = now
+                s.flush()
+                revisit.append(rescue.shipment_id)
             if reservation.status == "lost":
                 shipment_id = reservation.shipment_id or _shipment_of(s, reservation.id)
                 self._rescue(tx, reservation.id, _needs_of_reservation(reservation), shipment_id)

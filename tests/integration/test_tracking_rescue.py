@@ -176,6 +176,43 @@ class TestRescue:
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         assert "found outside Partsflow" in alert["message"]
 
+    def test_a_replacement_reserved_by_hand_answers_the_rescue(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        probe, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        (command,) = tracking.published("inventory.reserve")
+        tracking.deliver(
+            "inventory.reservation.rejected",
+            {"command_id": command["id"], "reason": "not-enough-stock", "alternatives": []},
+            correlation_id=command["id"],
+            source="partsflow/inventory",
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
+        # A probe arrives at CDU; logistics reserves it for the job by hand.
+        by_hand = reservation_data(
+            job_id="JOB-TEE",
+            part_number="TEE-P7",
+            warehouse="CDU",
+            warehouse_region="sichuan",
+            owner="dr.chen",
+            required_by=iso(at(48)),
+            site={"name": "Children's Heart Centre", "region": "sichuan"},
+        )
+        tracking.reservation("confirmed", by_hand)
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "reserved at CDU" in alert["message"]
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
+        assert fresh["replaces"] == probe["id"]
+        assert job["risk"] == fresh["risk"] != "lost"
+        # A later version of it (its shipment planned, say) keeps it a replacement.
+        tracking.reservation("confirmed", {**by_hand, "version": 2, "shipment_id": "s-9"})
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
+        assert fresh["replaces"] == probe["id"]
+
     def test_someone_elses_rejection_changes_nothing(self, tracking: TrackingUnderTest) -> None:
         _, shipment = probe_on_its_way(tracking)
         lose(tracking, shipment)
