@@ -9,7 +9,9 @@ process, under gunicorn, and behind the gateway with no path rewriting.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import math
 import time
@@ -496,10 +498,15 @@ def _too_many_writes(breach: RequestLimit) -> Response:
 
 
 def _request_hash() -> str:
+    """The request as sent again: a JSON body by its content, not its spacing or the
+    order of its keys."""
     digest = hashlib.sha256()
     digest.update(request.method.encode())
     digest.update(request.path.encode())
-    digest.update(request.get_data(cache=True))
+    body = request.get_data(cache=True)
+    with contextlib.suppress(ValueError):  # not JSON: its bytes are what it is
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    digest.update(body)
     return digest.hexdigest()
 
 

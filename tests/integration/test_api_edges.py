@@ -182,6 +182,21 @@ class TestIdempotencyKey:
         assert stock["reserved"] == 5
         assert len(api.get(f"{V1}/reservations").body) == 1
 
+    def test_the_same_json_spaced_or_ordered_otherwise_is_a_replay(self, api: ApiClient) -> None:
+        body = reservation_body(part_number="GEL-250", quantity=2)
+        compact = json.dumps(body, separators=(",", ":"))
+        reordered = json.dumps(dict(reversed(list(body.items()))), indent=2)
+        headers = {"Idempotency-Key": "k-4"}
+        first = api.post(
+            f"{V1}/reservations", data=compact, content_type="application/json", headers=headers
+        )
+        again = api.post(
+            f"{V1}/reservations", data=reordered, content_type="application/json", headers=headers
+        )
+        assert (first.status, again.status) == (201, 201)
+        assert again.body["id"] == first.body["id"]
+        assert api.get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 2
+
     def test_same_key_with_another_body_is_422(self, api: ApiClient) -> None:
         api.post(
             f"{V1}/reservations",
