@@ -58,7 +58,10 @@ def low_on_gel(site: Site) -> dict[str, Any]:
         {"warehouse": "SHA", "part_number": "GEL-250", "delta": -10, "reason": "count"}
     )
     (alert,) = wait_until(
-        lambda: site.tracking.control_tower()["alerts"], message="the low-stock alert"
+        lambda: [
+            a for a in site.tracking.control_tower()["alerts"] if a["subject"] == "GEL-250@SHA"
+        ],
+        message="the low-stock alert",
     )
     return alert
 
