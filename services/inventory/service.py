@@ -918,7 +918,9 @@ class Inventory:
         rows = []
         for line_no, line in enumerate(shipment["lines"], start=1):
             if line.get("reservation_id"):
-                row = self._issue_reservation(tx, line["reservation_id"], kind, reference, now)
+                row = self._issue_reservation(
+                    tx, line["reservation_id"], shipment["id"], kind, reference, now
+                )
             else:
                 row = self._issue_unreserved(tx, shipment, line, kind, reference, now)
             if row is None:
@@ -931,7 +933,13 @@ class Inventory:
         return rows
 
     def _issue_reservation(
-        self, tx: Transaction, reservation_id: str, kind: str, reference: str, now: datetime
+        self,
+        tx: Transaction,
+        reservation_id: str,
+        shipment_id: str,
+        kind: str,
+        reference: str,
+        now: datetime,
     ) -> ShipmentIssue | None:
         s = tx.session
         query = select(Reservation).where(Reservation.id == reservation_id)
@@ -971,6 +979,7 @@ class Inventory:
                 for qty, serial in _lines(r.quantity, serials)
             ],
         )
+        r.shipment_id = shipment_id  # the shipment it left on, from now on
         self._end_reservation(tx, r.id, "confirmed", "issued", reference, now)
         return ShipmentIssue(
             part_id=r.part_id,

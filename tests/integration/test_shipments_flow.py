@@ -143,7 +143,10 @@ class TestDispatchAndDelivery:
         assert len(reply.body["checkpoints"]) == 12
         assert reply.body["checkpoints"][0]["passed_at"] is None
 
-        api.wait_for(f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "issued")
+        issued = api.wait_for(
+            f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "issued"
+        )
+        assert issued["shipment_id"] == shipment["id"]
         assert stock(api, "XRT-2000", "CDU") | {} == {
             **stock(api, "XRT-2000", "CDU"),
             "on_hand": 1,
