@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -39,9 +39,10 @@ from werkzeug.exceptions import HTTPException
 from shared.auth import User, UserStore, parse_bearer
 from shared.bus.connection import connect
 from shared.bus.context import MessageContext, current_message
-from shared.config import Settings
+from shared.config import Settings, load_settings
 from shared.db import Database, is_transient_db_error
 from shared.errors import DomainError, InvalidInput
+from shared.logs import configure_logging
 from shared.metrics import OutboxCollector, QueueCollector
 
 log = logging.getLogger("partsflow.web")
@@ -287,6 +288,17 @@ def _wants_json() -> bool:
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best != "text/html"
+
+
+def app_settings(config: Mapping[str, Any] | None, settings: Settings | None) -> Settings:
+    """The settings an app factory works with. Called without any (gunicorn's
+    ``create_app()``), the app is the process: it reads the environment and sets up
+    the process's logging, as `partsflow run` and `partsflow worker` do for theirs."""
+    if settings is not None:
+        return settings
+    settings = load_settings(config)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def create_service_app(

@@ -112,7 +112,7 @@ class Worker:
             "messages_retried": stats.retried,
             "messages_dead_lettered": stats.dead_lettered,
             "commands_rejected": stats.rejected,
-            "broker_reconnects": stats.reconnects,
+            "broker_reconnects": stats.reconnects + self.relay.reconnects,
             "events_published": self.relay.published_total,
         }
 

@@ -14,9 +14,9 @@ from services.tracking.api import BLUEPRINTS
 from services.tracking.models import BUS
 from services.tracking.service import Tracking
 from shared.clock import Clock
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.db import Database, upgrade
-from shared.web import create_service_app, service_context
+from shared.web import app_settings, create_service_app, service_context
 
 NAME = "tracking"
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -62,7 +62,7 @@ def create_app(
     settings: Settings | None = None,
     service: Tracking | None = None,
 ) -> Flask:
-    settings = settings or load_settings(config)
+    settings = app_settings(config, settings)
     service = service or open_service(settings)
     app, api = create_service_app(
         NAME, __name__, settings=settings, db=service.db, title="Partsflow tracking"

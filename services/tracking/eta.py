@@ -190,7 +190,7 @@ class TransitModel:
             return min(math.exp(dist.inv_cdf(p)), MAX_TRANSIT_HOURS)
         gone = dist.cdf(math.log(elapsed_hours))
         q = min(gone + p * (1 - gone), 1 - 1e-9)
-        return min(max(math.exp(dist.inv_cdf(q)), elapsed_hours), MAX_TRANSIT_HOURS)
+        return max(min(math.exp(dist.inv_cdf(q)), MAX_TRANSIT_HOURS), elapsed_hours)
 
 
 @dataclass(frozen=True)
@@ -343,9 +343,23 @@ def _from_elapsed(
     assert facts.dispatched_at is not None
     start = facts.dispatched_at
     elapsed = _hours(now - start)
-    eta = start + timedelta(hours=model.quantile(0.5, elapsed))
-    earliest = start + timedelta(hours=model.quantile(0.1, elapsed))
-    latest = start + timedelta(hours=model.quantile(0.9, elapsed))
+    if elapsed > model.quantile(0.9):
+        # Past where this lane's arrivals end, a log-normal's thin tail would say "any
+        # minute now" with a range of a minute; a shipment that late is held up, and
+        # the later it is, the more of its lateness is still ahead of it.
+        eta, earliest, latest = _not_before(
+            now,
+            start + timedelta(hours=model.quantile(0.5)),
+            start + timedelta(hours=model.quantile(0.1)),
+            start + timedelta(hours=model.quantile(0.9)),
+        )
+    else:
+        eta, earliest, latest = _not_before(
+            now,
+            start + timedelta(hours=model.quantile(0.5, elapsed)),
+            start + timedelta(hours=model.quantile(0.1, elapsed)),
+            start + timedelta(hours=model.quantile(0.9, elapsed)),
+        )
     if elapsed > model.quantile(0.5):
         reason = (
             f"Still on the way {duration(elapsed)} after dispatch, longer than usual "

@@ -1472,8 +1472,10 @@ def _sender_event(s: Session, shipment_id: str, sender_id: str) -> TrackingEvent
 def _merged_status(before: str | None, incoming: str, event_type: str) -> str:
     """Shipments' status, except that what tracking has seen already is not undone by
     an event shipments published before it heard of it: a delivered shipment stays
-    delivered, and a lost one moves again only when shipments says it resumed."""
-    if before == "delivered" and incoming != "delivered":
+    delivered while shipments still says it moves, and a lost one moves again only
+    when shipments says it resumed. An end shipments decided (lost, cancelled) is
+    final: it heard of the same scans and judged them by its state machine."""
+    if before == "delivered" and incoming in ("planned", *alerts.MOVING):
         return before
     if (
         before == "lost"

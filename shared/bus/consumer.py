@@ -29,6 +29,7 @@ from typing import Any
 from kombu import Consumer as KombuConsumer
 from kombu import Producer
 from marshmallow import Schema, ValidationError
+from structlog.contextvars import bound_contextvars
 
 from shared.bus.connection import connect, connection_errors
 from shared.bus.context import MessageContext, message_context
@@ -306,19 +307,31 @@ class MessageConsumer:
             inbox_message_type=envelope["type"],
             reply_to=properties.get("reply_to"),
         )
-        try:
-            with message_context(context):
-                self._through_outages(lambda: route.handle(self.target, data, envelope))
-        except DuplicateDelivery:
-            self.stats.duplicates += 1
-            return Outcome.ACK, "duplicate"
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                return Outcome.REQUEUE, "stopping"
-            return self._failed(envelope, message, exc)
-        self.stats.applied += 1
-        self._failures.pop(envelope["id"], None)
-        return Outcome.ACK, "applied"
+        # Every log line about this message names it and the request or command
+        # that started the work, so one id follows a reservation across services.
+        with bound_contextvars(
+            correlation_id=context.correlation_id,
+            message_id=envelope["id"],
+            message_type=envelope["type"],
+        ):
+            started = time.perf_counter()
+            try:
+                with message_context(context):
+                    self._through_outages(lambda: route.handle(self.target, data, envelope))
+            except DuplicateDelivery:
+                self.stats.duplicates += 1
+                return Outcome.ACK, "duplicate"
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    return Outcome.REQUEUE, "stopping"
+                return self._failed(envelope, message, exc)
+            self.stats.applied += 1
+            self._failures.pop(envelope["id"], None)
+            log.info(
+                "message applied",
+                extra={"ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+            return Outcome.ACK, "applied"
 
     def _through_outages(self, work: Callable[[], None]) -> None:
         """Run ``work``, again and again while the database is unreachable: with backoff,

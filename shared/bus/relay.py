@@ -120,6 +120,8 @@ class OutboxRelay:
         self.topology = topology
         self.name = f"{db.service}-relay"
         self.published_total = 0
+        # Connections opened to the broker: all but the first are reconnects.
+        self.connections_opened = 0
         self._connection: Any = None
         self._channel: Any = None
         self._next_tag = 1
@@ -165,7 +167,11 @@ class OutboxRelay:
         while not stop.is_set() and time.monotonic() < deadline:
             if self.db.outbox_written.wait(min(0.5, self.settings.relay_idle_seconds)):
                 return
-            if self._connection is not None:
+            if self._connection is not None and not self.settings.is_memory_bus:
+                # Read what the broker sent meanwhile (its heartbeats among it): unread,
+                # they look missed and an idle connection is dropped as dead.
+                with contextlib.suppress(TimeoutError):
+                    self._connection.drain_events(timeout=0.01)
                 self._connection.heartbeat_check()
 
     def _is_connection_error(self, exc: BaseException) -> bool:
@@ -262,6 +268,11 @@ class OutboxRelay:
         self._connection = connection
         self._channel = channel
         self._next_tag = 1  # a confirm-mode channel numbers its publishes from 1
+        self.connections_opened += 1
+
+    @property
+    def reconnects(self) -> int:
+        return max(self.connections_opened - 1, 0)
 
     def _disconnect(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

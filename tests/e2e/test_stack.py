@@ -130,7 +130,9 @@ def running(postgres, rabbitmq, tmp_path_factory) -> Iterator[RunningStack]:
         **{f"{service}_db_url": postgres.create(service) for service in SERVICES},
     )
     rabbitmq.track(bootstrap.bus_topology(settings))
-    plan = stack.plan_stack(settings, environ=environment(settings), port=free_port(), web_port=0)
+    # JSON logs at INFO, as in production: one test follows a request through them.
+    environ = environment(settings, PARTSFLOW_LOG_LEVEL="INFO", PARTSFLOW_LOG_FORMAT="json")
+    plan = stack.plan_stack(settings, environ=environ, port=free_port(), web_port=0)
     assert stack.ensure_databases(settings) == []
     stack.run_release(plan)
     system = RunningStack(plan, data_dir)
@@ -216,6 +218,43 @@ class TestThroughTheGateway:
         assert shown.body["serials"] == reservation["serials"]
         stock = stock_of(logistics, "XRT-2000", "CDU")
         assert (stock["on_hand"], stock["reserved"], stock["available"]) == (2, 1, 1)
+
+    def test_one_request_id_is_followed_through_the_logs_of_every_service(
+        self, running, logistics
+    ) -> None:
+        # A part of its own, so that other tests' counts of their parts stay theirs.
+        part = {"part_number": "FUSE-10A", "description": "Fuse", "serialized": False}
+        assert logistics.post(f"{INV}/parts", part).status in (201, 409)
+        receive(logistics, "FUSE-10A", "CDU", 5)
+        trace = f"trace-{uuid.uuid4().hex[:8]}"
+        reply = requests.post(
+            f"{logistics.base_url}{INV}/reservations",
+            json=reservation_body(job_id=f"JOB-{trace}", part_number="FUSE-10A", warehouse="CDU"),
+            headers={**logistics.session.headers, "X-Request-ID": trace},
+            timeout=30,
+        )
+        assert reply.status_code == 201, reply.text
+        assert reply.headers["X-Request-ID"] == trace
+
+        def lines(name: str) -> list[dict[str, Any]]:
+            found = []
+            for line in running.processes[name].output().splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    if trace in (record.get("request_id"), record.get("correlation_id")):
+                        found.append(record)
+            return found
+
+        wait_until(
+            lambda: lines("shipments-worker") and lines("tracking-worker"),
+            timeout=30,
+            message=f"the workers to log the reservation's messages\n{running.output()}",
+        )
+        (request,) = [r for r in lines("inventory-web") if r["event"] == "request"]
+        assert (request["status"], request["path"]) == (201, f"{INV}/reservations")
+        for worker in ("shipments-worker", "tracking-worker"):
+            applied = [r for r in lines(worker) if r["event"] == "message applied"]
+            assert "inventory.reservation.confirmed" in {r["message_type"] for r in applied}
 
     def test_a_field_service_system_reserves_over_the_bus_and_gets_its_answer(
         self, running, logistics

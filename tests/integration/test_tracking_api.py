@@ -298,6 +298,43 @@ class TestShipmentReadModel:
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
         assert (eta["status"], eta["mode"]) == ("in_transit", "hand_carry")
 
+    def test_a_late_version_still_moving_does_not_undo_a_delivery(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(5))
+        reply = tracking.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "delivered", at(4))
+        )
+        assert reply.status == 201
+        # Shipments' version published before it heard of the delivery.
+        tracking.shipment("exception", {**shipment, "status": "exception"})
+        assert tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body["status"] == (
+            "delivered"
+        )
+
+    def test_an_end_shipments_decided_stands_over_tracking_s_guess(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        # Lost and delivered posted at once while tracking still took the shipment for
+        # planned: it took the delivery, shipments (dispatched by then) the loss.
+        shipment = shipment_data(status="planned", dispatched_at=None)
+        tracking.shipment("planned", shipment)
+        tracking.clock.set(at(5))
+        for kind in ("lost", "delivered"):
+            reply = tracking.api("service").post(
+                f"{V1}/events", event_body(shipment["id"], kind, at(4))
+            )
+            assert reply.status == 201
+        tracking.shipment(
+            "dispatched", {**shipment, "status": "in_transit", "dispatched_at": iso(T0)}
+        )
+        tracking.shipment("lost", {**shipment, "status": "lost", "dispatched_at": iso(T0)})
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["risk"]) == ("lost", "lost")
+        assert [a["kind"] for a in tracking.open_alerts(kind="lost")] == ["lost"]
+
     def test_unknown_shipment_and_job_are_404(self, tracking: TrackingUnderTest) -> None:
         assert tracking.api().get(f"{V1}/shipments/nope/eta").status == 404
         assert tracking.api().get(f"{V1}/jobs/nope").status == 404

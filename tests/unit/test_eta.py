@@ -196,10 +196,32 @@ class TestWildLanes:
         for now in (at(0.5), at(30), at(24 * 400)):
             e = eta.estimate(carrier(mode="courier"), history, now)
             assert e.earliest is not None and e.eta is not None and e.latest is not None
-            assert e.earliest <= e.eta <= e.latest
-            assert e.latest - now <= timedelta(hours=eta.MAX_TRANSIT_HOURS)
+            assert now <= e.earliest <= e.eta <= e.latest
         planned = eta.estimate(carrier(status="planned", dispatched_at=None), history, at(1))
         assert planned.latest is not None and planned.latest > planned.eta
+
+
+class TestLongOverdue:
+    """Far past where a lane's arrivals end, the range stays honest: wide, ahead of
+    now, and wide enough to put a near deadline at risk."""
+
+    def test_a_regular_lane_long_overdue_has_a_wide_range_ahead(self) -> None:
+        history = lane(40, 40, 40, 40, 40, 40)
+        now = at(70)
+        e = eta.estimate(carrier(), history, now)
+        assert e.eta is not None and e.earliest is not None and e.latest is not None
+        assert now <= e.earliest < e.eta < e.latest
+        # 30 h late: the latest plausible arrival is at least that far ahead.
+        assert e.latest - now >= timedelta(hours=30)
+        assert eta.risk("in_transit", e, at(72), None) == "late"
+        assert eta.risk("in_transit", e, at(90), None) == "at_risk"
+
+    def test_a_dispatch_a_year_ago_is_still_ahead_of_now(self) -> None:
+        now = at(24 * 400)
+        for history in (lane(10, 11, 12, 10, 11), eta.LaneStats()):
+            e = eta.estimate(carrier(mode="courier"), history, now)
+            assert e.eta is not None and e.latest is not None
+            assert e.eta >= now and e.latest >= now
 
 
 class TestRisk:
