@@ -54,7 +54,7 @@ from shared.auth import (
 )
 from shared.clock import Clock
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound
-from shared.web import service_context
+from shared.web import MAX_PAGE, service_context
 
 T = TypeVar("T")
 
@@ -213,6 +213,15 @@ def page_user() -> User | None:
         # Looked up on every request, so a changed role or a removed user counts at once.
         g.page_user = service_context().users.get(name) if isinstance(name, str) else None
     return g.page_user
+
+
+def page_number() -> int:
+    """The list page asked for in ``?page=``: 1 when missing or not a number, and no
+    further than the API goes (a page past the end is simply empty)."""
+    try:
+        return min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
+    except ValueError:
+        return 1
 
 
 def page_actor() -> str:

@@ -31,6 +31,7 @@ from shared.pages import (
     carry_out,
     load_form,
     page_actor,
+    page_number,
     page_requires,
     succeed,
 )
@@ -166,13 +167,6 @@ def _prefill(*names: str) -> dict[str, str] | None:
     return {name: request.args[name] for name in names if request.args.get(name)}
 
 
-def _page_number() -> int:
-    try:
-        return max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        return 1
-
-
 def _filters(schema: Any, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Query filters checked by the API's query schema: (what the use case takes,
     errors by field)."""
@@ -196,7 +190,7 @@ def home() -> Any:
 @page_requires(READ)
 def stock() -> Any:
     query, errors = _filters(schemas.StockQuery(), ("part_number", "warehouse"))
-    number = _page_number()
+    number = page_number()
     page = inventory().list_stock(**query, page=number, page_size=PAGE_SIZE)
     descriptions = {p["part_number"]: p["description"] for p in inventory().list_parts()}
     return render_template(
@@ -326,7 +320,7 @@ def _parts_page(form: PartForm) -> Any:
 @page_requires(READ)
 def reservations() -> Any:
     query, errors = _filters(schemas.ReservationQuery(), ("job_id", "status", "part_number"))
-    number = _page_number()
+    number = page_number()
     page = inventory().list_reservations(**query, page=number, page_size=PAGE_SIZE)
     return render_template(
         "inventory/reservations.html",
@@ -436,7 +430,7 @@ def movements() -> Any:
     if since_form.validate() and since_form.since.data:
         since = datetime.combine(since_form.since.data, datetime.min.time(), UTC)
     errors.update({name: list(messages) for name, messages in since_form.errors.items()})
-    number = _page_number()
+    number = page_number()
     page = inventory().list_movements(**query, since=since, page=number, page_size=PAGE_SIZE)
     return render_template(
         "inventory/movements.html",

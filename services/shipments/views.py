@@ -25,6 +25,7 @@ from shared.pages import (
     carry_out,
     load_form,
     page_actor,
+    page_number,
     page_requires,
     succeed,
 )
@@ -200,13 +201,6 @@ def _warehouse_choices(blank: str) -> list[Any]:
     return pages.warehouse_choices(shipments().list_warehouses(), blank)
 
 
-def _page_number() -> int:
-    try:
-        return max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        return 1
-
-
 # -- the list and one shipment -----------------------------------------------------------------
 
 
@@ -220,7 +214,7 @@ def shipment_list() -> Any:
         query = schemas.ShipmentQuery().load(raw)
     except ValidationError as error:
         query, errors = {}, dict(error.messages) if isinstance(error.messages, dict) else {}
-    number = _page_number()
+    number = page_number()
     page = shipments().list_shipments(**query, page=number, page_size=PAGE_SIZE)
     return render_template(
         "shipments/list.html",

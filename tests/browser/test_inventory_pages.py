@@ -42,6 +42,15 @@ class TestStockOverview:
         page = site.client("auditor").get("/inventory/stock", warehouse="SHA")
         assert "1 stock line at SHA" in page.body_text
 
+    def test_any_page_number_is_a_page(self, site: Site) -> None:
+        viewer = site.client("auditor")
+        for path in ("/inventory/stock", "/inventory/reservations", "/inventory/movements"):
+            for number in ("99999999999999999999", "9223372036854775807", "-3", "x"):
+                assert viewer.get(path, page=number).status == 200, (path, number)
+        assert (
+            site.client("dispatcher").get("/shipments/", page="99999999999999999999").status == 200
+        )
+
     def test_a_malformed_filter_is_said_not_ignored(self, site: Site) -> None:
         page = site.client("auditor").get("/inventory/stock", part_number="no spaces please")
         assert page.status == 422

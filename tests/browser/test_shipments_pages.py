@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Site
-from tests.browser.pageclient import PageClient
+from tests.browser.pageclient import PageClient, csrf_token
 from tests.conftest import wait_until
 
 
@@ -165,6 +165,16 @@ class TestDeliverAndCancel:
         reply = staff.submit(detail, {"reason": "job closed"}, action=f"{detail}/cancel")
         assert reply.status == 302
         assert site.shipments.get_shipment(shipment["id"])["status"] == "cancelled"
+
+    def test_a_cancel_too_late_says_why(self, site: Site, staff: PageClient) -> None:
+        shipment = planned_shipment(site)
+        detail = f"/shipments/{shipment['id']}"
+        token = csrf_token(staff.get(detail).html)  # the page as it was, cancel form shown
+        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})  # someone else
+        reply = staff.post(f"{detail}/cancel", {"csrf_token": token, "reason": "job closed"})
+        assert reply.status == 409
+        assert "in_transit" in reply.body_text and "only when planned" in reply.body_text
+        assert site.shipments.get_shipment(shipment["id"])["status"] == "in_transit"
 
 
 class TestPlanByHand:
