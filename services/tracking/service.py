@@ -1383,13 +1383,24 @@ def _reservation_part(
         "warehouse": r.warehouse,
         "replaces": r.replaces,
     }
-    if snap is not None:
+    # A reservation still held whose shipment was cancelled is waiting for another:
+    # judged as not shipped yet, not as the cancelled shipment's "nothing to say".
+    cancelled = snap is not None and snap.shipment.status == "cancelled"
+    if snap is not None and not (cancelled and r.status == "confirmed"):
         return {**part, **_shipment_fields(snap)}
     if r.status == "confirmed":
         estimate = unshipped()
         judged = eta.risk("planned", estimate, r.required_by, None)
-        reason = estimate.reason.replace("Not dispatched yet", "No shipment planned yet", 1)
-        return {**part, **_no_shipment(estimate, judged, reason)}
+        waiting = (
+            "Its shipment was cancelled and no other is planned yet"
+            if cancelled
+            else "No shipment planned yet"
+        )
+        reason = estimate.reason.replace("Not dispatched yet", waiting, 1)
+        fields = _no_shipment(estimate, judged, reason)
+        if snap is not None:
+            fields.update(shipment_id=snap.shipment.id, shipment_status="cancelled")
+        return {**part, **fields}
     risk, reason = {
         "fulfilled": ("delivered", "Delivered."),
         "lost": ("lost", "Lost on the way."),

@@ -439,6 +439,22 @@ class TestJobView:
         assert gel_part["reason"].startswith("No shipment planned yet")
         assert gel_part["risk"] == job["risk"] == "late"
 
+    def test_a_part_whose_shipment_was_cancelled_waits_for_another(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        tube = reservation_data(job_id="JOB-C")
+        tracking.reservation("confirmed", tube)
+        lines = [{"part_number": "XRT-2000", "quantity": 1, "reservation_id": tube["id"]}]
+        planned = shipment_data(job_id="JOB-C", status="planned", dispatched_at=None, lines=lines)
+        tracking.shipment("planned", planned)
+        tracking.shipment("cancelled", {**planned, "status": "cancelled"})
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
+        (part,) = job["parts"]
+        assert (part["shipment_id"], part["shipment_status"]) == (planned["id"], "cancelled")
+        assert part["reason"].startswith("Its shipment was cancelled and no other is planned")
+        # Still to be shipped from Chengdu, two days by carrier: past the required-by.
+        assert part["eta"] is not None and part["risk"] == job["risk"] == "late"
+
     def test_stale_reservation_events_are_refused(self, tracking: TrackingUnderTest) -> None:
         tube = reservation_data(job_id="JOB-3")
         tracking.reservation("issued", {**tube, "status": "issued", "version": 2})
