@@ -88,16 +88,22 @@ class TestControlTower:
         alert = low_on_gel(site)
         tower = staff.get("/tracking/control-tower")
         assert alert["message"] in tower.body_text
+        assert f'aria-label="Note on acknowledging: {alert["message"]}"' in tower.html
         reply = staff.submit(
             "/tracking/control-tower",
-            {},
+            {"note": "transfer from CDU booked"},
             action=f"/tracking/alerts/{alert['id']}/acknowledge?next=/",
         )
         assert reply.status == 302
         assert reply.location == "/"
         page = staff.get("/")
         assert f"Acknowledged: {alert['message']}" in page.body_text
-        assert site.tracking.get_alert(alert["id"])["status"] == "acknowledged"
+        acknowledged = site.tracking.get_alert(alert["id"])
+        assert (acknowledged["status"], acknowledged["note"]) == (
+            "acknowledged",
+            "transfer from CDU booked",
+        )
+        assert "“transfer from CDU booked”" in staff.get("/tracking/control-tower").body_text
         assert "acknowledged" in staff.get("/tracking/control-tower").body_text
 
     def test_a_viewer_may_not_acknowledge(self, site: Site) -> None:
