@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from services import bootstrap
 from services.stack import GATEWAYS, StackError, start_stack
@@ -153,7 +154,15 @@ def db() -> None:
 def db_upgrade(services: tuple[str, ...]) -> None:
     """Bring the services' schemas up to date (all of them when none is named)."""
     settings = _settings(embedded=True) if _embedded_defaults() else _settings()
-    bootstrap.upgrade_databases(settings, list(services) or None)
+    for service in services or tuple(bootstrap.SERVICES):
+        try:
+            bootstrap.upgrade_databases(settings, [service])
+        except OperationalError as error:
+            reason = str(error.orig).strip().splitlines()[0]
+            raise click.ClickException(
+                f"cannot open the {service} database: {reason} (create it first, or let "
+                "`partsflow stack` create what is missing)"
+            ) from None
     click.echo(f"upgraded: {', '.join(services or tuple(bootstrap.SERVICES))}")
 
 

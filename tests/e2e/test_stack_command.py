@@ -5,6 +5,8 @@ and stops them all on SIGTERM."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -83,3 +85,19 @@ def test_partsflow_stack_prepares_the_databases_and_serves_on_one_port(
     assert stopped == names
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/tracking/healthz", timeout=5)
+
+
+def test_db_upgrade_of_a_database_not_created_says_so_in_one_line(postgres, tmp_path) -> None:
+    missing = fresh_database_url(postgres, "never_created")
+    settings = make_settings(tmp_path, inventory_db_url=missing, broker_url=AMQP_URL)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "db", "upgrade", "inventory"],
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    [line] = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith("Error: cannot open the inventory database")
+    assert "does not exist" in line
