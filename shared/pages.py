@@ -423,6 +423,9 @@ def add_errors(form: FlaskForm, errors: Mapping[Any, Any], path: str = "") -> No
                             _append(target, _flat(nested))
                     else:
                         form.form_errors.extend(_flat(nested))
+                # The list's own errors were taken when it validated: take them again,
+                # so the form counts as having errors (and says so above it).
+                field.errors = [entry.errors for entry in field.entries if entry.errors]
                 continue
             flat = _flat(messages)
         else:

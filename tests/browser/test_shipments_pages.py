@@ -115,6 +115,7 @@ class TestDispatch:
         assert reply.status == 422
         assert reply.text("checkpoints.1.due_at-error")
         assert reply.value("checkpoints.1.name") == "Yajiang"
+        assert "Please correct the fields marked below." in reply.body_text
 
     def test_more_rows_keeps_what_was_typed(self, site: Site, staff: PageClient) -> None:
         shipment = planned_shipment(site)
