@@ -265,6 +265,9 @@ class Stack:
                 "-",
                 "--graceful-timeout",
                 "20",
+                # Several gunicorns on one machine would share (and remove) one control
+                # socket; nothing here uses it.
+                "--no-control-socket",
                 "bench.ceiling:create_app()",
             ],
             {**self.env, "PARTSFLOW_INVENTORY_DB_URL": database_url},

@@ -106,6 +106,9 @@ def web(service: str, bind: str, workers: int) -> None:
             "-",
             "--graceful-timeout",
             "20",
+            # Several gunicorns on one machine would share (and remove) one control
+            # socket; nothing here uses it.
+            "--no-control-socket",
             f"services.{service}:create_app()",
         ],
     )
