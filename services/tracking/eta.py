@@ -548,9 +548,11 @@ def moved(previous: datetime | None, current: datetime | None, step_minutes: flo
 # Words
 # ======================================================================================
 def when(moment: datetime | None) -> str:
+    """A moment to the minute it falls in (estimates are rounded up to whole minutes
+    before they get here; a delivery at 01:52:07 happened at 01:52)."""
     if moment is None:
         return "an unknown time"
-    return _minute_up(moment.astimezone(UTC)).strftime("%d %b %H:%M UTC").lstrip("0")
+    return moment.astimezone(UTC).strftime("%d %b %H:%M UTC").lstrip("0")
 
 
 def duration(hours: float) -> str:

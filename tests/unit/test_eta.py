@@ -171,6 +171,13 @@ class TestEndStates:
         cancelled = eta.estimate(carrier(status="cancelled"), eta.LaneStats(), at(1))
         assert cancelled.eta is None
 
+    def test_a_delivery_is_told_at_the_minute_it_happened(self) -> None:
+        at_52_07 = datetime(2026, 11, 24, 1, 52, 7, tzinfo=UTC)
+        e = eta.estimate(
+            carrier(status="delivered", delivered_at=at_52_07), eta.LaneStats(), at(30)
+        )
+        assert e.reason == "Delivered on 24 Nov 01:52 UTC."
+
     def test_an_ended_journey_has_no_next_checkpoint(self) -> None:
         checkpoints = [Checkpoint("CP1", at(2)), Checkpoint("CP2", at(4))]
         for status in ("delivered", "lost", "cancelled"):
