@@ -379,7 +379,7 @@ class Tracking:
             job = None
             if shipment.job_id:
                 # Held here so the judgement below finds it in the session, unread.
-                job = _touch_job(
+                job, _ = _touch_job(
                     s,
                     shipment.job_id,
                     now,
@@ -493,9 +493,7 @@ class Tracking:
             reservation.shipment_id = data.get("shipment_id")
             reservation.version = data["version"]
             reservation.updated_at = now
-            job = s.get(Job, reservation.job_id)
-            before = (job.owner, job.required_by) if job is not None else None
-            job = _touch_job(
+            job, before = _touch_job(
                 s,
                 reservation.job_id,
                 now,
@@ -1508,9 +1506,11 @@ def _touch_job(
     required_by: datetime | None,
     priority: str | None,
     authoritative: bool,
-) -> Job:
-    """Reservations say what a job is; a shipment only fills in what is not known."""
+) -> tuple[Job, tuple[str | None, datetime | None] | None]:
+    """Reservations say what a job is; a shipment only fills in what is not known.
+    Returns the job and, if it was known before, its owner and required-by then."""
     job = s.get(Job, job_id)
+    before = None if job is None else (job.owner, job.required_by)
     if job is None:
         job = Job(job_id=job_id, first_seen_at=now)
         s.add(job)
@@ -1524,7 +1524,7 @@ def _touch_job(
         if value is not None and (authoritative or getattr(job, name) is None):
             setattr(job, name, value)
     job.updated_at = now
-    return job
+    return job, before
 
 
 def _reservations(s: Session, ids: Sequence[str]) -> list[JobReservation]:
