@@ -59,6 +59,20 @@ def probe_on_its_way(tracking: TrackingUnderTest, priority: str = "machine_down"
     return probe, shipment
 
 
+def probe_from_chengdu(**changes: object) -> dict:
+    """A probe for the same job, reserved at CDU (a replacement, or one made by hand)."""
+    return reservation_data(
+        job_id="JOB-TEE",
+        part_number="TEE-P7",
+        warehouse="CDU",
+        warehouse_region="sichuan",
+        owner="dr.chen",
+        required_by=iso(at(48)),
+        site={"name": "Children's Heart Centre", "region": "sichuan"},
+        **changes,
+    )
+
+
 def lose(tracking: TrackingUnderTest, shipment: dict) -> None:
     tracking.clock.set(at(20))
     body = event_body(shipment["id"], "lost", at(19), note="parcel missing at the Xi'an hub")
@@ -95,16 +109,7 @@ class TestRescue:
         probe, shipment = probe_on_its_way(tracking)
         lose(tracking, shipment)
         (command,) = tracking.published("inventory.reserve")
-        replacement = reservation_data(
-            job_id="JOB-TEE",
-            part_number="TEE-P7",
-            warehouse="CDU",
-            warehouse_region="sichuan",
-            owner="dr.chen",
-            required_by=iso(at(48)),
-            site={"name": "Children's Heart Centre", "region": "sichuan"},
-            replaces=probe["id"],
-        )
+        replacement = probe_from_chengdu(replaces=probe["id"])
         tracking.deliver(
             "inventory.reservation.confirmed",
             replacement,
@@ -191,15 +196,7 @@ class TestRescue:
         (alert,) = tracking.open_alerts(kind="lost")
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         # A probe arrives at CDU; logistics reserves it for the job by hand.
-        by_hand = reservation_data(
-            job_id="JOB-TEE",
-            part_number="TEE-P7",
-            warehouse="CDU",
-            warehouse_region="sichuan",
-            owner="dr.chen",
-            required_by=iso(at(48)),
-            site={"name": "Children's Heart Centre", "region": "sichuan"},
-        )
+        by_hand = probe_from_chengdu()
         tracking.reservation("confirmed", by_hand)
         (alert,) = tracking.open_alerts(kind="lost")
         assert "reserved at CDU" in alert["message"]
