@@ -103,7 +103,11 @@ class TestControlTower:
             "acknowledged",
             "transfer from CDU booked",
         )
-        assert "“transfer from CDU booked”" in staff.get("/tracking/control-tower").body_text
+        tower = staff.get("/tracking/control-tower")
+        assert "“transfer from CDU booked”" in tower.body_text
+        # Still listed until resolved, and counted apart from those nobody has seen.
+        waiting = len(site.tracking.list_alerts(status="open").items)
+        assert f"({waiting} not acknowledged)" in tower.body_text
         assert "acknowledged" in staff.get("/tracking/control-tower").body_text
 
     def test_a_viewer_may_not_acknowledge(self, site: Site) -> None:
