@@ -1106,14 +1106,17 @@ class Inventory:
         destination_region = shipment["destination"].get("region")
         if not (dispatched and delivered and origin_region and destination_region):
             return
-        if s.get(LaneTransit, shipment["id"]) is not None:
+        hours = (delivered - dispatched).total_seconds() / 3600
+        # A delivery recorded at (or clamped to) its dispatch says nothing of the lane;
+        # kept, it would make a warehouse look minutes away.
+        if hours <= 0 or s.get(LaneTransit, shipment["id"]) is not None:
             return
         s.add(
             LaneTransit(
                 shipment_id=shipment["id"],
                 origin_region=origin_region,
                 destination_region=destination_region,
-                hours=(delivered - dispatched).total_seconds() / 3600,
+                hours=hours,
                 observed_at=now,
             )
         )

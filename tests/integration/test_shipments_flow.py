@@ -413,6 +413,44 @@ class TestTransfers:
         )
         assert_books_balance(embedded)
 
+    def test_a_delivery_recorded_at_its_dispatch_teaches_inventory_nothing(
+        self, embedded, api: ApiClient
+    ) -> None:
+        # GEL-250 from CDU (sichuan) to a sichuan site, delivered "at once".
+        reply = api.post(
+            SHP,
+            {
+                "origin": "CDU",
+                "destination": {"site": "Ganzi County Hospital", "region": "sichuan"},
+                "mode": "courier",
+                "lines": [{"part_number": "GEL-250", "quantity": 1}],
+            },
+        )
+        assert reply.status == 201, reply
+        shipment = reply.body
+        left = hours_ago(2)
+        assert api.post(f"{SHP}/{shipment['id']}/dispatch", {"dispatched_at": left}).status == 200
+        assert api.post(f"{SHP}/{shipment['id']}/deliver", {"delivered_at": left}).status == 200
+        api.wait_for(
+            f"{INV}/stock",
+            lambda rows: rows[0]["on_hand"] == 19,
+            part_number="GEL-250",
+            warehouse="CDU",
+        )
+        refused = api.post(
+            f"{INV}/reservations",
+            reservation_body(
+                part_number="GEL-250",
+                quantity=500,
+                site={"name": "Ganzi County Hospital", "region": "sichuan"},
+            ),
+        )
+        assert refused.status == 409
+        (cdu,) = [a for a in refused.body["alternatives"] if a["warehouse"] == "CDU"]
+        # The lane's default (a day within a region), not "minutes away".
+        arrival = datetime.fromisoformat(cdu["estimated_arrival"])
+        assert arrival - datetime.now(UTC) > timedelta(hours=20)
+
     def test_manual_shipment_validation(self, api: ApiClient) -> None:
         base = {
             "origin": "CDU",
