@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -1605,6 +1605,21 @@ def _add_stock(
 ) -> tuple[StockLevel, bool]:
     """Receive into a stock row, creating it on first receipt; the level now, and
     whether the row was there before."""
+    postgres = s.get_bind().dialect.name == "postgresql"
+    statement = (postgresql.insert if postgres else sqlite.insert)(stock_t).values(
+        warehouse_id=warehouse_id, part_id=part_id, on_hand=quantity, reserved=0
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[stock_t.c.warehouse_id, stock_t.c.part_id],
+        set_={"on_hand": stock_t.c.on_hand + quantity},
+    )
+    if postgres:
+        # Said by the upsert itself (a row it inserted has no xmax): two first
+        # receipts at once cannot both take the line for new.
+        created = literal_column("xmax = 0")
+        row = s.execute(statement.returning(stock_t.c.on_hand, stock_t.c.reserved, created)).one()
+        return StockLevel(row[0], row[1]), not row[2]
+    # SQLite writes take the lock at BEGIN (IMMEDIATE): a look first is as good.
     existed = (
         s.execute(
             select(stock_t.c.part_id).where(
@@ -1613,18 +1628,8 @@ def _add_stock(
         ).first()
         is not None
     )
-    dialect_insert = (
-        postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
-    statement = dialect_insert(stock_t).values(
-        warehouse_id=warehouse_id, part_id=part_id, on_hand=quantity, reserved=0
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[stock_t.c.warehouse_id, stock_t.c.part_id],
-        set_={"on_hand": stock_t.c.on_hand + quantity},
-    ).returning(stock_t.c.on_hand, stock_t.c.reserved)
-    row = s.execute(statement).one()
-    return StockLevel(row.on_hand, row.reserved), existed
+    row = s.execute(statement.returning(stock_t.c.on_hand, stock_t.c.reserved)).one()
+    return StockLevel(row[0], row[1]), existed
 
 
 def _stock_level(s: Session, warehouse_id: int, part_id: int) -> StockLevel:

@@ -343,16 +343,22 @@ def _from_elapsed(
     assert facts.dispatched_at is not None
     start = facts.dispatched_at
     elapsed = _hours(now - start)
-    if elapsed > model.quantile(0.9):
+    end = model.quantile(0.9)
+    if elapsed > end:
         # Past where this lane's arrivals end, a log-normal's thin tail would say "any
-        # minute now" with a range of a minute; a shipment that late is held up, and
-        # the later it is, the more of its lateness is still ahead of it.
-        eta, earliest, latest = _not_before(
+        # minute now" with a range of a minute. What was still ahead at that point
+        # stays ahead (so the estimate never moves back as it gets later), and a
+        # shipment that late is held up: the later, the more of it is still ahead.
+        ahead = {p: timedelta(hours=model.quantile(p, end) - end) for p in (0.1, 0.5, 0.9)}
+        held = _not_before(
             now,
             start + timedelta(hours=model.quantile(0.5)),
             start + timedelta(hours=model.quantile(0.1)),
             start + timedelta(hours=model.quantile(0.9)),
         )
+        eta = max(now + ahead[0.5], held[0])
+        latest = max(now + ahead[0.9], held[2])
+        earliest = min(max(now + ahead[0.1], held[1]), eta)
     else:
         eta, earliest, latest = _not_before(
             now,
@@ -363,10 +369,10 @@ def _from_elapsed(
     if elapsed > model.quantile(0.5):
         reason = (
             f"Still on the way {duration(elapsed)} after dispatch, longer than usual "
-            f"({why}); expected on {when(eta)}."
+            f"({why}); expected on {expected(eta)}."
         )
     else:
-        reason = f"Expected on {when(eta)}: {why}."
+        reason = f"Expected on {expected(eta)}: {why}."
     return Estimate(eta, earliest, latest, basis, reason)
 
 
@@ -450,7 +456,7 @@ def _from_checkpoints(
         reason = (
             f"{where} was due on {when(p.checkpoint.due_at)} and is not passed yet "
             f"({duration(delay)} overdue), so arrival is at least that late: expected on "
-            f"{when(eta)}."
+            f"{expected(eta)}."
         )
     else:
         if abs(delay) < NOTICEABLE_DELAY_HOURS:
@@ -461,7 +467,7 @@ def _from_checkpoints(
             state = f"{duration(-delay)} early"
         reason = (
             f"{where} was passed {state}{_carry_on(carry, delay)}, so arrival is expected "
-            f"on {when(eta)}."
+            f"on {expected(eta)}."
         )
     return Estimate(eta, earliest, latest, "checkpoints", reason, checkpoint_delay_hours=delay)
 
@@ -489,7 +495,7 @@ def _with_exception(
     since = f" since {when(facts.exception_at)}" if facts.exception_at else ""
     reason = (
         f"The carrier reports an exception{since}, which usually costs time: expected on "
-        f"{when(eta)}, possibly as late as {when(latest)}."
+        f"{expected(eta)}, possibly as late as {expected(latest)}."
     )
     return Estimate(
         eta, e.earliest, latest, e.basis, reason, checkpoint_delay_hours=e.checkpoint_delay_hours
@@ -547,6 +553,11 @@ def moved(previous: datetime | None, current: datetime | None, step_minutes: flo
 # ======================================================================================
 # Words
 # ======================================================================================
+def expected(moment: datetime) -> str:
+    """An estimate, told as the ETA fields give it: rounded up to the minute."""
+    return when(_minute_up(moment))
+
+
 def when(moment: datetime | None) -> str:
     """A moment to the minute it falls in (estimates are rounded up to whole minutes
     before they get here; a delivery at 01:52:07 happened at 01:52)."""

@@ -502,7 +502,9 @@ class Tracking:
                 site_region=reservation.site_region,
                 required_by=reservation.required_by,
                 priority=reservation.priority,
-                authoritative=True,
+                # A new reservation says what the job is now (its owner, its time);
+                # later events of older ones do not take that back.
+                authoritative=first_seen,
             )
             s.flush()
             # The job's shipments are judged against its required-by, which may have moved.
@@ -510,7 +512,7 @@ class Tracking:
             if before is not None and before != (job.owner, job.required_by):
                 # A job handed over or moved: every shipment of it names the new owner
                 # and is judged against the new time.
-                revisit += _open_shipments_of_job(s, job.job_id)
+                revisit += _shipments_to_judge_again(s, job.job_id)
             rescue = None
             if reservation.replaces and reservation.status == "confirmed":
                 rescue = s.get(Rescue, reservation.replaces)
@@ -1546,15 +1548,17 @@ def _shipment_of(s: Session, reservation_id: str) -> str | None:
     )
 
 
-def _open_shipments_of_job(s: Session, job_id: str) -> list[str]:
-    return list(
-        s.scalars(
-            select(TrackedShipment.id).where(
-                TrackedShipment.job_id == job_id,
-                TrackedShipment.status.in_(("planned", *alerts.MOVING)),
-            )
-        )
+def _shipments_to_judge_again(s: Session, job_id: str) -> list[str]:
+    """A job's shipments still on their way, and those whose alerts are still open
+    (a lost one waiting for its replacement, one delivered late)."""
+    moving = select(TrackedShipment.id).where(
+        TrackedShipment.job_id == job_id,
+        TrackedShipment.status.in_(("planned", *alerts.MOVING)),
     )
+    alerted = select(Alert.shipment_id).where(
+        Alert.job_id == job_id, Alert.status != "resolved", Alert.shipment_id.is_not(None)
+    )
+    return list(dict.fromkeys(s.scalars(moving.union(alerted))))
 
 
 def _shipments_carrying(s: Session, reservation_id: str) -> list[str]:

@@ -158,6 +158,53 @@ class TestConcurrentReservationsOverHttp:
             assert sorted(pool.map(attempt, ["A", "B"])) == [201, 409]
         assert_books_balance(system)
 
+    def test_two_first_receipts_at_once_leave_the_low_stock_signal_right(
+        self, pg_inventory
+    ) -> None:
+        system = pg_inventory
+        api = system.api()
+        lines = [(f"FLT-{i}", warehouse) for i in range(15) for warehouse in ("CDU", "SHA")]
+        for part in {part for part, _ in lines}:
+            body = {"part_number": part, "description": "Filter", "serialized": False}
+            assert api.post(f"{V1}/parts", {**body, "reorder_point": 10}).status == 201
+
+        def receive_at_once(line: tuple[str, str]) -> None:
+            part, warehouse = line
+            barrier = threading.Barrier(2)
+
+            def one(quantity: int) -> int:
+                barrier.wait()
+                return (
+                    system.app.test_client()
+                    .post(
+                        f"{V1}/receipts",
+                        json={"warehouse": warehouse, "part_number": part, "quantity": quantity},
+                        headers={"Authorization": f"Bearer {system.tokens['logistics']}"},
+                    )
+                    .status_code
+                )
+
+            with ThreadPoolExecutor(2) as pool:
+                assert list(pool.map(one, [3, 20])) == [201, 201]
+
+        for line in lines:
+            receive_at_once(line)
+        # 23 on hand against a reorder point of 10: the last word on every line is that
+        # it is not low (nothing at all, or "low" then "replenished").
+        with system.service.db.reading() as session:
+            outbox = system.service.db.bus.outbox
+            signals = session.execute(
+                select(outbox.c.routing_key, outbox.c.body)
+                .where(outbox.c.routing_key.like("inventory.stock.%"))
+                .order_by(outbox.c.id)
+            ).all()
+        last: dict[str, str] = {}
+        for key, body in signals:
+            if key in ("inventory.stock.low", "inventory.stock.replenished"):
+                last[json.loads(body)["subject"]] = key
+        stuck = sorted(subject for subject, key in last.items() if key == "inventory.stock.low")
+        assert stuck == []
+
     @pytest.mark.parametrize("on_hand", [20, 1])
     def test_one_request_id_sent_by_eight_senders_at_once_reserves_once(
         self, pg_inventory, on_hand: int

@@ -91,6 +91,12 @@ class TestRaisedOnceResolvedWhenGone:
         assert overdue["owner"] == "zhang.min" and "(owner zhang.min)" in overdue["message"]
         assert [a["id"] for a in tracking.open_alerts(owner="zhang.min")] == [overdue["id"]]
         assert tracking.open_alerts(owner="li.wei") == []
+        # A later event of the first reservation (still li.wei's) does not hand it back.
+        tracking.reservation("issued", {**first, "status": "issued", "version": 2})
+        tracking.clock.set(at(3.6))
+        tracking.service.scan()
+        (overdue,) = tracking.open_alerts(kind="checkpoint_overdue")
+        assert overdue["owner"] == "zhang.min"
 
     def test_a_late_delivery_is_one_alert(self, tracking: TrackingUnderTest) -> None:
         shipment = shipment_data(required_by=iso(at(10)))

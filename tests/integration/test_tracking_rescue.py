@@ -62,14 +62,16 @@ def probe_on_its_way(tracking: TrackingUnderTest, priority: str = "machine_down"
 def probe_from_chengdu(**changes: object) -> dict:
     """A probe for the same job, reserved at CDU (a replacement, or one made by hand)."""
     return reservation_data(
-        job_id="JOB-TEE",
-        part_number="TEE-P7",
-        warehouse="CDU",
-        warehouse_region="sichuan",
-        owner="dr.chen",
-        required_by=iso(at(48)),
-        site={"name": "Children's Heart Centre", "region": "sichuan"},
-        **changes,
+        **{
+            "job_id": "JOB-TEE",
+            "part_number": "TEE-P7",
+            "warehouse": "CDU",
+            "warehouse_region": "sichuan",
+            "owner": "dr.chen",
+            "required_by": iso(at(48)),
+            "site": {"name": "Children's Heart Centre", "region": "sichuan"},
+            **changes,
+        }
     )
 
 
@@ -209,6 +211,20 @@ class TestRescue:
         job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
         fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
         assert fresh["replaces"] == probe["id"]
+
+    def test_the_lost_alert_follows_the_job_to_its_new_owner(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        _, shipment = probe_on_its_way(tracking, priority="routine")
+        lose(tracking, shipment)
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["owner"] == "dr.chen"
+        # The job is handed over: its next reservation names another owner.
+        tracking.reservation(
+            "confirmed", probe_from_chengdu(part_number="GEL-250", owner="dr.wang")
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["owner"] == "dr.wang" and "(owner dr.wang)" in alert["message"]
 
     def test_someone_elses_rejection_changes_nothing(self, tracking: TrackingUnderTest) -> None:
         _, shipment = probe_on_its_way(tracking)

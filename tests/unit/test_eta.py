@@ -171,6 +171,12 @@ class TestEndStates:
         cancelled = eta.estimate(carrier(status="cancelled"), eta.LaneStats(), at(1))
         assert cancelled.eta is None
 
+    def test_the_reason_tells_the_eta_the_fields_give(self) -> None:
+        for now in (at(2), at(30), at(60)):
+            e = eta.estimate(carrier(), lane(40, 41, 39, 42, 40, 38), now)
+            assert e.eta is not None
+            assert eta.when(e.eta) in e.reason, e.reason
+
     def test_a_delivery_is_told_at_the_minute_it_happened(self) -> None:
         at_52_07 = datetime(2026, 11, 24, 1, 52, 7, tzinfo=UTC)
         e = eta.estimate(
@@ -222,6 +228,17 @@ class TestLongOverdue:
         assert e.latest - now >= timedelta(hours=30)
         assert eta.risk("in_transit", e, at(72), None) == "late"
         assert eta.risk("in_transit", e, at(90), None) == "at_risk"
+
+    def test_passing_the_end_of_the_lane_never_moves_the_estimate_back(self) -> None:
+        end = eta.TransitModel(48.0, eta.DEFAULT_SPREAD).quantile(0.9)
+        before = eta.estimate(carrier(), eta.LaneStats(), at(end - 1 / 60))
+        after = eta.estimate(carrier(), eta.LaneStats(), at(end + 1 / 60))
+        assert before.eta is not None and after.eta is not None
+        assert before.latest is not None and after.latest is not None
+        assert after.eta >= before.eta and after.latest >= before.latest
+        for later in (end + 1, end + 10, end + 100):
+            more = eta.estimate(carrier(), eta.LaneStats(), at(later))
+            assert more.eta is not None and more.eta >= after.eta
 
     def test_a_dispatch_a_year_ago_is_still_ahead_of_now(self) -> None:
         now = at(24 * 400)
