@@ -507,6 +507,43 @@ class TestCorrelation:
         } <= types
 
 
+class TestEventsCarryTheResource:
+    def test_a_planned_shipment_event_is_the_shipment_as_the_api_shows_it(
+        self, embedded, api: ApiClient
+    ) -> None:
+        # Required by a time given with an offset: the event, like the API, says it in UTC.
+        body = reservation_body(warehouse="CDU", required_by="2026-12-01T08:00:00+08:00")
+        reservation = api.post(f"{INV}/reservations", body).body
+        shipment = planned_shipment(api, reservation["id"])
+        db = embedded.service("shipments").db
+        with db.reading() as session:
+            [event] = [
+                json.loads(b)
+                for b in session.scalars(select(db.bus.outbox.c.body))
+                if json.loads(b)["type"] == "shipments.shipment.planned"
+            ]
+        shown = api.get(f"{SHP}/{shipment['id']}").body
+        assert event["subject"] == shipment["id"]
+        assert {k: v for k, v in event["data"].items() if k in shown} == shown
+        assert shown["required_by"] == reservation["required_by"]
+
+    def test_a_confirmed_reservation_event_is_the_reservation_as_the_api_shows_it(
+        self, embedded, api: ApiClient
+    ) -> None:
+        body = reservation_body(warehouse="CDU", required_by="2026-12-01T08:00:00+08:00")
+        reservation = api.post(f"{INV}/reservations", body).body
+        db = embedded.service("inventory").db
+        with db.reading() as session:
+            [event] = [
+                json.loads(b)
+                for b in session.scalars(select(db.bus.outbox.c.body))
+                if json.loads(b)["type"] == "inventory.reservation.confirmed"
+            ]
+        shown = api.get(f"{INV}/reservations/{reservation['id']}").body
+        assert event["subject"] == reservation["id"]
+        assert {k: v for k, v in event["data"].items() if k in shown} == shown == reservation
+
+
 def _as_event(resource: dict) -> dict:
     """A shipment as a consumer loads it from an event (times as datetimes)."""
     from shared.contracts.shipments import ShipmentData
