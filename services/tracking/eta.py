@@ -542,11 +542,10 @@ def risk(
 
 
 def moved(previous: datetime | None, current: datetime | None, step_minutes: float) -> bool:
-    """Whether an ETA moved enough to be announced again."""
-    if current is None:
-        return False
-    if previous is None:
-        return True
+    """Whether an ETA moved enough to be announced again; one that is gone (the
+    shipment was lost or cancelled) is announced once, as null."""
+    if current is None or previous is None:
+        return current is not previous
     return abs(_hours(current - previous)) * 60 > step_minutes
 
 

@@ -202,6 +202,18 @@ class TestEtaAnnouncements:
         assert updates[-1]["data"]["previous_eta"] == iso(at(13))
         assert updates[-1]["data"]["basis"] == "checkpoints"
 
+    def test_an_eta_that_is_gone_is_announced_once_as_null(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
+        post(tracking, event_body(shipment["id"], "lost", at(2), note="fell off the truck"))
+        tracking.service.scan()
+        updates = tracking.published("tracking.eta.updated")
+        assert [u["data"]["eta"] for u in updates] == [iso(at(13)), None]
+        assert (updates[-1]["data"]["status"], updates[-1]["data"]["risk"]) == ("lost", "lost")
+
 
 class TestScheduler:
     def test_silence_stalls_then_loses_a_carrier_shipment(

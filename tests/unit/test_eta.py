@@ -270,7 +270,8 @@ class TestRisk:
         assert eta.moved(None, at(10), 15)
         assert not eta.moved(at(10), at(10.2), 15)
         assert eta.moved(at(10), at(10.3), 15)
-        assert not eta.moved(at(10), None, 15)
+        assert eta.moved(at(10), None, 15)  # gone: said once
+        assert not eta.moved(None, None, 15)
 
 
 # ======================================================================================
