@@ -555,7 +555,9 @@ class Shipments:
             f"shipments.shipment.{what}",
             subject=shipment.id,
             data=resource,
-            correlation_id=shipment.correlation_id,
+            # The request or message that caused this change; the one that planned the
+            # shipment only when nothing else did.
+            correlation_id=current_correlation_id() or shipment.correlation_id,
         )
         return resource
 

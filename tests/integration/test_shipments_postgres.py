@@ -37,12 +37,18 @@ def test_reserve_plan_dispatch_deliver_over_the_real_bus(distributed) -> None:
         SHP, lambda body: len(body) == 1, timeout=30, reservation_id=reservation["id"]
     )
     assert shipment["status"] == "planned"
-    assert api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry()).status == 200
+    dispatched = api.post(
+        f"{SHP}/{shipment['id']}/dispatch", hand_carry(), headers={"X-Correlation-ID": "fs-go-7"}
+    )
+    assert dispatched.status == 200
     api.wait_for(
         f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "issued", timeout=30
     )
     assert api.get(f"{INV}/units/X-1").body["status"] == "in_transit"
-    assert api.post(f"{SHP}/{shipment['id']}/deliver", {}).status == 200
+    delivered = api.post(
+        f"{SHP}/{shipment['id']}/deliver", {}, headers={"X-Correlation-ID": "fs-done-7"}
+    )
+    assert delivered.status == 200
     api.wait_for(
         f"{INV}/reservations/{reservation['id']}",
         lambda r: r["status"] == "fulfilled",
@@ -51,16 +57,23 @@ def test_reserve_plan_dispatch_deliver_over_the_real_bus(distributed) -> None:
     assert api.get(f"{INV}/units/X-1").body["status"] == "at_site"
     assert_books_balance(distributed)
 
-    seen = set()
+    # Over the real bus too, each event carries the request that caused it.
+    caused_by = {}
     for name in ("inventory", "shipments"):
         db = distributed.service(name).db
         with db.reading() as session:
             for body in session.scalars(select(db.bus.outbox.c.body)):
                 envelope = json.loads(body)
                 if envelope.get("subject") in (reservation["id"], shipment["id"]):
-                    assert envelope["correlationid"] == "field-service-req-7"
-                    seen.add(envelope["type"])
-    assert {"inventory.reservation.fulfilled", "shipments.shipment.delivered"} <= seen
+                    caused_by[envelope["type"]] = envelope["correlationid"]
+    assert caused_by == {
+        "inventory.reservation.confirmed": "field-service-req-7",
+        "shipments.shipment.planned": "field-service-req-7",
+        "shipments.shipment.dispatched": "fs-go-7",
+        "inventory.reservation.issued": "fs-go-7",
+        "shipments.shipment.delivered": "fs-done-7",
+        "inventory.reservation.fulfilled": "fs-done-7",
+    }
 
 
 def test_readiness_covers_database_and_broker(distributed) -> None:
