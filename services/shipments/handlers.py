@@ -6,7 +6,7 @@ from typing import Any
 
 from services.shipments.service import Shipments
 from shared.bus.consumer import Route
-from shared.contracts.inventory import ReservationData, WarehouseData
+from shared.contracts.inventory import ReservationData, StockShortfallData, WarehouseData
 from shared.contracts.tracking import TrackingEventData
 
 
@@ -26,6 +26,10 @@ def note_warehouse(shipments: Shipments, data: dict[str, Any], envelope: dict[st
     shipments.note_warehouse(data)
 
 
+def note_shortfall(shipments: Shipments, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    shipments.note_shortfall(data)
+
+
 def follow_tracking(shipments: Shipments, data: dict[str, Any], envelope: dict[str, Any]) -> None:
     shipments.apply_tracking_event(data)
 
@@ -39,5 +43,6 @@ ROUTES: dict[str, Route] = {
     "inventory.reservation.issued": Route(note_reservation, ReservationData),
     "inventory.reservation.fulfilled": Route(note_reservation, ReservationData),
     "inventory.reservation.lost": Route(note_reservation, ReservationData),
+    "inventory.stock.shortfall": Route(note_shortfall, StockShortfallData),
     "tracking.event.recorded": Route(follow_tracking, TrackingEventData),
 }

@@ -310,6 +310,26 @@ class Shipments:
                 .values(destination_region=region)
             )
 
+    def note_shortfall(self, shortfall: Mapping[str, Any]) -> None:
+        """Inventory had less at the origin than a line took: it issued nothing for
+        it. The shipment's history says so, for the people who follow it."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            shipment = _locked_or_none(s, shortfall["shipment_id"], self.db.is_postgres)
+            if shipment is None:
+                return
+            note = (
+                f"inventory issued no {shortfall['part_number']} for this shipment: it took "
+                f"{shortfall['quantity']} but only {shortfall['available']} were available at "
+                f"{shortfall['warehouse']}; count what was packed"
+            )
+            shipment.version += 1
+            shipment.updated_at = now
+            _history(s, shipment, now, note, "inventory")
+            s.flush()
+            self._announce(tx, shipment, "updated")
+
     # ==================================================================================
     # Dispatch, delivery, cancellation
     # ==================================================================================

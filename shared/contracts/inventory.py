@@ -78,6 +78,20 @@ class StockData(Schema):
     reorder_point = fields.Integer(allow_none=True, load_default=None)
 
 
+class StockShortfallData(Schema):
+    """``inventory.stock.shortfall``: a shipment left with more than its origin had
+    available, so inventory issued nothing for that line."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    shipment_id = fields.String(required=True)
+    warehouse = fields.String(required=True)
+    part_number = fields.String(required=True)
+    quantity = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+
+
 class ReserveCommandData(Schema):
     """``inventory.reserve``: the POST /reservations body plus ``request_id``. Inventory
     validates it strictly; this is the shape senders build."""

@@ -413,6 +413,32 @@ class TestTransfers:
         )
         assert_books_balance(embedded)
 
+    def test_a_transfer_of_more_than_the_origin_has_says_so_on_the_shipment(
+        self, embedded, api: ApiClient
+    ) -> None:
+        reply = api.post(
+            SHP,
+            {
+                "origin": "CDU",
+                "destination": {"warehouse": "SHA"},
+                "mode": "carrier",
+                "lines": [{"part_number": "GEL-250", "quantity": 500}],
+            },
+        )
+        assert reply.status == 201, reply
+        shipment = reply.body
+        dispatched = api.post(f"{SHP}/{shipment['id']}/dispatch", {"carrier": "SF"})
+        assert dispatched.status == 200
+        body = api.wait_for(
+            f"{SHP}/{shipment['id']}",
+            lambda x: any(h["actor"] == "inventory" for h in x["history"]),
+        )
+        (note,) = [h["note"] for h in body["history"] if h["actor"] == "inventory"]
+        assert "took 500 but only 20 were available at CDU" in note
+        # Nothing left the books: the ledger still explains CDU's stock.
+        assert stock(api, "GEL-250", "CDU")["on_hand"] == 20
+        assert_books_balance(embedded)
+
     def test_a_delivery_recorded_at_its_dispatch_teaches_inventory_nothing(
         self, embedded, api: ApiClient
     ) -> None:
