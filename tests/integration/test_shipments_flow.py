@@ -55,6 +55,23 @@ def hours_ago(hours: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours)).isoformat()
 
 
+def shipment_by_hand(
+    api: ApiClient, origin: str, destination: dict, mode: str, part: str, quantity: int
+) -> dict:
+    """A shipment planned by hand, with one line and no reservation."""
+    reply = api.post(
+        SHP,
+        {
+            "origin": origin,
+            "destination": destination,
+            "mode": mode,
+            "lines": [{"part_number": part, "quantity": quantity}],
+        },
+    )
+    assert reply.status == 201, reply
+    return reply.body
+
+
 def hand_carry(**changes) -> dict:
     now = datetime.now(UTC)
     body = {
@@ -349,17 +366,7 @@ class TestOutOfOrder:
 
 class TestTransfers:
     def test_transfer_moves_units_between_warehouses(self, embedded, api: ApiClient) -> None:
-        reply = api.post(
-            SHP,
-            {
-                "origin": "SHA",
-                "destination": {"warehouse": "CDU"},
-                "mode": "carrier",
-                "lines": [{"part_number": "XRT-2000", "quantity": 1}],
-            },
-        )
-        assert reply.status == 201, reply
-        shipment = reply.body
+        shipment = shipment_by_hand(api, "SHA", {"warehouse": "CDU"}, "carrier", "XRT-2000", 1)
         assert shipment["destination"]["warehouse"] == "CDU"
         api.wait_for(
             f"{SHP}/{shipment['id']}", lambda body: body["destination"]["region"] == "sichuan"
@@ -388,15 +395,7 @@ class TestTransfers:
         assert_books_balance(embedded)
 
     def test_bulk_transfer_by_hand(self, embedded, api: ApiClient) -> None:
-        shipment = api.post(
-            SHP,
-            {
-                "origin": "CDU",
-                "destination": {"warehouse": "SHA"},
-                "mode": "hand_carry",
-                "lines": [{"part_number": "GEL-250", "quantity": 5}],
-            },
-        ).body
+        shipment = shipment_by_hand(api, "CDU", {"warehouse": "SHA"}, "hand_carry", "GEL-250", 5)
         api.post(f"{SHP}/{shipment['id']}/dispatch", {})
         api.wait_for(
             f"{INV}/stock",
@@ -416,17 +415,7 @@ class TestTransfers:
     def test_a_transfer_of_more_than_the_origin_has_says_so_on_the_shipment(
         self, embedded, api: ApiClient
     ) -> None:
-        reply = api.post(
-            SHP,
-            {
-                "origin": "CDU",
-                "destination": {"warehouse": "SHA"},
-                "mode": "carrier",
-                "lines": [{"part_number": "GEL-250", "quantity": 500}],
-            },
-        )
-        assert reply.status == 201, reply
-        shipment = reply.body
+        shipment = shipment_by_hand(api, "CDU", {"warehouse": "SHA"}, "carrier", "GEL-250", 500)
         dispatched = api.post(f"{SHP}/{shipment['id']}/dispatch", {"carrier": "SF"})
         assert dispatched.status == 200
         body = api.wait_for(
@@ -443,17 +432,8 @@ class TestTransfers:
         self, embedded, api: ApiClient
     ) -> None:
         # GEL-250 from CDU (sichuan) to a sichuan site, delivered "at once".
-        reply = api.post(
-            SHP,
-            {
-                "origin": "CDU",
-                "destination": {"site": "Ganzi County Hospital", "region": "sichuan"},
-                "mode": "courier",
-                "lines": [{"part_number": "GEL-250", "quantity": 1}],
-            },
-        )
-        assert reply.status == 201, reply
-        shipment = reply.body
+        site = {"site": "Ganzi County Hospital", "region": "sichuan"}
+        shipment = shipment_by_hand(api, "CDU", site, "courier", "GEL-250", 1)
         left = hours_ago(2)
         assert api.post(f"{SHP}/{shipment['id']}/dispatch", {"dispatched_at": left}).status == 200
         assert api.post(f"{SHP}/{shipment['id']}/deliver", {"delivered_at": left}).status == 200
