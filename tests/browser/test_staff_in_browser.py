@@ -88,6 +88,11 @@ def test_reserving_where_there_is_none_offers_the_others(stocked: Site, desk: An
 def test_pages_fit_a_phone(stocked: Site, phone: Any, path: str) -> None:
     sign_in(phone, stocked, "dispatcher", path)
     assert page_width(phone) <= 390
+    # The menu's links are big enough for a finger (about 44 px).
+    heights = phone.locator("header.site nav a").evaluate_all(
+        "links => links.map(a => a.getBoundingClientRect().height)"
+    )
+    assert heights and min(heights) >= 43, heights
 
 
 def test_forms_work_without_javascript(stocked: Site, browser: Any) -> None:
