@@ -516,6 +516,14 @@ class TestCorrelation:
         }
 
 
+def published(embedded, service: str, type: str) -> list[dict]:
+    """The events of one type a service has committed to send (its outbox)."""
+    db = embedded.service(service).db
+    with db.reading() as session:
+        envelopes = [json.loads(b) for b in session.scalars(select(db.bus.outbox.c.body))]
+    return [e for e in envelopes if e["type"] == type]
+
+
 class TestEventsCarryTheResource:
     def test_a_planned_shipment_event_is_the_shipment_as_the_api_shows_it(
         self, embedded, api: ApiClient
@@ -524,13 +532,7 @@ class TestEventsCarryTheResource:
         body = reservation_body(warehouse="CDU", required_by="2026-12-01T08:00:00+08:00")
         reservation = api.post(f"{INV}/reservations", body).body
         shipment = planned_shipment(api, reservation["id"])
-        db = embedded.service("shipments").db
-        with db.reading() as session:
-            [event] = [
-                json.loads(b)
-                for b in session.scalars(select(db.bus.outbox.c.body))
-                if json.loads(b)["type"] == "shipments.shipment.planned"
-            ]
+        [event] = published(embedded, "shipments", "shipments.shipment.planned")
         shown = api.get(f"{SHP}/{shipment['id']}").body
         assert event["subject"] == shipment["id"]
         assert {k: v for k, v in event["data"].items() if k in shown} == shown
@@ -541,13 +543,7 @@ class TestEventsCarryTheResource:
     ) -> None:
         body = reservation_body(warehouse="CDU", required_by="2026-12-01T08:00:00+08:00")
         reservation = api.post(f"{INV}/reservations", body).body
-        db = embedded.service("inventory").db
-        with db.reading() as session:
-            [event] = [
-                json.loads(b)
-                for b in session.scalars(select(db.bus.outbox.c.body))
-                if json.loads(b)["type"] == "inventory.reservation.confirmed"
-            ]
+        [event] = published(embedded, "inventory", "inventory.reservation.confirmed")
         shown = api.get(f"{INV}/reservations/{reservation['id']}").body
         assert event["subject"] == reservation["id"]
         assert {k: v for k, v in event["data"].items() if k in shown} == shown == reservation
