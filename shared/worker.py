@@ -101,8 +101,18 @@ class Worker:
         """Every part runs (a dead thread also stops the process)."""
         return self.failure is None and all(t.is_alive() for t in self._threads)
 
-    def ready(self) -> bool:
-        return self.alive() and (not self.routes or self.consumer.connected.is_set())
+    def readiness(self) -> dict[str, str]:
+        """Each check of ``/readyz`` and how it went: every part runs, the consumer
+        holds a broker connection, the database answers."""
+        checks = {"threads": "ok" if self.alive() else "stopped"}
+        if self.routes:
+            checks["broker"] = "ok" if self.consumer.connected.is_set() else "not connected"
+        try:
+            self.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {exc.__class__.__name__}"
+        return checks
 
     def counters(self) -> dict[str, Any]:
         stats = self.consumer.stats
@@ -132,11 +142,22 @@ class Worker:
                 if self.path == "/metrics":
                     status, body = 200, generate_latest(registry)
                     kind = "text/plain; version=0.0.4"
-                elif self.path in ("/healthz", "/readyz"):
-                    ok = worker.alive() if self.path == "/healthz" else worker.ready()
+                elif self.path == "/healthz":
+                    ok = worker.alive()
                     status, kind = (200 if ok else 503), "application/json"
                     body = json.dumps(
                         {"status": "ok" if ok else "failing", "service": worker.service}
+                    ).encode()
+                elif self.path == "/readyz":
+                    checks = worker.readiness()
+                    ok = all(result == "ok" for result in checks.values())
+                    status, kind = (200 if ok else 503), "application/json"
+                    body = json.dumps(
+                        {
+                            "status": "ready" if ok else "not ready",
+                            "service": worker.service,
+                            "checks": checks,
+                        }
                     ).encode()
                 else:
                     status, kind, body = 404, "text/plain", b"not found"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
 import requests
 
 from services import bootstrap
 from tests.busclient import BusClient
-from tests.conftest import AMQP_URL, make_settings, wait_until
+from tests.conftest import AMQP_URL, PG_ADMIN_URL, make_settings, wait_until
 from tests.integration.conftest import start_inventory
 from tests.processes import free_port
 from tests.support import reservation_body, seed_catalogue
@@ -60,6 +61,24 @@ def test_worker_probes_and_metrics(postgres, rabbitmq, tmp_path) -> None:
             metrics
         )
         assert "partsflow_outbox_unsent" in metrics
+        assert requests.get(f"{base}/readyz", timeout=2).json()["checks"] == {
+            "threads": "ok",
+            "broker": "ok",
+            "database": "ok",
+        }
+
+        # Without its database the worker can apply nothing: not ready, and it says why.
+        database = settings.db_url("inventory").rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+        wait_until(
+            lambda: requests.get(f"{base}/readyz", timeout=5).status_code == 503,
+            timeout=20,
+            message="the worker to say it is not ready",
+        )
+        checks = requests.get(f"{base}/readyz", timeout=5).json()["checks"]
+        assert checks["database"].startswith("unreachable")
+        assert checks["broker"] == "ok"
     finally:
         stop.set()
         worker.join(timeout=20)
