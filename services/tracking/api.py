@@ -40,7 +40,9 @@ class Events(MethodView):
     @events.alt_response(200, schema=schemas.EventOut, description="A repeat of event_id")
     @events.alt_response(404, schema=ProblemSchema, description="No such shipment")
     def post(self, data: dict[str, Any]) -> Any:
-        event, created = tracking().record_event(data, source=current_user().name)
+        event, created = tracking().record_event(
+            data, source=current_user().name, wait_for_shipment=True
+        )
         return event if created else (event, 200)
 
 
@@ -49,7 +51,7 @@ class ShipmentEvents(MethodView):
     @requires(READ)
     @events.response(200, schemas.EventOut(many=True))
     def get(self, shipment_id: str) -> Any:
-        return tracking().shipment_events(shipment_id)
+        return tracking().shipment_events(shipment_id, wait_for_shipment=True)
 
 
 @etas.route("/shipments/<shipment_id>/eta")
@@ -57,7 +59,7 @@ class ShipmentEta(MethodView):
     @requires(READ)
     @etas.response(200, schemas.EtaOut)
     def get(self, shipment_id: str) -> Any:
-        return tracking().shipment_eta(shipment_id)
+        return tracking().shipment_eta(shipment_id, wait_for_shipment=True)
 
 
 @jobs.route("")

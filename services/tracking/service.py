@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -62,8 +62,15 @@ RISK_SEVERITY = {
 }
 # How much of a lane's history is read: the recent past says most about the near future.
 LANE_WINDOW = 500
+# Tracking hears of a new shipment from shipments' events a few milliseconds after
+# shipments answered its creator, so a carrier's first scan or a first look at the ETA
+# may come before it. The API waits this long for such a shipment before it says 404,
+# looking in its own database every SHIPMENT_POLL_SECONDS.
+SHIPMENT_GRACE_SECONDS = 2.0
+SHIPMENT_POLL_SECONDS = 0.05
 
 LaneKey = tuple[str, str, str, str]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -141,23 +148,66 @@ class _LaneCache:
 
 class Tracking:
     def __init__(
-        self, db: Database, clock: Clock | None = None, *, eta_step_minutes: float = 15.0
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        eta_step_minutes: float = 15.0,
+        shipment_grace_seconds: float = SHIPMENT_GRACE_SECONDS,
     ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
         self.eta_step_minutes = eta_step_minutes
+        self.shipment_grace_seconds = shipment_grace_seconds
         self._lane_cache = _LaneCache()
+
+    def _once_heard_of(
+        self, work: Callable[[], _T], lookup: Callable[[Session], str | None], wait: bool
+    ) -> _T:
+        """``work``, about a shipment; if tracking has not heard of it (NotFound) and
+        ``wait``, again once it has, waiting a moment at most (SHIPMENT_GRACE_SECONDS:
+        one just created is still on its way over the bus). Real time, not the
+        service's clock: this is about messages in flight, not about the domain."""
+        try:
+            return work()
+        except NotFound:
+            if not wait:
+                raise
+            deadline = time.monotonic() + self.shipment_grace_seconds
+            while True:
+                time.sleep(SHIPMENT_POLL_SECONDS)
+                with self.db.reading() as s:
+                    if lookup(s) is not None:
+                        break
+                if time.monotonic() >= deadline:
+                    raise
+        return work()
 
     # ==================================================================================
     # Tracking events
     # ==================================================================================
     def record_event(
-        self, data: Mapping[str, Any], *, source: str | None = None, answer_repeat: bool = False
+        self,
+        data: Mapping[str, Any],
+        *,
+        source: str | None = None,
+        answer_repeat: bool = False,
+        wait_for_shipment: bool = False,
     ) -> tuple[dict[str, Any], bool]:
         """Record a scan or report about a shipment, found by id or by carrier and
         tracking number. Returns (event, created): a repeat of the sender's
         ``event_id`` changes nothing. ``answer_repeat``: announce a repeat again (a
-        command's sender waits for an answer)."""
+        command's sender waits for an answer). ``wait_for_shipment``: a shipment not
+        heard of yet is waited for a moment before NotFound (the API's callers)."""
+        return self._once_heard_of(
+            lambda: self._record_event(data, source, answer_repeat),
+            lambda s: _shipment_named(s, data),
+            wait_for_shipment,
+        )
+
+    def _record_event(
+        self, data: Mapping[str, Any], source: str | None, answer_repeat: bool
+    ) -> tuple[dict[str, Any], bool]:
         now = self.clock.now()
         if data["occurred_at"] > now + CLOCK_SKEW:
             raise InvalidInput(
@@ -205,7 +255,16 @@ class Tracking:
         with self.db.transaction() as tx:
             tx.publish(event_type, subject=envelope["id"], data=data)
 
-    def shipment_events(self, shipment_id: str) -> list[dict[str, Any]]:
+    def shipment_events(
+        self, shipment_id: str, *, wait_for_shipment: bool = False
+    ) -> list[dict[str, Any]]:
+        return self._once_heard_of(
+            lambda: self._shipment_events(shipment_id),
+            lambda s: s.scalar(_shipment_id_query(shipment_id)),
+            wait_for_shipment,
+        )
+
+    def _shipment_events(self, shipment_id: str) -> list[dict[str, Any]]:
         with self.db.reading() as s:
             if s.get(TrackedShipment, shipment_id) is None:
                 raise NotFound(f"no shipment {shipment_id}")
@@ -1158,7 +1217,14 @@ class Tracking:
     # ==================================================================================
     # Reads: ETAs, jobs, the control tower
     # ==================================================================================
-    def shipment_eta(self, shipment_id: str) -> dict[str, Any]:
+    def shipment_eta(self, shipment_id: str, *, wait_for_shipment: bool = False) -> dict[str, Any]:
+        return self._once_heard_of(
+            lambda: self._shipment_eta(shipment_id),
+            lambda s: s.scalar(_shipment_id_query(shipment_id)),
+            wait_for_shipment,
+        )
+
+    def _shipment_eta(self, shipment_id: str) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.reading() as s:
             shipment = s.get(TrackedShipment, shipment_id)
@@ -1470,6 +1536,24 @@ def _shipment_for_update(s: Session, shipment_id: str, lock: bool) -> TrackedShi
     if lock:
         query = query.with_for_update()
     return s.scalar(query)
+
+
+def _shipment_id_query(shipment_id: str) -> Any:
+    return select(TrackedShipment.id).where(TrackedShipment.id == shipment_id)
+
+
+def _shipment_named(s: Session, data: Mapping[str, Any]) -> str | None:
+    """The id of the shipment an event names, by id or by carrier and tracking number."""
+    if data.get("shipment_id"):
+        return s.scalar(_shipment_id_query(data["shipment_id"]))
+    return s.scalar(
+        select(TrackedShipment.id)
+        .where(
+            TrackedShipment.carrier == data["carrier"],
+            TrackedShipment.tracking_number == data["tracking_number"],
+        )
+        .limit(1)
+    )
 
 
 def _sender_event(s: Session, shipment_id: str, sender_id: str) -> TrackingEvent | None:

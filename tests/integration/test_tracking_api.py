@@ -3,13 +3,15 @@ reordering, the ETA, the job read model, alerts and their acknowledgement."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.bus.consumer import Outcome
 from shared.config import Settings
+from tests.integration.conftest import RunningSystem
 from tests.integration.tracking_support import (
     T0,
     V1,
@@ -508,3 +510,54 @@ class TestAlertsApi:
 
 def _hours(text: str) -> float:
     return (datetime.fromisoformat(text) - T0).total_seconds() / 3600
+
+
+class TestAShipmentJustCreated:
+    """Tracking hears of a shipment from shipments' events a moment after shipments
+    answered: a carrier's event, or a look at the ETA, sent in that moment is still
+    answered for the shipment, not with 404."""
+
+    def create_shipment(self, embedded: RunningSystem) -> str:
+        reply = embedded.api("logistics").post(
+            "/shipments/api/v1/shipments",
+            {
+                "origin": "CDU",
+                "destination": {"site": "Ganzi County Hospital", "region": "ganzi"},
+                "mode": "hand_carry",
+                "lines": [{"part_number": "XRT-2000", "quantity": 1}],
+            },
+        )
+        assert reply.status == 201, reply
+        return reply.body["id"]
+
+    def test_an_event_posted_at_once_is_recorded(self, embedded: RunningSystem) -> None:
+        carrier = embedded.api("service")
+        for _ in range(6):
+            shipment_id = self.create_shipment(embedded)
+            now = datetime.now(UTC)
+            reply = carrier.post(f"{V1}/events", event_body(shipment_id, "picked_up", now))
+            assert reply.status == 201, reply
+            assert reply.body["shipment_id"] == shipment_id
+
+    def test_its_eta_and_events_are_answered_at_once(self, embedded: RunningSystem) -> None:
+        engineer = embedded.api("engineer")
+        for _ in range(3):
+            shipment_id = self.create_shipment(embedded)
+            reply = engineer.get(f"{V1}/shipments/{shipment_id}/eta")
+            assert reply.status == 200, reply
+            assert (reply.body["shipment_id"], reply.body["status"]) == (shipment_id, "planned")
+            shipment_id = self.create_shipment(embedded)
+            reply = engineer.get(f"{V1}/shipments/{shipment_id}/events")
+            assert (reply.status, reply.body) == (200, [])
+
+    def test_a_shipment_never_created_is_still_404_soon(self, embedded: RunningSystem) -> None:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        reply = embedded.api("service").post(
+            f"{V1}/events", event_body("no-such-shipment", "picked_up", now)
+        )
+        assert reply.status == 404, reply
+        assert embedded.api().get(f"{V1}/shipments/no-such-shipment/eta").status == 404
+        assert embedded.api().get(f"{V1}/shipments/no-such-shipment/events").status == 404
+        # Each waits a moment for the shipment to be heard of, and no longer.
+        assert time.monotonic() - started < 15
