@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import fields, validate
 
 MAX_QUANTITY = 1_000_000
+# The times Partsflow takes: wide enough for any delivery, narrow enough that every
+# sum the services make with a time (deadlines, estimates, ranges) stays a time.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 class Text(fields.String):
@@ -45,5 +50,34 @@ class Quantity(fields.Integer):
         super().__init__(strict=True, validate=validate.Range(min=1, max=MAX_QUANTITY), **kwargs)
 
 
+class Instant(fields.AwareDateTime):
+    """A moment in ISO 8601 with its UTC offset (one without is refused), taken in
+    UTC, so every answer and event tells it the same way."""
+
+    default_error_messages = {
+        "out_of_range": "give a time between 1970 and 2999",
+    }
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time
+            raise self.make_error("out_of_range") from None
+        if not EARLIEST_TIME <= moment < LATEST_TIME:
+            raise self.make_error("out_of_range")
+        return moment
+
+
+class StrictBoolean(fields.Boolean):
+    """``true`` or ``false`` only: 1, 0 and strings are refused (a flag that cannot
+    be changed later should not be set by accident)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def strict_bool(**kwargs: Any) -> fields.Boolean:
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    return StrictBoolean(**kwargs)

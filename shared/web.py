@@ -26,7 +26,7 @@ from typing import Any
 import marshmallow as ma
 import structlog
 from apispec import BasePlugin
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from flask_smorest import Api, Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema
@@ -34,6 +34,7 @@ from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from shared.auth import User, UserStore, parse_bearer
@@ -42,6 +43,7 @@ from shared.bus.context import MessageContext, current_message
 from shared.config import Settings, load_settings
 from shared.db import Database, is_transient_db_error
 from shared.errors import DomainError, InvalidInput
+from shared.json_input import read_json
 from shared.logs import configure_logging
 from shared.metrics import OutboxCollector, QueueCollector
 
@@ -105,11 +107,29 @@ def problem(
     return response
 
 
+class JsonBodyParser(FlaskParser):
+    """webargs' parser, reading bodies with :func:`read_json`: a body nested too
+    deeply or holding a lone surrogate is invalid JSON (422), not a failure."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return ma.missing
+        return read_json(req.get_data(cache=True))
+
+
 class ApiBlueprint(Blueprint):
     """A flask-smorest Blueprint with the contract's pagination: ``page_size`` 100 by
     default, at most 1000; ``page`` at most :data:`MAX_PAGE`."""
 
+    ARGUMENTS_PARSER = JsonBodyParser()
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 100, "max_page_size": 1000}
+
+    @staticmethod
+    def _make_pagination_metadata(page: int, page_size: int, item_count: int) -> Any:
+        # The contract's header always says which page this is, even past the end.
+        metadata = Blueprint._make_pagination_metadata(page, page_size, item_count)
+        metadata["page"] = page
+        return metadata
 
     def paginate(self, pager: Any = None, **options: Any) -> Callable[[Any], Any]:
         paginated = super().paginate(pager, **options)
@@ -230,12 +250,13 @@ class ProblemApi(Api):
         if status == 422:
             detail = data.get("message") or "The request has invalid fields; see errors."
         if status == 422:
-            # The same problem as a rule broken in the service (InvalidInput).
-            response = problem(
-                422, InvalidInput.title, detail, slug=InvalidInput.type_slug, **extra
-            )
+            response = _invalid(detail, **extra)
         else:
             response = problem(status, _title(status), detail, **extra)
+        # Allow (405), WWW-Authenticate and the like, as werkzeug would send them.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
@@ -517,17 +538,20 @@ def _request_hash() -> str:
     digest.update(request.path.encode())
     body = request.get_data(cache=True)
     with contextlib.suppress(ValueError):  # not JSON: its bytes are what it is
-        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+        body = json.dumps(read_json(body), sort_keys=True, separators=(",", ":")).encode()
     digest.update(body)
     return digest.hexdigest()
+
+
+def _invalid(detail: str, **extra: Any) -> Response:
+    """422, the same problem as a rule broken in a service (:class:`InvalidInput`)."""
+    return problem(422, InvalidInput.title, detail, slug=InvalidInput.type_slug, **extra)
 
 
 def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
     key = request.headers["Idempotency-Key"].strip()
     if not key or len(key) > 255:
-        return problem(
-            422,
-            "Unprocessable Content",
+        return _invalid(
             "Idempotency-Key must be 1-255 characters.",
             errors={"Idempotency-Key": ["must be 1-255 characters"]},
         )
@@ -564,9 +588,7 @@ def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
         g.idempotency_key = key
         return None
     if row.request_hash != request_hash:
-        return problem(
-            422,
-            "Unprocessable Content",
+        return _invalid(
             "This Idempotency-Key was used with a different request.",
             errors={"Idempotency-Key": ["already used with a different request body"]},
         )

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
 from services.inventory.rules import PRIORITIES, WAREHOUSE_KINDS
-from shared.schemas import MAX_QUANTITY, Code, Quantity, Text, strict_bool
+from shared.schemas import MAX_QUANTITY, Code, Instant, Quantity, Text, strict_bool
 
 MAX_SERIALS = 10_000
 
@@ -141,7 +141,7 @@ class ReservationIn(Schema):
     job_id = Text(required=True, max_length=100)
     part_number = Code(required=True, max_length=64)
     quantity = Quantity(required=True)
-    required_by = fields.AwareDateTime(required=True)
+    required_by = Instant(required=True)
     priority = fields.String(required=True, validate=validate.OneOf(PRIORITIES))
     owner = Text(required=True, max_length=200)
     site = fields.Nested(SiteSchema, required=True)
@@ -223,7 +223,7 @@ class MovementOut(Schema):
 class MovementQuery(Schema):
     part_number = Code(max_length=64)
     warehouse = Code()
-    since = fields.AwareDateTime()
+    since = Instant()
 
 
 class UnitOut(Schema):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.shipments.states import MODES, STATUSES
-from shared.schemas import Code, Quantity, Text
+from shared.schemas import Code, Instant, Quantity, Text
 
 
 class DestinationIn(Schema):
@@ -43,25 +43,25 @@ class ShipmentIn(Schema):
         fields.Nested(LineIn), required=True, validate=validate.Length(min=1, max=200)
     )
     job_id = Text(max_length=100)
-    required_by = fields.AwareDateTime()
+    required_by = Instant()
 
 
 class CheckpointIn(Schema):
     name = Text(required=True, max_length=200)
-    due_at = fields.AwareDateTime(required=True)
+    due_at = Instant(required=True)
 
 
 class DispatchIn(Schema):
     mode = fields.String(validate=validate.OneOf(MODES))
     carrier = Text(max_length=100)
     tracking_number = Text(max_length=100)
-    promised_delivery_at = fields.AwareDateTime()
+    promised_delivery_at = Instant()
     checkpoints = fields.List(fields.Nested(CheckpointIn), validate=validate.Length(max=200))
-    dispatched_at = fields.AwareDateTime()
+    dispatched_at = Instant()
 
 
 class DeliverIn(Schema):
-    delivered_at = fields.AwareDateTime()
+    delivered_at = Instant()
     received_by = Text(max_length=200)
 
 

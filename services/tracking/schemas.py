@@ -9,7 +9,7 @@ from services.tracking.alerts import KINDS, SEVERITY_ORDER, STATUSES
 from services.tracking.eta import BASES
 from services.tracking.eta import RISKS as RISK_VALUES
 from shared.contracts.tracking import EVENT_KINDS
-from shared.schemas import Text
+from shared.schemas import Instant, Text
 
 
 class EventIn(Schema):
@@ -19,7 +19,7 @@ class EventIn(Schema):
     carrier = Text(max_length=100)
     tracking_number = Text(max_length=100)
     kind = fields.String(required=True, validate=validate.OneOf(EVENT_KINDS))
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = Instant(required=True)
     checkpoint = Text(max_length=200)
     location = Text(max_length=200)
     note = Text(max_length=1000)

@@ -38,8 +38,12 @@ from shared.bus.store import DuplicateDelivery
 from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
+from shared.errors import InvalidInput
 
 log = logging.getLogger("partsflow.bus.consumer")
+
+# Fields of a refused command repeated in its ``*.rejected`` answer.
+REJECTION_ECHOES = ("request_id", "job_id", "part_number", "reservation_id", "shipment_id")
 
 Handler = Callable[[Any, dict[str, Any], dict[str, Any]], None]
 
@@ -280,10 +284,15 @@ class MessageConsumer:
         try:
             envelope = decode(message.body)
         except MalformedMessage as exc:
-            route = self.routes.get(properties.get("type") or "")
-            if exc.message_id and route is not None and route.rejected:
+            # A body that is not even JSON still has the AMQP properties it came with.
+            command_type = properties.get("type") or (message.delivery_info or {}).get(
+                "routing_key"
+            )
+            route = self.routes.get(command_type or "")
+            command_id = exc.message_id or properties.get("message_id")
+            if command_id and route is not None and route.rejected:
                 self._answer_rejected(
-                    route, exc.message_id, properties, {"_envelope": [exc.reason]}
+                    route, command_id, properties, {"_envelope": [exc.reason]}, request=None
                 )
             return Outcome.DEAD, f"malformed: {exc.reason}"
         route = self.routes.get(envelope["type"])
@@ -297,7 +306,11 @@ class MessageConsumer:
             except ValidationError as err:
                 if route.rejected:
                     self._answer_rejected(
-                        route, envelope["id"], properties, err.normalized_messages()
+                        route,
+                        envelope["id"],
+                        properties,
+                        err.normalized_messages(),
+                        request=envelope["data"],
                     )
                     return Outcome.ACK, "rejected"
                 return Outcome.DEAD, f"invalid data: {err.normalized_messages()}"
@@ -382,7 +395,13 @@ class MessageConsumer:
         return Outcome.REQUEUE, reason
 
     def _answer_rejected(
-        self, route: Route, command_id: str, properties: Mapping[str, Any], errors: Any
+        self,
+        route: Route,
+        command_id: str,
+        properties: Mapping[str, Any],
+        errors: Any,
+        *,
+        request: Mapping[str, Any] | None,
     ) -> None:
         self.stats.rejected += 1
         context = MessageContext(
@@ -400,8 +419,15 @@ class MessageConsumer:
                     data={
                         "command_id": command_id,
                         "status": "rejected",
+                        "reason": InvalidInput.type_slug,
                         "detail": "the command's data is invalid",
                         "errors": errors,
+                        # What the sender matches its answers by, when it said it.
+                        **{
+                            name: request[name]
+                            for name in REJECTION_ECHOES
+                            if isinstance((request or {}).get(name), str)
+                        },
                     },
                 )
 

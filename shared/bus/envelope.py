@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.json_input import read_json
+
 CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
 
@@ -67,8 +69,8 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         envelope = dict(body)
     else:
         try:
-            envelope = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
+            envelope = read_json(body)
+        except ValueError as exc:
             raise MalformedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("body is not a JSON object")

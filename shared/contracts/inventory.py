@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
 
+from shared.schemas import Instant
+
 
 class Site(Schema):
     class Meta:
@@ -27,7 +29,7 @@ class ReservationData(Schema):
     warehouse_region = fields.String(load_default=None)
     status = fields.String(required=True)
     priority = fields.String(required=True)
-    required_by = fields.AwareDateTime(required=True)
+    required_by = Instant(required=True)
     owner = fields.String(required=True)
     site = fields.Nested(Site, required=True)
     serials = fields.List(fields.String(), load_default=list)
@@ -103,7 +105,7 @@ class ReserveCommandData(Schema):
     job_id = fields.String(required=True)
     part_number = fields.String(required=True)
     quantity = fields.Integer(required=True)
-    required_by = fields.AwareDateTime(required=True)
+    required_by = Instant(required=True)
     priority = fields.String(required=True)
     owner = fields.String(required=True)
     site = fields.Nested(Site, required=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
 
+from shared.schemas import Instant
+
 
 class Destination(Schema):
     """A job's site (``site`` and ``region``) or a warehouse (``warehouse`` and its
@@ -33,8 +35,8 @@ class Checkpoint(Schema):
         unknown = INCLUDE
 
     name = fields.String(required=True)
-    due_at = fields.AwareDateTime(required=True)
-    passed_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    due_at = Instant(required=True)
+    passed_at = Instant(allow_none=True, load_default=None)
 
 
 class ShipmentData(Schema):
@@ -53,9 +55,9 @@ class ShipmentData(Schema):
     job_id = fields.String(allow_none=True, load_default=None)
     priority = fields.String(allow_none=True, load_default=None)
     owner = fields.String(allow_none=True, load_default=None)
-    required_by = fields.AwareDateTime(allow_none=True, load_default=None)
-    promised_delivery_at = fields.AwareDateTime(allow_none=True, load_default=None)
-    dispatched_at = fields.AwareDateTime(allow_none=True, load_default=None)
-    delivered_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    required_by = Instant(allow_none=True, load_default=None)
+    promised_delivery_at = Instant(allow_none=True, load_default=None)
+    dispatched_at = Instant(allow_none=True, load_default=None)
+    delivered_at = Instant(allow_none=True, load_default=None)
     checkpoints = fields.List(fields.Nested(Checkpoint), load_default=list)
     version = fields.Integer(required=True)

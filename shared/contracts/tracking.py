@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
 
+from shared.schemas import Instant
+
 EVENT_KINDS = (
     "picked_up",
     "checkpoint",
@@ -24,7 +26,7 @@ class TrackingEventData(Schema):
     id = fields.String(required=True)
     shipment_id = fields.String(required=True)
     kind = fields.String(required=True)
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = Instant(required=True)
     checkpoint = fields.String(allow_none=True, load_default=None)
     location = fields.String(allow_none=True, load_default=None)
     note = fields.String(allow_none=True, load_default=None)

@@ -77,6 +77,11 @@ class TestBadInput:
             ({"job_id": "   "}, "job_id"),
             ({"status": "fulfilled"}, "status"),
             ({"id": "mine"}, "id"),
+            # Valid ISO 8601 whose UTC time falls off the calendar, or no delivery's.
+            ({"required_by": "9999-12-31T23:59:59-01:00"}, "required_by"),
+            ({"required_by": "0001-01-01T00:00:00+01:00"}, "required_by"),
+            ({"required_by": "1900-01-01T00:00:00+00:00"}, "required_by"),
+            ({"job_id": "J\ud800"}, "_body"),
         ],
     )
     def test_reservation_field_errors(self, api: ApiClient, change, field) -> None:
@@ -84,6 +89,31 @@ class TestBadInput:
         assert reply.status == 422, reply
         assert reply.headers["Content-Type"] == "application/problem+json"
         assert field in reply.body["errors"]
+
+    def test_times_are_answered_in_utc(self, api: ApiClient) -> None:
+        reply = api.post(
+            f"{V1}/reservations",
+            reservation_body(part_number="GEL-250", required_by="2030-01-01T08:00:00+08:00"),
+        )
+        assert reply.status == 201, reply
+        assert reply.body["required_by"] == "2030-01-01T00:00:00+00:00"
+        assert (
+            api.get(f"{V1}/reservations/{reply.body['id']}").body["required_by"]
+            == (reply.body["required_by"])
+        )
+
+    def test_a_time_off_the_calendar_in_a_query_is_422(self, api: ApiClient) -> None:
+        reply = api.get(f"{V1}/movements", since="9999-12-31T23:59:59-01:00")
+        assert reply.status == 422
+        assert "since" in reply.body["errors"]
+
+    def test_a_flag_is_true_or_false_only(self, api: ApiClient) -> None:
+        for flag in (1, 0, "true"):
+            reply = api.post(
+                f"{V1}/parts", {"part_number": "FLAG-1", "description": "x", "serialized": flag}
+            )
+            assert reply.status == 422, (flag, reply)
+            assert "serialized" in reply.body["errors"]
 
     def test_errors_inside_a_field_say_where_in_plain_words(self, api: ApiClient) -> None:
         reply = api.post(
@@ -133,6 +163,24 @@ class TestBadInput:
         assert reply.status == 422
         assert reply.headers["Content-Type"] == "application/problem+json"
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "[" * 100_000 + "]" * 100_000,
+            '{"warehouse": "CDU", "part_number": "GEL-250", "quantity": 1, '
+            '"reference": "x\\udfffy"}',
+        ],
+        ids=["nested too deeply", "lone surrogate"],
+    )
+    def test_json_no_service_can_keep_is_422(self, api: ApiClient, body: str) -> None:
+        for headers in ({}, {"Idempotency-Key": "odd-body"}):
+            reply = api.post(
+                f"{V1}/receipts", data=body, content_type="application/json", headers=headers
+            )
+            assert reply.status == 422, reply
+            assert reply.headers["Content-Type"] == "application/problem+json"
+        assert api.get(f"{V1}/stock", part_number="GEL-250").body[0]["on_hand"] == 50
+
     def test_json_array_body_is_422(self, api: ApiClient) -> None:
         reply = api.post(f"{V1}/warehouses", data="[1, 2]", content_type="application/json")
         assert reply.status == 422
@@ -148,6 +196,7 @@ class TestBadInput:
         reply = api.client.delete(f"{V1}/stock", headers={"Authorization": f"Bearer {api.token}"})
         assert reply.status_code == 405
         assert reply.headers["Content-Type"] == "application/problem+json"
+        assert set(reply.headers["Allow"].split(", ")) >= {"GET"}
 
     def test_page_size_is_capped(self, api: ApiClient) -> None:
         assert api.get(f"{V1}/stock", page_size=1001).status == 422
@@ -155,6 +204,17 @@ class TestBadInput:
         reply = api.get(f"{V1}/stock", page_size=1, page=1)
         assert reply.status == 200
         assert json.loads(reply.headers["X-Pagination"])["page"] == 1
+
+    def test_every_page_says_which_it_is_even_past_the_end(self, api: ApiClient) -> None:
+        empty = api.get(f"{V1}/stock", part_number="NO-SUCH-PART")
+        assert json.loads(empty.headers["X-Pagination"]) == {
+            "total": 0,
+            "total_pages": 0,
+            "page": 1,
+        }
+        past = json.loads(api.get(f"{V1}/stock", page=99).headers["X-Pagination"])
+        assert past["page"] == 99
+        assert "next_page" not in past
 
     def test_default_page_holds_100(self, api: ApiClient) -> None:
         api.post(f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 60})
@@ -209,6 +269,12 @@ class TestIdempotencyKey:
             headers={"Idempotency-Key": "k-2"},
         )
         assert reply.status == 422
+        # The one problem every 422 of the API is.
+        invalid = api.post(f"{V1}/reservations", {})
+        assert (reply.body["type"], reply.body["title"]) == (
+            invalid.body["type"],
+            invalid.body["title"],
+        )
 
     def test_a_refusal_is_replayed_too(self, api: ApiClient) -> None:
         body = reservation_body(part_number="GEL-250", quantity=500)

@@ -344,13 +344,24 @@ class TestBadMessages:
     def test_invalid_command_data_is_answered_rejected(self, pg_inventory) -> None:
         client = BusClient(AMQP_URL, pg_inventory.settings.bus_prefix).open()
         try:
-            command_id = client.command("inventory.reserve", {"job_id": "J", "quantity": -1})
-            [reply] = client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            command_id = client.command(
+                "inventory.reserve", {"job_id": "J", "request_id": "req-9", "quantity": -1}
+            )
+            off_calendar = client.command(
+                "inventory.reserve",
+                reservation_body(part_number="GEL-250", required_by="9999-12-31T23:59:59-01:00"),
+            )
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
         finally:
             client.close()
+        answers = {r["correlationid"]: r for r in replies}
+        reply = answers[command_id]
         assert reply["type"] == "inventory.reservation.rejected"
-        assert reply["correlationid"] == command_id
         assert "quantity" in reply["data"]["errors"]
+        assert reply["data"]["reason"] == "validation-error"
+        assert (reply["data"]["request_id"], reply["data"]["job_id"]) == ("req-9", "J")
+        assert answers[off_calendar]["type"] == "inventory.reservation.rejected"
+        assert "required_by" in answers[off_calendar]["data"]["errors"]
 
     def test_malformed_body_goes_to_dead_letters_and_work_goes_on(self, pg_inventory) -> None:
         system = pg_inventory
@@ -368,7 +379,7 @@ class TestBadMessages:
             replies = client.collect_replies(
                 lambda r: (
                     any(x["type"] == "inventory.reservation.confirmed" for x in r)
-                    and any(x["correlationid"] == "half-1" for x in r)
+                    and {"half-1", "junk-1"} <= {x["correlationid"] for x in r}
                 ),
                 timeout=20,
             )
@@ -383,8 +394,10 @@ class TestBadMessages:
         finally:
             client.close()
         assert sorted(m.properties.get("message_id") for m in dead) == ["half-1", "junk-1"]
-        rejected = [r for r in replies if r["correlationid"] == "half-1"]
-        assert rejected[0]["type"] == "inventory.reservation.rejected"
+        # Both had an id to answer to: the envelope's, or only the AMQP message's.
+        for command_id in ("half-1", "junk-1"):
+            [rejected] = [r for r in replies if r["correlationid"] == command_id]
+            assert rejected["type"] == "inventory.reservation.rejected"
 
     def test_poison_message_is_dead_lettered_after_the_delivery_limit(
         self, pg_inventory, monkeypatch
