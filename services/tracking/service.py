@@ -1134,9 +1134,13 @@ class Tracking:
         tx.publish("tracking.alert.raised", subject=alert.id, data=alert_resource(alert))
 
     def _resolve(self, tx: Transaction, alert: Alert, now: datetime) -> None:
+        # ``now`` was read when the use case began, maybe before it waited for the
+        # shipment's row while another raised this alert, or on a host whose clock is a
+        # little behind: an alert is never resolved before it was raised.
+        resolved_at = max(now, alert.raised_at)
         alert.status = "resolved"
-        alert.resolved_at = now
-        alert.updated_at = now
+        alert.resolved_at = resolved_at
+        alert.updated_at = max(resolved_at, alert.updated_at)
         tx.session.flush()
         tx.publish("tracking.alert.resolved", subject=alert.id, data=alert_resource(alert))
 

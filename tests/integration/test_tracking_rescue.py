@@ -5,6 +5,7 @@ first, and the lost alert says what came of it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -253,3 +254,45 @@ class TestRescue:
         assert command["data"]["replaces"] == probe["id"]
         lose(tracking, shipment)
         assert len(tracking.published("inventory.reserve")) == 1
+
+
+class TestLostReportAfterTheDelivery:
+    """Shipments recorded the delivery; a carrier's late "lost" report reaches tracking
+    either after it heard of the delivery, or just before."""
+
+    def test_a_shipment_known_delivered_is_not_lost_nor_replaced(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        tracking.clock.set(at(19))
+        delivered = {**shipment, "status": "delivered", "delivered_at": iso(at(18))}
+        tracking.shipment("delivered", delivered)
+        lose(tracking, shipment)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["risk"]) == ("delivered", "delivered")
+        assert tracking.alerts(kind="lost") == []
+        assert tracking.published("inventory.reserve") == []
+
+    def test_the_lost_alert_resolves_no_earlier_than_it_was_raised(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        (raised,) = tracking.open_alerts(kind="lost")
+        # The delivery is applied with a clock reading a moment older than the one the
+        # loss was judged at (read before it waited for the shipment, or on another
+        # host whose clock is a little behind).
+        tracking.clock.set(at(20) - timedelta(seconds=2))
+        delivered = {**shipment, "status": "delivered", "delivered_at": iso(at(18))}
+        tracking.shipment("delivered", delivered)
+        (alert,) = tracking.alerts(kind="lost")
+        assert alert["status"] == "resolved", alert
+        assert alert["raised_at"] == raised["raised_at"] == iso(at(20))
+        resolved_at = datetime.fromisoformat(alert["resolved_at"])
+        assert resolved_at >= datetime.fromisoformat(alert["raised_at"])
+        (announced,) = [
+            m["data"]
+            for m in tracking.published("tracking.alert.resolved")
+            if m["data"]["id"] == alert["id"]
+        ]
+        assert announced["resolved_at"] == alert["resolved_at"]
