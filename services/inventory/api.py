@@ -64,7 +64,7 @@ class Warehouses(MethodView):
         return inventory().create_warehouse(data)
 
 
-@warehouses.route("/<code>")
+@warehouses.route("/<path:code>")
 class WarehouseByCode(MethodView):
     @requires(READ)
     @warehouses.response(200, schemas.WarehouseOut)
@@ -94,7 +94,7 @@ class Parts(MethodView):
         return inventory().create_part(data)
 
 
-@parts.route("/<part_number>")
+@parts.route("/<path:part_number>")
 class PartByNumber(MethodView):
     @requires(READ)
     @parts.response(200, schemas.PartOut)
@@ -196,7 +196,7 @@ class Movements(MethodView):
         return _paged(page, pagination_parameters)
 
 
-@ledger.route("/units/<serial>")
+@ledger.route("/units/<path:serial>")
 class UnitBySerial(MethodView):
     @requires(READ)
     @ledger.response(200, schemas.UnitOut)

@@ -429,6 +429,8 @@ class Inventory:
                 ).scalar()
                 if existing:
                     return _made_already(tx, existing)
+            if data.get("replaces"):
+                _check_replaceable(s, data["replaces"])
             part = self._catalogue.part(s, data["part_number"])
             site_region = data["site"]["region"]
             if data.get("warehouse"):
@@ -1582,6 +1584,22 @@ def _add_history(
         },
     )
     return {"status": status, "at": at, "note": note, "actor": actor}
+
+
+def _check_replaceable(s: Session, replaced_id: str) -> None:
+    """A replacement names a reservation that exists and was not delivered (a loss
+    reported just after the delivery must not take a second unit)."""
+    status = s.scalar(select(Reservation.status).where(Reservation.id == replaced_id))
+    if status is None:
+        raise InvalidInput(
+            f"there is no reservation {replaced_id} to replace",
+            errors={"replaces": [f"no reservation {replaced_id}"]},
+        )
+    if status == "fulfilled":
+        raise Conflict(
+            f"reservation {replaced_id} was delivered: there is nothing to replace",
+            current_status=status,
+        )
 
 
 def _change_stock(

@@ -72,6 +72,22 @@ class TestWarehousesAndParts:
         assert reply.status == 200
         assert api.get(f"{V1}/warehouses/CDU").body["name"] == "Chengdu depot 2"
 
+    def test_codes_and_serials_with_a_slash_can_be_looked_up(self, api: ApiClient) -> None:
+        part = {"part_number": "XRT/2000-B", "description": "Tube, B series", "serialized": True}
+        assert api.post(f"{V1}/parts", part).status == 201
+        receipt = {
+            "warehouse": "CDU",
+            "part_number": "XRT/2000-B",
+            "quantity": 1,
+            "serials": ["SN/001"],
+        }
+        assert api.post(f"{V1}/receipts", receipt).status == 201
+        for path in (f"{V1}/parts/XRT/2000-B", f"{V1}/parts/XRT%2F2000-B"):
+            reply = api.get(path)
+            assert reply.status == 200, path
+            assert reply.body["part_number"] == "XRT/2000-B"
+        assert api.get(f"{V1}/units/SN%2F001").body["part_number"] == "XRT/2000-B"
+
 
 class TestReceipts:
     def test_serialized_receipt_creates_units_and_stock(self, api: ApiClient) -> None:
