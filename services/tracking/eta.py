@@ -311,7 +311,7 @@ def estimate(facts: ShipmentFacts, lane: LaneStats, now: datetime) -> Estimate:
         eta = _minute_up(now + timedelta(hours=model.quantile(0.5)))
         return Estimate(
             eta,
-            _minute_down(now + timedelta(hours=model.quantile(0.1))),
+            _earliest(now + timedelta(hours=model.quantile(0.1)), now),
             _minute_up(now + timedelta(hours=model.quantile(0.9))),
             basis,
             f"Not dispatched yet; leaving now, it would arrive on {when(eta)} ({why}).",
@@ -327,7 +327,7 @@ def estimate(facts: ShipmentFacts, lane: LaneStats, now: datetime) -> Estimate:
     assert result.eta is not None and result.earliest is not None and result.latest is not None
     return Estimate(
         _minute_up(result.eta),
-        _minute_down(result.earliest),
+        _earliest(result.earliest, now),
         _minute_up(result.latest),
         result.basis,
         result.reason,
@@ -585,6 +585,14 @@ def _minute_down(moment: datetime) -> datetime:
 def _minute_up(moment: datetime) -> datetime:
     down = _minute_down(moment)
     return down if down == moment else down + timedelta(minutes=1)
+
+
+def _earliest(moment: datetime, now: datetime) -> datetime:
+    """The earliest arrival of a shipment still to arrive, rounded down to the minute
+    but never into the past: an earliest of now (or a few seconds after it) rounded
+    down would name a moment already gone. Rounding up instead stays within the
+    range, as the ETA is rounded up from a moment not before now."""
+    return max(_minute_down(moment), _minute_up(now))
 
 
 def _hours(delta: timedelta) -> float:

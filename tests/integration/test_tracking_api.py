@@ -395,6 +395,24 @@ class TestEta:
         assert eta["eta"] >= iso(at(40)) and eta["eta_latest"] >= eta["eta"]
         assert eta["eta_earliest"] >= iso(at(40))
 
+    def test_the_earliest_is_not_before_now_between_whole_minutes(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = carrier_shipment(checkpoints=hourly_checkpoints(3))
+        tracking.shipment("dispatched", shipment)
+        now = at(40) + timedelta(seconds=30)
+        tracking.clock.set(now)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert now <= datetime.fromisoformat(eta["eta_earliest"]), eta
+        assert eta["eta_earliest"] <= eta["eta"] <= eta["eta_latest"]
+        # Its checkpoints' plan is long past: judged on them, it is just as true.
+        tracking.clock.set(now + timedelta(seconds=1))
+        scan = event_body(shipment["id"], "checkpoint", at(39), checkpoint="CP3")
+        assert tracking.api("service").post(f"{V1}/events", scan).status == 201
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["basis"] == "checkpoints"
+        assert now + timedelta(seconds=1) <= datetime.fromisoformat(eta["eta_earliest"]), eta
+
 
 class TestJobView:
     def test_parts_reservations_and_shipments_of_a_job(self, tracking: TrackingUnderTest) -> None:

@@ -92,6 +92,19 @@ class TestElapsedTime:
             assert now <= e.eta <= e.latest, elapsed
             assert e.earliest <= e.eta, elapsed
 
+    @pytest.mark.parametrize("status", ["planned", "in_transit", "exception"])
+    def test_the_earliest_is_never_before_now_even_between_minutes(self, status: str) -> None:
+        # A lane of transits of a minute or so (parts handed over across a yard), and
+        # a shipment read at every few seconds past a whole minute.
+        quick = lane(0.01, 0.015, 0.02, 0.01, 0.012, 0.018)
+        dispatched = None if status == "planned" else T0
+        facts = carrier(status=status, dispatched_at=dispatched)
+        for seconds in (1, 17, 30, 59, 61, 3601 + 30):
+            now = T0 + timedelta(seconds=seconds)
+            e = eta.estimate(facts, quick, now)
+            assert e.eta is not None and e.earliest is not None and e.latest is not None
+            assert now <= e.earliest <= e.eta <= e.latest, (status, seconds)
+
     def test_overdue_shipments_say_so(self) -> None:
         e = eta.estimate(carrier(), lane(10, 11, 12, 13, 12, 11), at(30))
         assert e.reason.startswith("Still on the way 30.0 h after dispatch")
