@@ -44,6 +44,8 @@ from shared.errors import Conflict, DomainError, InvalidInput, NotFound
 SOURCE = "partsflow/tracking"
 # Shipments the scheduler looks at: those still on their way or about to leave.
 SCANNED = ("planned", "in_transit", "exception")
+# A shipment in one of these has ended its journey: nothing on its route is ahead.
+JOURNEY_ENDED = ("delivered", "lost", "cancelled")
 MOVEMENT_KINDS = ("picked_up", "checkpoint", "in_transit", "out_for_delivery")
 # Events that place a shipment at a planned checkpoint when they name it.
 PASSING_KINDS = (*MOVEMENT_KINDS, "delivered")
@@ -1393,12 +1395,16 @@ def alert_resource(a: Alert) -> dict[str, Any]:
     }
 
 
-def _checkpoint_resource(c: eta.Checkpoint | ShipmentCheckpoint, now: datetime) -> dict:
+def _checkpoint_resource(
+    c: eta.Checkpoint | ShipmentCheckpoint, now: datetime, *, ended: bool = False
+) -> dict:
+    """``ended``: the journey is over (delivered, lost, cancelled), so a checkpoint it
+    never passed is no longer overdue: nothing is coming to pass it."""
     return {
         "name": c.name,
         "due_at": c.due_at,
         "passed_at": c.passed_at,
-        "overdue": c.passed_at is None and c.due_at < now,
+        "overdue": not ended and c.passed_at is None and c.due_at < now,
     }
 
 
@@ -1416,6 +1422,7 @@ def _last_event_resource(e: TrackingEvent | None) -> dict[str, Any] | None:
 
 def eta_resource(snap: _Snapshot) -> dict[str, Any]:
     estimate = snap.estimate
+    ended = snap.shipment.status in JOURNEY_ENDED
     return {
         "shipment_id": snap.shipment.id,
         "status": snap.shipment.status,
@@ -1437,7 +1444,7 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
         "dispatched_at": snap.shipment.dispatched_at,
         "delivered_at": snap.shipment.delivered_at,
         "promised_delivery_at": snap.shipment.promised_delivery_at,
-        "checkpoints": [_checkpoint_resource(c, snap.now) for c in snap.checkpoints],
+        "checkpoints": [_checkpoint_resource(c, snap.now, ended=ended) for c in snap.checkpoints],
         "last_event": _last_event_resource(snap.last_event),
     }
 

@@ -413,6 +413,29 @@ class TestEta:
         assert eta["basis"] == "checkpoints"
         assert now + timedelta(seconds=1) <= datetime.fromisoformat(eta["eta_earliest"]), eta
 
+    @pytest.mark.parametrize("end", ["delivered", "lost"])
+    def test_once_the_journey_ended_no_checkpoint_is_overdue(
+        self, tracking: TrackingUnderTest, end: str
+    ) -> None:
+        reservation = reservation_data()
+        tracking.reservation("confirmed", reservation)
+        line = {"part_number": "XRT-2000", "quantity": 1, "reservation_id": reservation["id"]}
+        shipment = shipment_data(checkpoints=hourly_checkpoints(12), lines=[line])
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(14))
+        body = event_body(shipment["id"], "checkpoint", at(2), checkpoint="CP2")
+        assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        # CP1 was never scanned, CP3..CP12 never passed before the journey ended.
+        body = event_body(shipment["id"], end, at(13))
+        assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["status"] == end
+        assert [c["overdue"] for c in eta["checkpoints"]] == [False] * 12
+        assert eta["next_checkpoint"] is None
+        job = tracking.api().get(f"{V1}/jobs/JOB-7").body
+        (part,) = job["parts"]
+        assert [c["overdue"] for c in part["checkpoints"]] == [False] * 12
+
 
 class TestJobView:
     def test_parts_reservations_and_shipments_of_a_job(self, tracking: TrackingUnderTest) -> None:
