@@ -7,9 +7,9 @@ import json
 import re
 from typing import Any
 
-# A \uD800-\uDFFF escape: valid JSON, but alone (not half of a pair) it is no text
-# that a database or a UTF-8 message can hold.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Valid JSON escapes of what no database or UTF-8 message can hold: a lone half of a
+# surrogate pair (\uD800-\uDFFF), or NUL (\u0000), which PostgreSQL's text refuses.
+_UNKEEPABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def read_json(raw: bytes | str) -> Any:
@@ -18,8 +18,8 @@ def read_json(raw: bytes | str) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
-    if _SURROGATE_ESCAPE.search(text) and not _all_text(value):
-        raise json.JSONDecodeError("a string holds a lone surrogate escape", text, 0)
+    if _UNKEEPABLE_ESCAPE.search(text) and not _all_text(value):
+        raise json.JSONDecodeError("a string holds NUL or half a surrogate pair", text, 0)
     return value
 
 
@@ -28,6 +28,8 @@ def _all_text(value: Any) -> bool:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
+            if "\x00" in item:
+                return False
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:

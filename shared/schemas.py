@@ -22,7 +22,7 @@ class Text(fields.String):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if not text:
+        if not text or "\x00" in text:  # NUL: no database's text holds it
             raise self.make_error("invalid")
         return text
 

@@ -402,6 +402,8 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         )
         if not request.path.startswith(api_prefix):
             return None
+        if "\x00" in request.path or b"%00" in request.query_string:
+            return _nul_refused()
         token = parse_bearer(request.headers.get("Authorization"))
         user = context.users.by_token(token) if token else None
         if user is None:
@@ -468,6 +470,18 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         if token is not None:
             current_message.reset(token)
         structlog.contextvars.clear_contextvars()
+
+
+def _nul_refused() -> Response:
+    """NUL can name nothing here (PostgreSQL's text cannot hold it): no such resource
+    in a path, an invalid value in a query."""
+    if "\x00" in request.path:
+        return problem(404, "Not Found", "Nothing is named with a NUL character.")
+    names = sorted({name for name, value in request.args.items(multi=True) if "\x00" in value})
+    return _invalid(
+        "A query value holds a NUL character.",
+        errors={name: ["holds a NUL character"] for name in names or ["_query"]},
+    )
 
 
 def _has_body() -> bool:

@@ -82,6 +82,7 @@ class TestBadInput:
             ({"required_by": "0001-01-01T00:00:00+01:00"}, "required_by"),
             ({"required_by": "1900-01-01T00:00:00+00:00"}, "required_by"),
             ({"job_id": "J\ud800"}, "_body"),
+            ({"owner": "li.wei\x00"}, "_body"),
         ],
     )
     def test_reservation_field_errors(self, api: ApiClient, change, field) -> None:
@@ -101,6 +102,14 @@ class TestBadInput:
             api.get(f"{V1}/reservations/{reply.body['id']}").body["required_by"]
             == (reply.body["required_by"])
         )
+
+    def test_nul_in_a_query_is_422_and_in_a_path_404(self, api: ApiClient) -> None:
+        for params in ({"job_id": "JOB\x00"}, {"status": "confirmed\x00"}):
+            reply = api.get(f"{V1}/reservations", **params)
+            assert reply.status == 422
+            assert set(reply.body["errors"]) == set(params)
+        assert api.get(f"{V1}/reservations/abc%00").status == 404
+        assert api.get(f"{V1}/parts/GEL-250%00").status == 404
 
     def test_a_time_off_the_calendar_in_a_query_is_422(self, api: ApiClient) -> None:
         reply = api.get(f"{V1}/movements", since="9999-12-31T23:59:59-01:00")

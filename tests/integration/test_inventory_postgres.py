@@ -351,7 +351,10 @@ class TestBadMessages:
                 "inventory.reserve",
                 reservation_body(part_number="GEL-250", required_by="9999-12-31T23:59:59-01:00"),
             )
-            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+            with_nul = client.command(
+                "inventory.reserve", reservation_body(part_number="GEL-250", owner="li\x00wei")
+            )
+            replies = client.collect_replies(lambda r: len(r) >= 3, timeout=20)
         finally:
             client.close()
         answers = {r["correlationid"]: r for r in replies}
@@ -362,6 +365,16 @@ class TestBadMessages:
         assert (reply["data"]["request_id"], reply["data"]["job_id"]) == ("req-9", "J")
         assert answers[off_calendar]["type"] == "inventory.reservation.rejected"
         assert "required_by" in answers[off_calendar]["data"]["errors"]
+        assert answers[with_nul]["type"] == "inventory.reservation.rejected"
+
+    def test_nul_is_refused_before_postgresql_sees_it(self, pg_inventory) -> None:
+        api = pg_inventory.api()
+        reply = api.post(
+            f"{V1}/reservations", reservation_body(part_number="GEL-250", owner="li\x00wei")
+        )
+        assert reply.status == 422
+        assert api.get(f"{V1}/reservations", job_id="J\x00").status == 422
+        assert api.get(f"{V1}/reservations/abc%00").status == 404
 
     def test_malformed_body_goes_to_dead_letters_and_work_goes_on(self, pg_inventory) -> None:
         system = pg_inventory
