@@ -13,6 +13,9 @@ WAREHOUSE_KINDS = ("central", "depot", "van")
 # day, and one from another region three.
 SAME_REGION_HOURS = 24.0
 OTHER_REGION_HOURS = 72.0
+# A lane's own history counts once it holds this many deliveries (as for tracking's
+# ETAs): the first odd ones of a new system must not steer every choice after them.
+MIN_LANE_HISTORY = 5
 
 ACTIVE = ("confirmed", "issued")  # statuses that hold stock or units
 
@@ -37,8 +40,9 @@ class RankedSource:
 
 
 def lane_hours(origin_region: str, destination_region: str, history: Sequence[float]) -> float:
-    """Expected transit hours on a lane: the median of what was seen, else a default."""
-    if history:
+    """Expected transit hours on a lane: the median of what was seen, once enough was,
+    else a default."""
+    if len(history) >= MIN_LANE_HISTORY:
         return float(statistics.median(history))
     return SAME_REGION_HOURS if origin_region == destination_region else OTHER_REGION_HOURS
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from services.inventory.rules import (
+    MIN_LANE_HISTORY,
     OTHER_REGION_HOURS,
     SAME_REGION_HOURS,
     Source,
@@ -22,19 +23,31 @@ class TestRankSources:
         assert ranked[1].transit_hours == OTHER_REGION_HOURS
 
     def test_history_beats_the_default(self) -> None:
-        history = {("east", "sichuan"): [10.0, 12.0, 11.0], ("sichuan", "sichuan"): [30.0]}
+        history = {
+            ("east", "sichuan"): [10.0, 12.0, 11.0, 9.0, 13.0],
+            ("sichuan", "sichuan"): [30.0] * 5,
+        }
         ranked = rank_sources(
             [Source(1, "SHA", "east", 1), Source(2, "CDU", "sichuan", 1)], "sichuan", history
         )
         assert [r.source.code for r in ranked] == ["SHA", "CDU"]
         assert ranked[0].transit_hours == 11.0
 
+    def test_a_few_odd_deliveries_do_not_make_a_lane(self) -> None:
+        # Two transfers recorded delivered seconds after they left.
+        history = {("east", "sichuan"): [0.002] * (MIN_LANE_HISTORY - 1)}
+        ranked = rank_sources(
+            [Source(1, "SHA", "east", 1), Source(2, "VAN1", "sichuan", 1)], "sichuan", history
+        )
+        assert [r.source.code for r in ranked] == ["VAN1", "SHA"]
+        assert ranked[1].transit_hours == OTHER_REGION_HOURS
+
     def test_ties_go_to_most_available(self) -> None:
         ranked = rank_sources([Source(1, "A", "east", 2), Source(2, "B", "east", 7)], "west", {})
         assert [r.source.code for r in ranked] == ["B", "A"]
 
     def test_lane_hours_median(self) -> None:
-        assert lane_hours("a", "b", [1.0, 100.0, 3.0]) == 3.0
+        assert lane_hours("a", "b", [1.0, 100.0, 3.0, 2.0, 4.0]) == 3.0
 
 
 class TestLowStockCrossing:
