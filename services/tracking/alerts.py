@@ -90,6 +90,9 @@ class ShipmentSituation:
     lost_note: str | None = None
     checkpoints: Sequence[Checkpoint] = ()
     replacements: Sequence[Replacement] = ()
+    # Where it goes: a site, or a warehouse (a transfer between warehouses).
+    destination_site: str | None = None
+    destination_warehouse: str | None = None
 
 
 def severity(kind: str) -> str:
@@ -278,7 +281,13 @@ def _who(s: ShipmentSituation) -> str:
         return f"Job {s.job_id}"
     if s.owner:
         return f"Owner {s.owner}"
-    return "Transfer"
+    # No job: a transfer only when it goes to a warehouse; a part sent to a site
+    # without a job is a shipment like any other.
+    if s.destination_warehouse:
+        return f"Transfer to {s.destination_warehouse}"
+    if s.destination_site:
+        return f"Shipment to {s.destination_site}"
+    return "Shipment"
 
 
 def _parts(parts: Sequence[str]) -> str:

@@ -867,6 +867,8 @@ class Tracking:
             lost_note=shipment.lost_note,
             checkpoints=points,
             replacements=replacements,
+            destination_site=shipment.destination_site,
+            destination_warehouse=shipment.destination_warehouse,
         )
         return _Snapshot(
             shipment,

@@ -126,6 +126,31 @@ class TestRaisedOnceResolvedWhenGone:
         assert tracking.open_alerts(kind="exception") == []
 
 
+class TestWhoAnAlertIsFor:
+    @pytest.mark.parametrize(
+        ("destination", "named"),
+        [
+            ({"site": None, "warehouse": "SHA", "region": "east-china"}, "Transfer to SHA: "),
+            (
+                {"site": "Ganzi County Hospital", "warehouse": None, "region": "ganzi"},
+                "Shipment to Ganzi County Hospital: ",
+            ),
+        ],
+    )
+    def test_only_a_shipment_to_a_warehouse_is_a_transfer(
+        self, tracking: TrackingUnderTest, destination: dict, named: str
+    ) -> None:
+        shipment = shipment_data(
+            job_id=None, owner=None, priority=None, required_by=None, destination=destination
+        )
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
+        post(tracking, event_body(shipment["id"], "exception", at(2), note="held at customs"))
+        (alert,) = tracking.open_alerts(kind="exception")
+        assert alert["message"].startswith(named), alert["message"]
+        assert (alert["job_id"], alert["owner"]) == (None, None)
+
+
 class TestDuplicatesAndReordering:
     def test_the_same_events_twice_and_out_of_order_raise_nothing_twice(
         self, tracking: TrackingUnderTest
