@@ -288,7 +288,23 @@ class TestRecordEventCommand:
         tracking.deliver("tracking.record_event", body, message_id="cmd-422")
         (rejected,) = tracking.published("tracking.event.rejected")
         assert rejected["data"]["command_id"] == "cmd-422"
+        assert rejected["data"]["reason"] == "validation-error"
         assert "occurred_at" in rejected["data"]["errors"]
+
+    def test_an_event_from_the_future_is_rejected_with_its_reason(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        body = event_body(shipment["id"], "in_transit", at(5))
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-future")
+        assert outcome is Outcome.ACK
+        (rejected,) = tracking.published("tracking.event.rejected")
+        assert rejected["correlationid"] == "cmd-future"
+        assert rejected["data"]["reason"] == "validation-error"
+        assert rejected["data"]["shipment_id"] == shipment["id"]
+        assert "occurred_at" in rejected["data"]["errors"]
+        assert tracking.published("tracking.event.recorded") == []
 
 
 class TestShipmentReadModel:
