@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -164,6 +164,27 @@ class Database:
             self.outbox_written.set()
             for callback in self._after_commit:
                 callback()
+
+    def send_answers_again(self, command_id: str, reply_to: str) -> int:
+        """A command that came again (its sender lost the answer): the relay sends
+        its answers once more, to the events exchange too, where consumers' inboxes
+        absorb the repeat. How many there were."""
+        outbox = self.bus.outbox
+        with self.engine.begin() as conn:
+            count = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.correlation_id == command_id,
+                    outbox.c.reply_to == reply_to,
+                    outbox.c.sent_at.is_not(None),
+                )
+                .values(sent_at=None, available_at=None)
+            ).rowcount
+        if count:
+            self.outbox_written.set()
+            for callback in self._after_commit:
+                callback()
+        return count
 
     def _in_inbox(self, message_id: str) -> bool:
         inbox = self.bus.inbox

@@ -333,6 +333,8 @@ class MessageConsumer:
                     self._through_outages(lambda: route.handle(self.target, data, envelope))
             except DuplicateDelivery:
                 self.stats.duplicates += 1
+                if route.kind == COMMAND:
+                    self._answer_again(envelope["id"], context.reply_to)
                 return Outcome.ACK, "duplicate"
             except Exception as exc:
                 if is_transient_db_error(exc):
@@ -431,5 +433,13 @@ class MessageConsumer:
                     },
                 )
 
-        with contextlib.suppress(DuplicateDelivery):
+        try:
             self._through_outages(answer)
+        except DuplicateDelivery:
+            self._answer_again(command_id, context.reply_to)
+
+    def _answer_again(self, command_id: str, reply_to: str | None) -> None:
+        """A command that came again, from a sender that lost the answer: the answer
+        goes out again."""
+        if reply_to:
+            self._through_outages(lambda: self.db.send_answers_again(command_id, reply_to))

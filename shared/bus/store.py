@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     insert,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -53,6 +54,25 @@ DROP_OUTBOX_NOTIFY_TRIGGER = """
 DROP TRIGGER IF EXISTS outbox_notify ON outbox;
 DROP FUNCTION IF EXISTS partsflow_outbox_notify();
 """
+
+
+def create_reply_index() -> None:
+    """Migrations: the outbox's index of answers to commands (``ix_outbox_replies``)."""
+    from alembic import op
+
+    op.create_index(
+        "ix_outbox_replies",
+        "outbox",
+        ["correlation_id"],
+        postgresql_where=text("reply_to IS NOT NULL"),
+        sqlite_where=text("reply_to IS NOT NULL"),
+    )
+
+
+def drop_reply_index() -> None:
+    from alembic import op
+
+    op.drop_index("ix_outbox_replies", table_name="outbox")
 
 
 class DuplicateDelivery(Exception):
@@ -91,6 +111,13 @@ def define_bus_tables(metadata: MetaData) -> BusTables:
         sqlite_where=outbox.c.sent_at.is_(None),
     )
     Index("ix_outbox_sent_at", outbox.c.sent_at)
+    # The answers to a command, found again when the command comes again.
+    Index(
+        "ix_outbox_replies",
+        outbox.c.correlation_id,
+        postgresql_where=outbox.c.reply_to.is_not(None),
+        sqlite_where=outbox.c.reply_to.is_not(None),
+    )
     inbox = Table(
         "inbox",
         metadata,

@@ -319,6 +319,33 @@ class TestReserveCommands:
         assert answers[again]["data"]["repeat"] is True
         assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3
 
+    def test_a_command_sent_again_under_its_id_is_answered_again(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            body = reservation_body(part_number="GEL-250", quantity=2, warehouse="CDU")
+            command_id = client.command("inventory.reserve", body)
+            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            invalid_id = client.command("inventory.reserve", {"job_id": "J", "quantity": -1})
+            client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+            # The sender lost both answers and sends the same commands again.
+            client.command("inventory.reserve", body, message_id=command_id)
+            client.command(
+                "inventory.reserve", {"job_id": "J", "quantity": -1}, message_id=invalid_id
+            )
+            replies = client.collect_replies(lambda r: len(r) >= 4, timeout=20)
+        finally:
+            client.close()
+        first, again = [r for r in replies if r["correlationid"] == command_id]
+        assert first == again  # the same event, by its id too
+        assert first["type"] == "inventory.reservation.confirmed"
+        assert [r["type"] for r in replies if r["correlationid"] == invalid_id] == [
+            "inventory.reservation.rejected"
+        ] * 2
+        # Reserved once.
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 2
+
     def test_release_command_answers_with_the_released_reservation(self, pg_inventory) -> None:
         system = pg_inventory
         receive(system, "GEL-250", "CDU", 2)
