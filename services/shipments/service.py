@@ -169,7 +169,13 @@ class Shipments:
                 return
             shipment.version += 1
             shipment.updated_at = now
-            shipment.required_by = min(shipment.required_by, reservation["required_by"])
+            # A shipment planned by hand may not say when it is needed, or for whom.
+            required_by = reservation["required_by"]
+            if shipment.required_by is not None:
+                required_by = min(shipment.required_by, required_by)
+            shipment.required_by = required_by
+            shipment.priority = shipment.priority or reservation["priority"]
+            shipment.owner = shipment.owner or reservation["owner"]
             s.add(ShipmentLine(shipment_id=shipment.id, **line))
             s.flush()
             self._announce(tx, shipment, "updated")

@@ -1,0 +1,67 @@
+"""Shipments planned for reservations beside shipments planned by hand, in the embedded
+system (in-process bus, SQLite): which planned shipment a reservation joins, and what
+a shipment made by hand for reservations says of their job."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import SITE, ApiClient, reservation_body, seed_catalogue
+
+INV = "/inventory/api/v1"
+SHP = "/shipments/api/v1/shipments"
+GANZI = {"site": SITE["name"], "region": SITE["region"]}
+
+
+@pytest.fixture
+def api(embedded) -> ApiClient:
+    client = embedded.api("logistics")
+    seed_catalogue(client)
+    reply = client.post(
+        f"{INV}/receipts",
+        {"warehouse": "CDU", "part_number": "XRT-2000", "quantity": 2, "serials": ["C-1", "C-2"]},
+    )
+    assert reply.status == 201, reply
+    reply = client.post(
+        f"{INV}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 20}
+    )
+    assert reply.status == 201, reply
+    return client
+
+
+def reserve(api: ApiClient, **changes) -> dict:
+    reply = api.post(f"{INV}/reservations", reservation_body(warehouse="CDU", **changes))
+    assert reply.status == 201, reply
+    return reply.body
+
+
+def planned_shipment(api: ApiClient, reservation_id: str) -> dict:
+    [shipment] = api.wait_for(SHP, lambda body: len(body) == 1, reservation_id=reservation_id)
+    return shipment
+
+
+def by_hand(api: ApiClient, destination: dict, lines: list[dict], **fields) -> dict:
+    body = {"origin": "CDU", "destination": destination, "mode": "courier", "lines": lines}
+    reply = api.post(SHP, {**body, **fields})
+    assert reply.status == 201, reply
+    return reply.body
+
+
+def gel(quantity: int, **line) -> dict:
+    return {"part_number": "GEL-250", "quantity": quantity, **line}
+
+
+class TestPlanningBesideShipmentsMadeByHand:
+    def test_a_reservation_joins_its_jobs_shipment_made_by_hand_with_no_required_by(
+        self, api: ApiClient
+    ) -> None:
+        made = by_hand(api, GANZI, [gel(3)], job_id="JOB-1")
+        assert made["required_by"] is None
+        reservation = reserve(api)
+        shipment = planned_shipment(api, reservation["id"])
+        assert shipment["id"] == made["id"]
+        assert [line["reservation_id"] for line in shipment["lines"]] == [None, reservation["id"]]
+        # The job's need, owner and priority now on the shipment, for tracking to judge.
+        assert shipment["required_by"] == reservation["required_by"]
+        assert (shipment["owner"], shipment["priority"]) == ("li.wei", "machine_down")
+        assert shipment["status"] == "planned"
