@@ -161,9 +161,7 @@ class Shipments:
                 "reservation_id": reservation["id"],
                 "serials": ",".join(reservation.get("serials") or []),
             }
-            shipment = self._planned_shipment_for(
-                s, reservation["job_id"], reservation["warehouse"]
-            )
+            shipment = self._planned_shipment_for(s, reservation)
             if shipment is None:
                 self._plan_new_shipment(tx, reservation, line, correlation_id, now)
                 return
@@ -236,13 +234,18 @@ class Shipments:
             correlation_id=correlation_id,
         )
 
-    def _planned_shipment_for(self, s: Session, job_id: str, origin: str) -> Shipment | None:
+    def _planned_shipment_for(self, s: Session, reservation: Mapping[str, Any]) -> Shipment | None:
+        """The job's planned shipment from the reservation's warehouse to its site; a
+        transfer to a warehouse or a shipment to another site does not take it."""
         query = (
             select(Shipment)
             .where(
-                Shipment.job_id == job_id,
-                Shipment.origin == origin,
+                Shipment.job_id == reservation["job_id"],
+                Shipment.origin == reservation["warehouse"],
                 Shipment.status == states.PLANNED,
+                Shipment.destination_warehouse.is_(None),
+                Shipment.destination_site == reservation["site"]["name"],
+                Shipment.destination_region == reservation["site"]["region"],
             )
             .order_by(Shipment.created_at)
             .limit(1)

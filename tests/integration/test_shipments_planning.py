@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import SITE, ApiClient, reservation_body, seed_catalogue
+from tests.support import REQUIRED_BY, SITE, ApiClient, reservation_body, seed_catalogue
 
 INV = "/inventory/api/v1"
 SHP = "/shipments/api/v1/shipments"
@@ -65,3 +65,35 @@ class TestPlanningBesideShipmentsMadeByHand:
         assert shipment["required_by"] == reservation["required_by"]
         assert (shipment["owner"], shipment["priority"]) == ("li.wei", "machine_down")
         assert shipment["status"] == "planned"
+
+    def test_a_reservation_does_not_join_a_transfer_or_a_shipment_to_another_site(
+        self, api: ApiClient
+    ) -> None:
+        transfer = by_hand(api, {"warehouse": "SHA"}, [gel(4)], job_id="JOB-1")
+        elsewhere = by_hand(
+            api,
+            {"site": "Kangding clinic", "region": "sichuan"},
+            [gel(1)],
+            job_id="JOB-1",
+            required_by=REQUIRED_BY,
+        )
+        other_region = by_hand(
+            api,
+            {"site": SITE["name"], "region": "east-china"},
+            [gel(1)],
+            job_id="JOB-1",
+            required_by=REQUIRED_BY,
+        )
+        reservation = reserve(api)
+        shipment = planned_shipment(api, reservation["id"])
+        assert shipment["id"] not in (transfer["id"], elsewhere["id"], other_region["id"])
+        assert shipment["destination"] == GANZI
+        assert shipment["origin"] == "CDU"
+        for made in (transfer, elsewhere, other_region):
+            lines = api.get(f"{SHP}/{made['id']}").body["lines"]
+            assert [line["reservation_id"] for line in lines] == [None]
+        # A second reservation of the job joins the shipment to its site.
+        second = reserve(api, part_number="GEL-250", quantity=2)
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: len(x["lines"]) == 2)
+        assert body["lines"][1]["reservation_id"] == second["id"]
+        assert len(api.get(SHP, job_id="JOB-1").body) == 4
