@@ -33,6 +33,8 @@ from shared.errors import Conflict, InvalidInput, NotFound
 # A dispatch or delivery time "now" may come from a clock a little ahead of ours.
 CLOCK_SKEW = timedelta(minutes=2)
 DEFAULT_MODE = "carrier"
+# A job's priorities, the most urgent first.
+PRIORITIES = ("machine_down", "urgent", "routine")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Shipments:
             origin = s.get(KnownWarehouse, data["origin"])
             site, warehouse_code, region = _destination(s, data["destination"], data["origin"])
             lines = [self._manual_line(s, data["origin"], line) for line in data["lines"]]
+            job = _job_of(s, [line.reservation_id for line in lines if line.reservation_id])
+            if data.get("job_id") not in (None, job.job_id):
+                job = _Job(job_id=data["job_id"])  # another job's facts are not its own
             shipment = Shipment(
                 id=str(uuid.uuid4()),
                 status=states.PLANNED,
@@ -69,8 +74,10 @@ class Shipments:
                 destination_warehouse=warehouse_code,
                 destination_region=region,
                 mode=data["mode"],
-                job_id=data.get("job_id"),
-                required_by=data.get("required_by"),
+                job_id=data.get("job_id") or job.job_id,
+                priority=job.priority,
+                owner=job.owner,
+                required_by=data.get("required_by") or job.required_by,
                 correlation_id=current_correlation_id(),
                 version=1,
                 created_at=now,
@@ -115,10 +122,23 @@ class Shipments:
             )
         if known.status != "confirmed":
             raise Conflict(f"reservation {reservation_id} is {known.status}")
-        if known.warehouse != origin or known.part_number != line["part_number"]:
+        if (
+            known.warehouse != origin
+            or known.part_number != line["part_number"]
+            or known.quantity != line["quantity"]
+        ):
+            # A line ships what its reservation holds, as given: a different part or
+            # quantity is a mistake to correct, not one to correct silently.
             raise InvalidInput(
-                f"reservation {reservation_id} is for {known.part_number} at {known.warehouse}",
-                errors={"lines": [f"reservation {reservation_id} does not match the line"]},
+                f"reservation {reservation_id} is for {known.quantity} {known.part_number} "
+                f"at {known.warehouse}",
+                errors={
+                    "lines": [
+                        f"{line['quantity']} {line['part_number']} from {origin} does not "
+                        f"match reservation {reservation_id} ({known.quantity} "
+                        f"{known.part_number} at {known.warehouse})"
+                    ]
+                },
             )
         carrying = s.scalar(
             select(ShipmentLine.shipment_id)
@@ -758,6 +778,53 @@ def _note_reservation(tx: Transaction, reservation: Mapping[str, Any]) -> bool:
         known.version = reservation["version"]
         known.status = reservation["status"]
     return True
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a shipment's reservations say of the job it serves."""
+
+    job_id: str | None = None
+    priority: str | None = None
+    owner: str | None = None
+    required_by: datetime | None = None
+
+
+def _job_of(s: Session, reservation_ids: Sequence[str]) -> _Job:
+    """The job of the reservations a shipment made by hand carries, when shipments
+    knows them and they agree on one. Shipments keeps only a reservation's job, part,
+    quantity and warehouse; when it is needed, for whom and how urgently come from
+    the shipments planned for those reservations before (say, one cancelled to be
+    planned again by hand), and stay empty when there were none."""
+    if not reservation_ids:
+        return _Job()
+    jobs = set(
+        s.scalars(select(KnownReservation.job_id).where(KnownReservation.id.in_(reservation_ids)))
+    )
+    if len(jobs) != 1:
+        return _Job()
+    (job_id,) = jobs
+    earlier = s.execute(
+        select(Shipment.priority, Shipment.owner, Shipment.required_by)
+        .where(
+            Shipment.job_id == job_id,
+            Shipment.id.in_(
+                select(ShipmentLine.shipment_id).where(
+                    ShipmentLine.reservation_id.in_(reservation_ids)
+                )
+            ),
+        )
+        .order_by(Shipment.created_at)
+    ).all()
+    priorities = [x.priority for x in earlier if x.priority in PRIORITIES]
+    owners = [x.owner for x in earlier if x.owner]
+    needed = [x.required_by for x in earlier if x.required_by is not None]
+    return _Job(
+        job_id=job_id,
+        priority=min(priorities, key=PRIORITIES.index) if priorities else None,
+        owner=owners[0] if owners else None,
+        required_by=min(needed) if needed else None,
+    )
 
 
 def _locked_or_none(s: Session, shipment_id: str, lock: bool) -> Shipment | None:

@@ -97,3 +97,44 @@ class TestPlanningBesideShipmentsMadeByHand:
         body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: len(x["lines"]) == 2)
         assert body["lines"][1]["reservation_id"] == second["id"]
         assert len(api.get(SHP, job_id="JOB-1").body) == 4
+
+
+class TestShipmentsMadeByHandForReservations:
+    def test_it_carries_the_job_of_its_reservations(self, api: ApiClient) -> None:
+        reservation = reserve(api, part_number="GEL-250", quantity=2)
+        planned = planned_shipment(api, reservation["id"])
+        assert api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "by hand"}).status == 200
+        made = by_hand(api, GANZI, [gel(2, reservation_id=reservation["id"])])
+        assert made["job_id"] == "JOB-1"
+        assert made["required_by"] == reservation["required_by"]
+        assert (made["owner"], made["priority"]) == ("li.wei", "machine_down")
+        assert made == api.get(f"{SHP}/{made['id']}").body
+        open_for_job = [x["id"] for x in api.get(SHP, job_id="JOB-1", status="planned").body]
+        assert open_for_job == [made["id"]]
+
+    def test_what_is_given_stands(self, api: ApiClient) -> None:
+        reservation = reserve(api, part_number="GEL-250", quantity=2)
+        planned = planned_shipment(api, reservation["id"])
+        api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "needed sooner"})
+        sooner = "2026-11-28T08:00:00+00:00"
+        made = by_hand(api, GANZI, [gel(2, reservation_id=reservation["id"])], required_by=sooner)
+        assert (made["job_id"], made["required_by"]) == ("JOB-1", sooner)
+
+    def test_a_line_that_differs_from_its_reservation_is_refused(self, api: ApiClient) -> None:
+        reservation = reserve(api, part_number="GEL-250", quantity=2)
+        planned = planned_shipment(api, reservation["id"])
+        api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "by hand"})
+        body = {"origin": "CDU", "destination": GANZI, "mode": "courier"}
+        reply = api.post(SHP, {**body, "lines": [gel(5, reservation_id=reservation["id"])]})
+        assert reply.status == 422, reply
+        [message] = reply.body["errors"]["lines"]
+        assert "5 GEL-250" in message and "2 GEL-250" in message
+        other_part = {"part_number": "XRT-2000", "quantity": 2, "reservation_id": reservation["id"]}
+        reply = api.post(SHP, {**body, "lines": [other_part]})
+        assert reply.status == 422, reply
+        assert "lines" in reply.body["errors"]
+        # Nothing was planned by the refused requests.
+        carrying = api.get(SHP, reservation_id=reservation["id"]).body
+        assert [x["id"] for x in carrying] == [planned["id"]]
+        made = by_hand(api, GANZI, [gel(2, reservation_id=reservation["id"])])
+        assert made["lines"][0]["quantity"] == 2
