@@ -33,6 +33,8 @@ from shared.errors import Conflict, InvalidInput, NotFound
 # A dispatch or delivery time "now" may come from a clock a little ahead of ours.
 CLOCK_SKEW = timedelta(minutes=2)
 DEFAULT_MODE = "carrier"
+# Who wrote what tracking's scans put in a shipment's history.
+TRACKING = "tracking"
 # A job's priorities, the most urgent first.
 PRIORITIES = ("machine_down", "urgent", "routine")
 
@@ -486,8 +488,11 @@ class Shipments:
     # ==================================================================================
     def apply_tracking_event(self, event: Mapping[str, Any]) -> None:
         """A tracking event recorded by tracking: a passed checkpoint, an exception, a
-        loss, a delivery. Events may come late, twice or out of order: a shipment
-        that is delivered, lost or cancelled does not move again."""
+        loss, a delivery. Events may come late, twice or out of order: a report older
+        than the latest scan already heard does not move the shipment, and one that is
+        delivered, lost or cancelled does not move again. Every scan of a shipment not
+        yet at its end goes in its history (by ``tracking``): that is how the latest
+        one is known."""
         now = self.clock.now()
         kind = event["kind"]
         at: datetime = event["occurred_at"]
@@ -497,16 +502,7 @@ class Shipments:
             if shipment is None:
                 return
             if kind == "checkpoint" and event.get("checkpoint"):
-                checkpoint = s.scalar(
-                    select(Checkpoint).where(
-                        Checkpoint.shipment_id == shipment.id,
-                        Checkpoint.name == event["checkpoint"],
-                    )
-                )
-                if checkpoint is not None and (
-                    checkpoint.passed_at is None or at < checkpoint.passed_at
-                ):
-                    checkpoint.passed_at = at
+                _pass_checkpoint(s, shipment, event["checkpoint"], at)
             note = _event_note(event)
             if kind == "delivered":
                 if shipment.status == states.PLANNED:
@@ -514,25 +510,29 @@ class Shipments:
                     shipment.status = states.IN_TRANSIT
                     shipment.dispatched_at = at
                     shipment.version += 1
-                    _history(s, shipment, at, "dispatch inferred from a delivery scan", None)
+                    _history(s, shipment, at, "dispatch inferred from a delivery scan", TRACKING)
                     self._announce(tx, shipment, "dispatched")
                 if states.can("deliver", shipment.status):
                     delivered_at = max(at, shipment.dispatched_at or at)
-                    self._deliver(s, shipment, delivered_at, now, note=note, actor=None)
+                    self._deliver(s, shipment, delivered_at, now, note=note, actor=TRACKING)
                     self._announce(tx, shipment, "delivered")
-            elif kind == "lost" and states.can("lose", shipment.status):
-                self._move(s, shipment, "lose", at, now, note)
-                self._announce(tx, shipment, "lost")
-            elif kind == "exception" and states.can("report_exception", shipment.status):
-                self._move(s, shipment, "report_exception", at, now, note)
-                self._announce(tx, shipment, "exception")
-            elif (
-                kind in ("picked_up", "in_transit", "out_for_delivery", "checkpoint")
-                and states.can("resume", shipment.status)
-                and at > _current_status_since(s, shipment)
-            ):
-                self._move(s, shipment, "resume", at, now, note)
-                self._announce(tx, shipment, "resumed")
+                return
+            if shipment.status not in (states.PLANNED, *OPEN_STATUSES):
+                return
+            latest = _latest_scan(s, shipment)
+            stale = latest is not None and at < latest
+            action = states.action_for_scan(kind)
+            # A report counts unless a later scan was heard; a scan ends an exception
+            # only when it is newer than the report.
+            timely = (latest is None or at > latest) if action == "resume" else not stale
+            if action is not None and states.can(action, shipment.status) and timely:
+                self._move(s, shipment, action, at, now, note)
+                self._announce(tx, shipment, states.ANNOUNCED[action])
+                return
+            if stale:
+                note = f"{note} (heard after a later scan; it changes nothing)"
+            _history(s, shipment, at, note, TRACKING)
+            s.flush()
 
     def _move(
         self,
@@ -546,7 +546,7 @@ class Shipments:
         shipment.status = states.next_status(action, shipment.status, shipment.id)
         shipment.version += 1
         shipment.updated_at = now
-        _history(s, shipment, at, note, None)
+        _history(s, shipment, at, note, TRACKING)
         s.flush()
 
     # ==================================================================================
@@ -851,13 +851,25 @@ def _history(
     )
 
 
-def _current_status_since(s: Session, shipment: Shipment) -> datetime:
-    """When the shipment entered its current status."""
+def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) -> None:
+    """A scan at a planned checkpoint passes it, at the earliest scan heard there."""
+    checkpoint = s.scalar(
+        select(Checkpoint).where(Checkpoint.shipment_id == shipment.id, Checkpoint.name == name)
+    )
+    if checkpoint is not None and (checkpoint.passed_at is None or at < checkpoint.passed_at):
+        checkpoint.passed_at = at
+
+
+def _latest_scan(s: Session, shipment: Shipment) -> datetime | None:
+    """When the latest scan or report heard of this shipment happened: its history's
+    rows written by tracking (and, from before they were marked so, the exceptions
+    and losses, which only scans ever caused)."""
     return s.scalar(
-        select(ShipmentEvent.at)
-        .where(ShipmentEvent.shipment_id == shipment.id)
-        .order_by(ShipmentEvent.id.desc())
-        .limit(1)
+        select(func.max(ShipmentEvent.at)).where(
+            ShipmentEvent.shipment_id == shipment.id,
+            (ShipmentEvent.actor == TRACKING)
+            | ShipmentEvent.status.in_((states.EXCEPTION, states.LOST)),
+        )
     )
 
 

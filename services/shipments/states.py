@@ -24,6 +24,11 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "lose": ((IN_TRANSIT, EXCEPTION), LOST),
 }
 
+# Tracking's scans that say the shipment moves on.
+MOVEMENT_KINDS = ("picked_up", "checkpoint", "in_transit", "out_for_delivery")
+# The event announcing each move a scan can make.
+ANNOUNCED = {"report_exception": "exception", "lose": "lost", "resume": "resumed"}
+
 
 class WrongStatus(Conflict):
     title = "Wrong status for this action"
@@ -45,3 +50,15 @@ def next_status(action: str, status: str, shipment_id: str = "") -> str:
             current_status=status,
         )
     return target
+
+
+def action_for_scan(kind: str) -> str | None:
+    """The action a scan of ``kind`` asks of a shipment, if any (a delivery is its
+    own command)."""
+    if kind == "exception":
+        return "report_exception"
+    if kind == "lost":
+        return "lose"
+    if kind in MOVEMENT_KINDS:
+        return "resume"
+    return None

@@ -549,6 +549,70 @@ class TestEventsCarryTheResource:
         assert {k: v for k, v in event["data"].items() if k in shown} == shown == reservation
 
 
+TRK = "/tracking/api/v1/events"
+
+
+def scan(embedded, shipment_id: str, kind: str, occurred_at: datetime, **extra) -> None:
+    """A tracking event posted as a carrier's system does."""
+    body = {"shipment_id": shipment_id, "kind": kind, "occurred_at": occurred_at.isoformat()}
+    reply = embedded.api("service").post(TRK, {**body, **extra})
+    assert reply.status == 201, reply
+
+
+def heard(api: ApiClient, shipment_id: str, note: str) -> dict:
+    """The shipment once shipments has heard of the scan with this note."""
+    return api.wait_for(
+        f"{SHP}/{shipment_id}",
+        lambda x: any(note in (h["note"] or "") for h in x["history"]),
+    )
+
+
+class TestTrackingScans:
+    def test_a_report_older_than_the_latest_scan_does_not_move_the_shipment(
+        self, embedded, api: ApiClient
+    ) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=5)
+        carrier = {"carrier": "SF", "tracking_number": "SF30", "dispatched_at": left.isoformat()}
+        assert api.post(f"{SHP}/{shipment['id']}/dispatch", carrier).status == 200
+        scan(embedded, shipment["id"], "in_transit", left + timedelta(hours=2), note="Ya'an hub")
+        heard(api, shipment["id"], "Ya'an hub")
+        # Reports dated before that scan, heard after it: the scan stands.
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=1), note="held")
+        scan(embedded, shipment["id"], "lost", left + timedelta(minutes=90), note="missing")
+        body = heard(api, shipment["id"], "missing")
+        assert body["status"] == "in_transit", body["history"]
+        notes = [h["note"] for h in body["history"] if h["actor"] == "tracking"]
+        assert notes[0] == "in transit: Ya'an hub"
+        assert "heard after a later scan" in notes[1] and "held" in notes[1]
+        assert "heard after a later scan" in notes[2] and "missing" in notes[2]
+        assert published(embedded, "shipments", "shipments.shipment.exception") == []
+        assert published(embedded, "shipments", "shipments.shipment.lost") == []
+        # A report newer than every scan still moves it.
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=3), note="customs")
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "exception")
+        assert body["history"][-1]["note"] == "exception: customs"
+        [event] = published(embedded, "shipments", "shipments.shipment.exception")
+        assert event["data"]["status"] == "exception"
+
+    def test_a_scan_older_than_a_later_report_does_not_end_the_exception(
+        self, embedded, api: ApiClient
+    ) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=5)
+        carrier = {"carrier": "SF", "tracking_number": "SF31", "dispatched_at": left.isoformat()}
+        api.post(f"{SHP}/{shipment['id']}/dispatch", carrier)
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=1), note="held")
+        api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "exception")
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=3), note="still held")
+        scan(embedded, shipment["id"], "in_transit", left + timedelta(hours=2), note="moved")
+        body = heard(api, shipment["id"], "moved")
+        assert body["status"] == "exception", body["history"]
+        scan(embedded, shipment["id"], "in_transit", left + timedelta(hours=4), note="released")
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "in_transit")
+        assert body["history"][-1]["note"] == "in transit: released"
+
+
 def _as_event(resource: dict) -> dict:
     """A shipment as a consumer loads it from an event (times as datetimes)."""
     from shared.contracts.shipments import ShipmentData
