@@ -487,12 +487,12 @@ class Shipments:
     # Tracking events
     # ==================================================================================
     def apply_tracking_event(self, event: Mapping[str, Any]) -> None:
-        """A tracking event recorded by tracking: a passed checkpoint, an exception, a
-        loss, a delivery. Events may come late, twice or out of order: a report older
-        than the latest scan already heard does not move the shipment, and one that is
-        delivered, lost or cancelled does not move again. Every scan of a shipment not
-        yet at its end goes in its history (by ``tracking``): that is how the latest
-        one is known."""
+        """A tracking event recorded by tracking: a scan (which passes the checkpoint it
+        names), an exception, a loss, a delivery. Events may come late, twice or out
+        of order: a report older than the latest scan already heard does not move the
+        shipment, and one that is delivered, lost or cancelled does not move again.
+        Every scan of a shipment not yet at its end goes in its history (by
+        ``tracking``): that is how the latest one is known."""
         now = self.clock.now()
         kind = event["kind"]
         at: datetime = event["occurred_at"]
@@ -501,7 +501,7 @@ class Shipments:
             shipment = _locked_or_none(s, event["shipment_id"], self.db.is_postgres)
             if shipment is None:
                 return
-            if kind == "checkpoint" and event.get("checkpoint"):
+            if kind in states.PASSING_KINDS and event.get("checkpoint"):
                 _pass_checkpoint(s, shipment, event["checkpoint"], at)
             note = _event_note(event)
             if kind == "delivered":

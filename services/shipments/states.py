@@ -24,8 +24,10 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "lose": ((IN_TRANSIT, EXCEPTION), LOST),
 }
 
-# Tracking's scans that say the shipment moves on.
+# Tracking's scans: those that say the shipment moves on, and those that, naming a
+# checkpoint, pass it (as tracking counts them).
 MOVEMENT_KINDS = ("picked_up", "checkpoint", "in_transit", "out_for_delivery")
+PASSING_KINDS = (*MOVEMENT_KINDS, "delivered")
 # The event announcing each move a scan can make.
 ANNOUNCED = {"report_exception": "exception", "lose": "lost", "resume": "resumed"}
 

@@ -612,6 +612,36 @@ class TestTrackingScans:
         body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "in_transit")
         assert body["history"][-1]["note"] == "in transit: released"
 
+    def test_a_scan_naming_a_checkpoint_passes_it(self, embedded, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=4)
+        reply = api.post(
+            f"{SHP}/{shipment['id']}/dispatch", hand_carry(dispatched_at=left.isoformat())
+        )
+        assert reply.status == 200, reply
+        for kind, hours in (("picked_up", 1), ("in_transit", 2), ("out_for_delivery", 3)):
+            scan(
+                embedded,
+                shipment["id"],
+                kind,
+                left + timedelta(hours=hours),
+                checkpoint=f"checkpoint {hours}",
+            )
+        body = api.wait_for(
+            f"{SHP}/{shipment['id']}",
+            lambda x: x["checkpoints"][2]["passed_at"] is not None,
+        )
+        passed = [datetime.fromisoformat(c["passed_at"]) for c in body["checkpoints"][:3]]
+        assert passed == [left + timedelta(hours=h) for h in (1, 2, 3)]
+        assert [c["passed_at"] for c in body["checkpoints"][3:]] == [None] * 9
+        assert body["status"] == "in_transit"
+        # Tracking, which holds the same scans, names the same next checkpoint.
+        eta = api.wait_for(
+            f"/tracking/api/v1/shipments/{shipment['id']}/eta",
+            lambda x: (x["next_checkpoint"] or {}).get("name") == "checkpoint 4",
+        )
+        assert eta["status"] == "in_transit"
+
 
 def _as_event(resource: dict) -> dict:
     """A shipment as a consumer loads it from an event (times as datetimes)."""
