@@ -55,6 +55,8 @@ class Shipment(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_by: Mapped[str | None] = mapped_column(String(200))
+    # When the latest scan heard of it happened: a report older than that is stale.
+    latest_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

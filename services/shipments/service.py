@@ -519,19 +519,20 @@ class Shipments:
                 return
             if shipment.status not in (states.PLANNED, *OPEN_STATUSES):
                 return
-            latest = _latest_scan(s, shipment)
-            stale = latest is not None and at < latest
+            latest = shipment.latest_scan_at
+            if latest is None or at > latest:
+                shipment.latest_scan_at = at
             action = states.action_for_scan(kind)
             # A report counts unless a later scan was heard; a scan ends an exception
             # only when it is newer than the report.
-            timely = (latest is None or at > latest) if action == "resume" else not stale
+            timely = (
+                (latest is None or at > latest)
+                if action == "resume"
+                else (latest is None or at >= latest)
+            )
             if action is not None and states.can(action, shipment.status) and timely:
                 self._move(s, shipment, action, at, now, note)
                 self._announce(tx, shipment, states.ANNOUNCED[action])
-                return
-            if stale:
-                note = f"{note} (heard after a later scan; it changes nothing)"
-            _history(s, shipment, at, note, TRACKING)
             s.flush()
 
     def _move(
@@ -858,19 +859,6 @@ def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) ->
     )
     if checkpoint is not None and (checkpoint.passed_at is None or at < checkpoint.passed_at):
         checkpoint.passed_at = at
-
-
-def _latest_scan(s: Session, shipment: Shipment) -> datetime | None:
-    """When the latest scan or report heard of this shipment happened: its history's
-    rows written by tracking (and, from before they were marked so, the exceptions
-    and losses, which only scans ever caused)."""
-    return s.scalar(
-        select(func.max(ShipmentEvent.at)).where(
-            ShipmentEvent.shipment_id == shipment.id,
-            (ShipmentEvent.actor == TRACKING)
-            | ShipmentEvent.status.in_((states.EXCEPTION, states.LOST)),
-        )
-    )
 
 
 def _event_note(event: Mapping[str, Any]) -> str | None:
