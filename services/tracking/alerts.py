@@ -133,7 +133,10 @@ def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
     return None
 
 
-def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
+def shipment_problems(
+    s: ShipmentSituation, now: datetime, *, late_open: bool = False
+) -> list[Problem]:
+    """``late_open``: a ``late`` alert of this shipment is open (or acknowledged)."""
     who = _who(s)
     what = f"shipment {short_id(s.shipment_id)}{_parts(s.parts)}"
     eta_now = f"ETA now {when(s.estimate.eta)}"
@@ -154,27 +157,7 @@ def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
         return _lost(s, who, what)
     if s.status not in ("planned", *MOVING):
         return []
-    problems: list[Problem] = []
-    if s.risk == "late" and s.required_by is not None:
-        problems.append(
-            Problem(
-                "late",
-                s.shipment_id,
-                f"{who}: {what} is expected after its required-by {when(s.required_by)}; "
-                f"{eta_now}.",
-                "late",
-            )
-        )
-    elif s.risk == "at_risk" and s.required_by is not None:
-        problems.append(
-            Problem(
-                "at_risk",
-                s.shipment_id,
-                f"{who}: {what} may miss its required-by {when(s.required_by)}, as it could "
-                f"arrive as late as {when(s.estimate.latest)}; {eta_now}.",
-                "at_risk",
-            )
-        )
+    problems = _deadline_problems(s, f"{who}: {what}", late_open)
     if s.status == "planned":
         return problems
     nxt = s.estimate.checkpoint_ahead
@@ -215,6 +198,36 @@ def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
             )
         )
     return problems
+
+
+def _deadline_problems(
+    s: ShipmentSituation, subject: str, late_open: bool, *, cancelled: bool = False
+) -> list[Problem]:
+    """``late`` or ``at_risk`` against the required-by. A late alert takes over from an
+    at_risk one, and stays open while the shipment is still at risk: it resolves once
+    the shipment is back on track (or arrives). An estimate wavering around the
+    required-by (a scan that catches up a little, an hour more without one) thus
+    keeps one late alert open instead of resolving and raising it again and again.
+    ``cancelled``: the shipment's parts wait for another; judged as shipped now."""
+    if s.required_by is None or s.risk not in ("late", "at_risk"):
+        return []
+    deadline = when(s.required_by)
+    latest = when(s.estimate.latest)
+    eta_now = f"ETA now {when(s.estimate.eta)}"
+    if cancelled:
+        subject = f"{subject} was cancelled and no other is planned yet; shipped now, its parts"
+        expected = f"{subject} would arrive after their required-by {deadline}"
+        may_miss = f"{subject} may miss their required-by {deadline}, as they could arrive"
+    else:
+        expected = f"{subject} is expected after its required-by {deadline}"
+        may_miss = f"{subject} may miss its required-by {deadline}, as it could arrive"
+    if s.risk == "late":
+        return [Problem("late", s.shipment_id, f"{expected}; {eta_now}.", "late")]
+    if late_open:
+        message = f"{may_miss} as late as {latest}, though no longer expected after it; {eta_now}."
+        return [Problem("late", s.shipment_id, message, "late|at_risk")]
+    message = f"{may_miss} as late as {latest}; {eta_now}."
+    return [Problem("at_risk", s.shipment_id, message, "at_risk")]
 
 
 def _lost(s: ShipmentSituation, who: str, what: str) -> list[Problem]:

@@ -770,13 +770,16 @@ class Tracking:
                 },
             )
             shipment.announced_eta = snap.estimate.eta
+        first_seen = written is not None and written.first_seen
+        # A late alert stays open while the shipment is still at risk (alerts.py).
+        late_open = not first_seen and _active_alert(s, shipment.id, "late") is not None
         self._reconcile(
             tx,
             snap,
-            alerts.shipment_problems(snap.situation, now),
+            alerts.shipment_problems(snap.situation, now, late_open=late_open),
             now,
             eta_moved,
-            first_seen=written is not None and written.first_seen,
+            first_seen=first_seen,
         )
         # A replacement on its way changes what the lost shipment's alert says (only a
         # reservation that replaces another can answer a rescue).

@@ -69,6 +69,39 @@ class TestRaisedOnceResolvedWhenGone:
         assert published["tracking.alert.raised"] == 3
         assert published["tracking.alert.resolved"] == 3
 
+    def test_a_shipment_wavering_between_late_and_at_risk_keeps_one_late_alert(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(12), required_by=iso(at(17.5)))
+        tracking.shipment("dispatched", shipment)
+        eta_url = f"{V1}/shipments/{shipment['id']}/eta"
+        tracking.clock.set(at(4.1))
+        post(tracking, event_body(shipment["id"], "checkpoint", at(4), checkpoint="CP2"))
+        tracking.clock.set(at(8))
+        tracking.service.scan()
+        assert tracking.api().get(eta_url).body["risk"] == "late"
+        (late,) = tracking.open_alerts(kind="late")
+        # Scans catch up a little: it may now arrive in time, but could still be late.
+        for name, hours in (("CP3", 8.1), ("CP4", 8.2)):
+            tracking.clock.set(at(hours))
+            post(tracking, event_body(shipment["id"], "checkpoint", at(hours), checkpoint=name))
+        assert tracking.api().get(eta_url).body["risk"] == "at_risk"
+        assert kinds_open(tracking) == ["checkpoint_overdue", "late"]
+        (still,) = tracking.open_alerts(kind="late")
+        assert still["id"] == late["id"] and "could arrive as late as" in still["message"]
+        # Silence again: expected after the required-by once more, the same alert.
+        tracking.clock.set(at(13))
+        tracking.service.scan()
+        assert tracking.api().get(eta_url).body["risk"] == "late"
+        assert [a["id"] for a in tracking.alerts(kind="late")] == [late["id"]]
+        raised = [m["data"]["kind"] for m in tracking.published("tracking.alert.raised")]
+        assert raised.count("late") == 1 and raised.count("at_risk") == 1
+        # Back on track: the late alert is gone.
+        tracking.clock.set(at(13.3))
+        post(tracking, event_body(shipment["id"], "checkpoint", at(13.3), checkpoint="CP12"))
+        assert tracking.api().get(eta_url).body["risk"] == "on_track"
+        assert tracking.open_alerts(kind="late") == []
+
     def test_a_job_handed_over_has_its_open_alerts_name_the_new_owner(
         self, tracking: TrackingUnderTest
     ) -> None:
