@@ -155,6 +155,10 @@ def shipment_problems(
         ]
     if s.status == "lost":
         return _lost(s, who, what)
+    if s.status == "cancelled":
+        # Its parts still wait for another shipment: the service judges them as not
+        # shipped yet and gives their risk here (on_track when none waits).
+        return _deadline_problems(s, f"{who}: {what}", late_open, cancelled=True)
     if s.status not in ("planned", *MOVING):
         return []
     problems = _deadline_problems(s, f"{who}: {what}", late_open)
@@ -221,13 +225,15 @@ def _deadline_problems(
     else:
         expected = f"{subject} is expected after its required-by {deadline}"
         may_miss = f"{subject} may miss its required-by {deadline}, as it could arrive"
+    # What the alert says changes when the shipment is cancelled: it is re-worded.
+    why = "|cancelled" if cancelled else ""
     if s.risk == "late":
-        return [Problem("late", s.shipment_id, f"{expected}; {eta_now}.", "late")]
+        return [Problem("late", s.shipment_id, f"{expected}; {eta_now}.", f"late{why}")]
     if late_open:
         message = f"{may_miss} as late as {latest}, though no longer expected after it; {eta_now}."
-        return [Problem("late", s.shipment_id, message, "late|at_risk")]
+        return [Problem("late", s.shipment_id, message, f"late|at_risk{why}")]
     message = f"{may_miss} as late as {latest}; {eta_now}."
-    return [Problem("at_risk", s.shipment_id, message, "at_risk")]
+    return [Problem("at_risk", s.shipment_id, message, f"at_risk{why}")]
 
 
 def _lost(s: ShipmentSituation, who: str, what: str) -> list[Problem]:

@@ -10,6 +10,7 @@ scheduler and the consumers take turns on it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -455,7 +456,15 @@ class Tracking:
             if shipment.status == "delivered" and before != "delivered":
                 self._learn_transit(s, shipment)
             written = _Written(lines, checkpoints, first_seen=not known, job=job)
-            self._after_change(tx, shipment, now, _Lanes(), written=written)
+            lanes = _Lanes()
+            self._after_change(tx, shipment, now, lanes, written=written)
+            # A cancelled shipment whose parts waited for another is judged again: this
+            # one may carry them now.
+            for line in lines:
+                if line.reservation_id:
+                    for other in _shipments_carrying(s, line.reservation_id):
+                        if other != shipment.id:
+                            self._revisit_cancelled(tx, other, now, lanes)
 
     def _replace_lines(
         self, s: Session, shipment_id: str, lines: Sequence[Mapping], *, known: bool
@@ -668,10 +677,11 @@ class Tracking:
     def scan(
         self, now: datetime | None = None, *, pause: Callable[[], None] | None = None
     ) -> dict[str, int]:
-        """Judge every shipment still on its way (and every lost one whose rescue is
-        not settled): ETAs, alerts, and shipments silent for so long they are lost.
-        ``pause`` is called before each shipment (the worker's: messages go first), so
-        each is judged at its own moment unless ``now`` is given."""
+        """Judge every shipment still on its way (every lost one whose rescue is not
+        settled, and every cancelled one whose parts wait for another): ETAs, alerts,
+        and shipments silent for so long they are lost. ``pause`` is called before
+        each shipment (the worker's: messages go first), so each is judged at its own
+        moment unless ``now`` is given."""
         with self.db.reading() as s:
             ids = s.scalars(
                 select(TrackedShipment.id)
@@ -682,6 +692,14 @@ class Tracking:
                             select(Alert.shipment_id).where(
                                 Alert.kind == "lost", Alert.status.in_(alerts.ACTIVE)
                             )
+                        ),
+                        # Cancelled, with parts still held for their job: as time
+                        # passes they may no longer make it once shipped.
+                        (TrackedShipment.status == "cancelled")
+                        & TrackedShipment.id.in_(
+                            select(ShipmentLine.shipment_id)
+                            .join(JobReservation, JobReservation.id == ShipmentLine.reservation_id)
+                            .where(JobReservation.status == "confirmed")
                         ),
                     )
                 )
@@ -711,6 +729,13 @@ class Tracking:
             return
         shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
         if shipment is not None:
+            self._after_change(tx, shipment, now, lanes)
+
+    def _revisit_cancelled(
+        self, tx: Transaction, shipment_id: str, now: datetime, lanes: _Lanes
+    ) -> None:
+        shipment = _shipment_for_update(tx.session, shipment_id, self.db.is_postgres)
+        if shipment is not None and shipment.status == "cancelled":
             self._after_change(tx, shipment, now, lanes)
 
     def _after_change(
@@ -773,10 +798,13 @@ class Tracking:
         first_seen = written is not None and written.first_seen
         # A late alert stays open while the shipment is still at risk (alerts.py).
         late_open = not first_seen and _active_alert(s, shipment.id, "late") is not None
+        situation = snap.situation
+        if shipment.status == "cancelled":
+            situation = self._still_waiting(s, snap, now, lanes)
         self._reconcile(
             tx,
             snap,
-            alerts.shipment_problems(snap.situation, now, late_open=late_open),
+            alerts.shipment_problems(situation, now, late_open=late_open),
             now,
             eta_moved,
             first_seen=first_seen,
@@ -790,6 +818,35 @@ class Tracking:
             ).all():
                 self._revisit(tx, lost_shipment_id, now, lanes)
         return declared
+
+    def _still_waiting(
+        self, s: Session, snap: _Snapshot, now: datetime, lanes: _Lanes
+    ) -> alerts.ShipmentSituation:
+        """A cancelled shipment as the parts still held for its job see it: each
+        confirmed reservation that no other shipment carries yet waits, judged as the
+        job view judges it (not shipped yet, against its own required-by), and the
+        worst of them is the shipment's risk; on_track when none waits."""
+        waiting = [
+            r
+            for r in snap.reservations
+            if r.status == "confirmed" and _shipment_of(s, r.id) == snap.shipment.id
+        ]
+        worst: tuple[str, eta.Estimate, JobReservation] | None = None
+        for r in waiting:
+            estimate = self._unshipped_estimate(s, r, now, lanes)
+            judged = eta.risk("planned", estimate, r.required_by, None)
+            if worst is None or RISK_SEVERITY[judged] > RISK_SEVERITY[worst[0]]:
+                worst = (judged, estimate, r)
+        if worst is None:
+            return snap.situation
+        judged, estimate, r = worst
+        return dataclasses.replace(
+            snap.situation,
+            risk=judged,
+            estimate=estimate,
+            required_by=r.required_by,
+            parts=[w.part_number for w in waiting],
+        )
 
     def _snapshot(
         self,

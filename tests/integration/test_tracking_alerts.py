@@ -334,3 +334,57 @@ class TestScheduler:
         assert tracking.open_alerts(kind="low_stock") == []
         tracking.deliver("inventory.stock.low", low, sent_at=at(4))
         assert len(tracking.open_alerts(kind="low_stock")) == 1
+
+
+class TestPartsStillWaitingForAShipment:
+    def test_a_cancelled_shipment_keeps_its_parts_risk_in_the_alerts_until_another_carries_them(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        tube = reservation_data(job_id="JOB-C", required_by=iso(at(100)))
+        tracking.reservation("confirmed", tube)
+        lines = [{"part_number": "XRT-2000", "quantity": 1, "reservation_id": tube["id"]}]
+        planned = shipment_data(
+            job_id="JOB-C",
+            status="planned",
+            mode="carrier",
+            dispatched_at=None,
+            promised_delivery_at=None,
+            required_by=iso(at(100)),
+            lines=lines,
+        )
+        tracking.shipment("planned", planned)
+        (before,) = tracking.open_alerts(job_id="JOB-C")
+        assert before["kind"] == "at_risk"
+        tracking.shipment("cancelled", {**planned, "status": "cancelled"})
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
+        (part,) = job["parts"]
+        assert part["reason"].startswith("Its shipment was cancelled and no other is planned")
+        assert part["risk"] == job["risk"] == "at_risk"
+        # The control tower still sees it: the same alert, saying why.
+        (alert,) = tracking.open_alerts(job_id="JOB-C")
+        assert (alert["id"], alert["kind"], alert["owner"]) == (before["id"], "at_risk", "li.wei")
+        assert "Job JOB-C (owner li.wei)" in alert["message"]
+        assert "was cancelled and no other is planned yet" in alert["message"]
+        # Nothing planned for a day and a half: now it would arrive too late.
+        tracking.clock.set(at(40))
+        tracking.service.scan()
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
+        assert job["risk"] == "late"
+        assert kinds_open(tracking, job_id="JOB-C") == ["late"]
+        # Another shipment is planned for it: the cancelled one has nothing left to say.
+        again = shipment_data(
+            job_id="JOB-C",
+            status="planned",
+            mode="hand_carry",
+            dispatched_at=None,
+            promised_delivery_at=None,
+            required_by=iso(at(100)),
+            lines=lines,
+        )
+        tracking.shipment("planned", again)
+        assert tracking.open_alerts(shipment_id=planned["id"]) == []
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
+        assert (job["parts"][0]["shipment_id"], job["risk"]) == (again["id"], "at_risk")
+        assert [(a["shipment_id"], a["kind"]) for a in tracking.open_alerts(job_id="JOB-C")] == [
+            (again["id"], job["risk"])
+        ]

@@ -112,9 +112,16 @@ class TestShipmentProblems:
         s = situation(status="planned", dispatched_at=None, last_scan_at=None, risk="late")
         assert kinds(alerts.shipment_problems(s, at(30))) == ["late"]
 
-    @pytest.mark.parametrize("status", ["cancelled"])
-    def test_nothing_for_a_cancelled_shipment(self, status: str) -> None:
-        assert alerts.shipment_problems(situation(status=status, risk="late"), at(30)) == []
+    def test_nothing_for_a_cancelled_shipment_whose_parts_no_longer_wait(self) -> None:
+        assert alerts.shipment_problems(situation(status="cancelled"), at(30)) == []
+
+    @pytest.mark.parametrize("risk", ["at_risk", "late"])
+    def test_a_cancelled_shipment_whose_parts_still_wait_says_so(self, risk: str) -> None:
+        # Silent and past its checkpoints, but nothing is on its way: only the deadline.
+        (problem,) = alerts.shipment_problems(situation(status="cancelled", risk=risk), at(30))
+        assert problem.kind == risk
+        assert problem.message.startswith("Job JOB-7 (owner li.wei): shipment 5f2c9a41")
+        assert "was cancelled and no other is planned yet" in problem.message
 
 
 class TestLost:
