@@ -276,6 +276,31 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
     return f"the job is routine: reserve a replacement {r.part_number} by hand if still needed"
 
 
+def taken_problem(
+    reservation_id: str,
+    *,
+    job_id: str,
+    owner: str | None,
+    part_number: str,
+    quantity: int,
+    warehouse: str,
+    required_by: datetime | None,
+) -> Problem:
+    """A reservation preempted for a machine-down job elsewhere, with nothing reserved
+    in its place yet: the job still needs the part, and nothing is on its way. The
+    subject is the reservation: no shipment carries it any more."""
+    who = f"Job {job_id} (owner {owner})" if owner else f"Job {job_id}"
+    deadline = f" by its required-by {when(required_by)}" if required_by else ""
+    return Problem(
+        "at_risk",
+        reservation_id,
+        f"{who}: {quantity} {part_number} reserved at {warehouse} was taken for a "
+        f"machine-down job elsewhere and nothing replaces it yet; reserve another to have "
+        f"it{deadline}.",
+        "at_risk|taken",
+    )
+
+
 def low_stock_problem(
     part_number: str, warehouse: str, available: int, reorder_point: int | None
 ) -> Problem:

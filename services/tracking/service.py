@@ -615,6 +615,7 @@ class Tracking:
             lanes = _Lanes()
             for shipment_id in dict.fromkeys(revisit):
                 self._revisit(tx, shipment_id, now, lanes)
+            self._reconcile_taken(tx, job, now)
 
     def reservation_rejected(self, data: Mapping[str, Any], envelope: Mapping[str, Any]) -> None:
         """``inventory.reservation.rejected``: if it answers one of our rescues, the
@@ -1167,6 +1168,41 @@ class Tracking:
                 s.flush()
                 tx.publish("tracking.alert.updated", subject=alert.id, data=alert_resource(alert))
 
+    def _reconcile_taken(self, tx: Transaction, job: Job, now: datetime) -> None:
+        """One at_risk alert per reservation of the job taken for a machine-down job
+        elsewhere (preempted) while nothing reserved since replaces it; it resolves
+        when a new reservation of that part for the job appears. A reservation
+        released is people's own decision: no alert."""
+        s = tx.session
+        reservations = _job_reservations(s, job.job_id)
+        taken = _taken_back(reservations)
+        for r in reservations:
+            if r.status != "preempted":
+                continue
+            active = _active_alert(s, r.id, "at_risk")
+            if r.id not in taken:
+                if active is not None:
+                    self._resolve(tx, active, now)
+                continue
+            problem = alerts.taken_problem(
+                r.id,
+                job_id=job.job_id,
+                owner=job.owner,
+                part_number=r.part_number,
+                quantity=r.quantity,
+                warehouse=r.warehouse,
+                required_by=job.required_by or r.required_by,
+            )
+            if active is None:
+                self._raise(tx, problem, now, shipment_id=None, job_id=job.job_id, owner=job.owner)
+            elif active.message != problem.message:
+                active.message = problem.message
+                active.fingerprint = problem.fingerprint
+                active.owner = job.owner or active.owner
+                active.updated_at = now
+                s.flush()
+                tx.publish("tracking.alert.updated", subject=active.id, data=alert_resource(active))
+
     def _raise(
         self,
         tx: Transaction,
@@ -1315,23 +1351,33 @@ class Tracking:
         now = self.clock.now()
         lanes = _Lanes()
         with self.db.reading() as s:
-            query = select(Job)
-            if open_only:
-                query = query.where(
-                    or_(
-                        Job.job_id.in_(
-                            select(JobReservation.job_id).where(
-                                JobReservation.status.in_(("confirmed", "issued", "lost"))
-                            )
-                        ),
-                        Job.job_id.in_(
-                            select(TrackedShipment.job_id).where(
-                                TrackedShipment.status.in_((*SCANNED, "lost"))
-                            )
-                        ),
+            if not open_only:
+                views = [self._job_view(s, job, now, lanes) for job in s.scalars(select(Job))]
+                return sorted(views, key=_job_urgency)
+            waiting = or_(
+                Job.job_id.in_(
+                    select(JobReservation.job_id).where(
+                        JobReservation.status.in_(("confirmed", "issued", "lost"))
                     )
-                )
-            views = [self._job_view(s, job, now, lanes) for job in s.scalars(query)]
+                ),
+                Job.job_id.in_(
+                    select(TrackedShipment.job_id).where(
+                        TrackedShipment.status.in_((*SCANNED, "lost"))
+                    )
+                ),
+            )
+            # A job whose part was taken for another job is open while nothing
+            # replaces it (its view says so).
+            preempted = Job.job_id.in_(
+                select(JobReservation.job_id).where(JobReservation.status == "preempted")
+            )
+            views = []
+            for job, is_waiting in s.execute(
+                select(Job, waiting).where(or_(waiting, preempted))
+            ).all():
+                view = self._job_view(s, job, now, lanes)
+                if is_waiting or any(_is_taken_back(p) for p in view["parts"]):
+                    views.append(view)
         return sorted(views, key=_job_urgency)
 
     def control_tower(self) -> dict[str, Any]:
@@ -1360,14 +1406,9 @@ class Tracking:
         }
 
     def _job_view(self, s: Session, job: Job, now: datetime, lanes: _Lanes) -> dict[str, Any]:
-        reservations = list(
-            s.scalars(
-                select(JobReservation)
-                .where(JobReservation.job_id == job.job_id)
-                .order_by(JobReservation.first_seen_at, JobReservation.id)
-            )
-        )
+        reservations = _job_reservations(s, job.job_id)
         replaced = {r.replaces for r in reservations if r.replaces and r.status not in SET_ASIDE}
+        taken = _taken_back(reservations)
         snapshots: dict[str, _Snapshot] = {}
 
         def snapshot(shipment_id: str) -> _Snapshot | None:
@@ -1384,10 +1425,13 @@ class Tracking:
             shipment_id = _shipment_of(s, r.id)
             snap = snapshot(shipment_id) if shipment_id else None
             part = _reservation_part(
-                r, snap, lambda r=r: self._unshipped_estimate(s, r, now, lanes)
+                r,
+                snap,
+                lambda r=r: self._unshipped_estimate(s, r, now, lanes),
+                taken=r.id in taken,
             )
             parts.append(part)
-            if r.status not in SET_ASIDE and r.id not in replaced:
+            if (r.status not in SET_ASIDE or r.id in taken) and r.id not in replaced:
                 counted.append(part["risk"])
         known = {r.id for r in reservations}
         loose = s.execute(
@@ -1512,8 +1556,13 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
 
 
 def _reservation_part(
-    r: JobReservation, snap: _Snapshot | None, unshipped: Callable[[], eta.Estimate]
+    r: JobReservation,
+    snap: _Snapshot | None,
+    unshipped: Callable[[], eta.Estimate],
+    *,
+    taken: bool = False,
 ) -> dict[str, Any]:
+    """``taken``: preempted, and nothing reserved since replaces it (``_taken_back``)."""
     part: dict[str, Any] = {
         "part_number": r.part_number,
         "quantity": r.quantity,
@@ -1525,7 +1574,13 @@ def _reservation_part(
     # A reservation still held whose shipment was cancelled is waiting for another:
     # judged as not shipped yet, not as the cancelled shipment's "nothing to say".
     cancelled = snap is not None and snap.shipment.status == "cancelled"
-    if snap is not None and not (cancelled and r.status == "confirmed"):
+    # A reservation set aside is no longer on the shipment that was to carry it, even
+    # while shipments has yet to say so.
+    if (
+        snap is not None
+        and not (cancelled and r.status == "confirmed")
+        and r.status not in SET_ASIDE
+    ):
         return {**part, **_shipment_fields(snap)}
     if r.status == "confirmed":
         estimate = unshipped()
@@ -1544,8 +1599,16 @@ def _reservation_part(
         "fulfilled": ("delivered", "Delivered."),
         "lost": ("lost", "Lost on the way."),
         "released": ("on_track", "Released: no longer on its way to this job."),
-        "preempted": ("on_track", "Taken for a machine-down job: no longer on its way."),
+        "preempted": (
+            "on_track",
+            "Taken for a machine-down job elsewhere; a newer reservation replaces it.",
+        ),
     }.get(r.status, ("on_track", "Left the warehouse; its shipment is not known yet."))
+    if taken:
+        risk, reason = (
+            "at_risk",
+            "Taken for a machine-down job elsewhere and nothing replaces it yet: reserve another.",
+        )
     return {**part, **_no_shipment(None, risk, reason)}
 
 
@@ -1594,6 +1657,10 @@ def _no_shipment(estimate: eta.Estimate | None, risk: str, reason: str) -> dict[
         "checkpoints": [],
         "last_event": None,
     }
+
+
+def _is_taken_back(part: Mapping[str, Any]) -> bool:
+    return part["reservation_status"] == "preempted" and part["risk"] != "on_track"
 
 
 def _job_urgency(view: Mapping[str, Any]) -> tuple[int, str]:
@@ -1684,6 +1751,33 @@ def _touch_job(
             setattr(job, name, value)
     job.updated_at = now
     return job, before
+
+
+def _job_reservations(s: Session, job_id: str) -> list[JobReservation]:
+    return list(
+        s.scalars(
+            select(JobReservation)
+            .where(JobReservation.job_id == job_id)
+            .order_by(JobReservation.first_seen_at, JobReservation.id)
+        )
+    )
+
+
+def _taken_back(reservations: Sequence[JobReservation]) -> set[str]:
+    """The job's preempted reservations it still needs: taken for a machine-down job
+    elsewhere, and no reservation of the same part for the job, made after it (or
+    naming it as the one it replaces) and not set aside itself, takes its place."""
+    return {
+        r.id
+        for r in reservations
+        if r.status == "preempted"
+        and not any(
+            other.part_number == r.part_number
+            and other.status not in SET_ASIDE
+            and (other.replaces == r.id or other.first_seen_at > r.first_seen_at)
+            for other in reservations
+        )
+    }
 
 
 def _reservations(s: Session, ids: Sequence[str]) -> list[JobReservation]:

@@ -3,6 +3,7 @@ problem goes, never a storm; ETAs announced only when they move a step."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -388,3 +389,72 @@ class TestPartsStillWaitingForAShipment:
         assert [(a["shipment_id"], a["kind"]) for a in tracking.open_alerts(job_id="JOB-C")] == [
             (again["id"], job["risk"])
         ]
+
+    @pytest.mark.parametrize("shipments_first", [False, True])
+    def test_a_part_taken_for_a_machine_down_job_is_at_risk_until_reserved_again(
+        self, tracking: TrackingUnderTest, shipments_first: bool
+    ) -> None:
+        tube = reservation_data(
+            job_id="JOB-R", priority="routine", owner="zhang.min", required_by=iso(at(200))
+        )
+        tracking.reservation("confirmed", tube)
+        lines = [{"part_number": "XRT-2000", "quantity": 1, "reservation_id": tube["id"]}]
+        planned = shipment_data(
+            job_id="JOB-R",
+            status="planned",
+            mode="carrier",
+            dispatched_at=None,
+            promised_delivery_at=None,
+            priority="routine",
+            owner="zhang.min",
+            required_by=iso(at(200)),
+            lines=lines,
+        )
+        tracking.shipment("planned", planned)
+        assert tracking.api().get(f"{V1}/jobs/JOB-R").body["risk"] == "on_track"
+        # A machine-down job elsewhere takes the tube; its planned shipment, now empty,
+        # is cancelled (inventory and shipments may be heard of in either order).
+        tracking.clock.set(at(1))
+        steps = [
+            lambda: tracking.reservation(
+                "preempted", {**tube, "status": "preempted", "version": 2}
+            ),
+            lambda: tracking.shipment("cancelled", {**planned, "status": "cancelled", "lines": []}),
+        ]
+        for step in reversed(steps) if shipments_first else steps:
+            step()
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-R").body
+        (part,) = job["parts"]
+        assert part["reservation_status"] == "preempted" and part["shipment_id"] is None
+        assert part["reason"].startswith("Taken for a machine-down job elsewhere and nothing")
+        assert part["risk"] == job["risk"] == "at_risk"
+        (alert,) = tracking.open_alerts(job_id="JOB-R")
+        assert (alert["kind"], alert["owner"], alert["subject"]) == (
+            "at_risk",
+            "zhang.min",
+            tube["id"],
+        )
+        assert alert["message"].startswith("Job JOB-R (owner zhang.min): 1 XRT-2000 reserved at")
+        assert "taken for a machine-down job elsewhere" in alert["message"]
+        raised = [m["data"] for m in tracking.published("tracking.alert.raised")]
+        assert [a["id"] for a in raised if a["job_id"] == "JOB-R"] == [alert["id"]]
+        open_jobs = tracking.api().get(f"{V1}/jobs").body
+        assert [(j["job_id"], j["risk"]) for j in open_jobs] == [("JOB-R", "at_risk")]
+        # Another tube is reserved for the job: the risk is gone, and so is the alert.
+        tracking.clock.set(at(2))
+        tracking.reservation("confirmed", {**tube, "id": str(uuid.uuid4()), "warehouse": "XIY"})
+        assert tracking.open_alerts(job_id="JOB-R") == []
+        resolved = [m["data"] for m in tracking.published("tracking.alert.resolved")]
+        assert [a["id"] for a in resolved] == [alert["id"]]
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-R").body
+        old = next(p for p in job["parts"] if p["reservation_id"] == tube["id"])
+        assert old["risk"] == "on_track" and "a newer reservation replaces it" in old["reason"]
+        assert job["risk"] == "on_track"
+
+    def test_a_part_released_by_people_raises_nothing(self, tracking: TrackingUnderTest) -> None:
+        tube = reservation_data(job_id="JOB-X", required_by=iso(at(200)))
+        tracking.reservation("confirmed", tube)
+        tracking.reservation("released", {**tube, "status": "released", "version": 2})
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-X").body
+        assert (job["parts"][0]["risk"], job["risk"]) == ("on_track", "on_track")
+        assert tracking.open_alerts(job_id="JOB-X") == []

@@ -193,3 +193,22 @@ class TestLowStock:
         assert problem.message.startswith("Low stock: 3 GEL-250 available at CDU")
         assert alerts.severity("low_stock") == "warning"
         assert alerts.severity("lost") == "critical"
+
+
+class TestTakenForAnotherJob:
+    def test_names_job_owner_part_and_what_to_do(self) -> None:
+        problem = alerts.taken_problem(
+            "r-1",
+            job_id="JOB-7",
+            owner="li.wei",
+            part_number="XRT-2000",
+            quantity=1,
+            warehouse="CDU",
+            required_by=at(24),
+        )
+        assert (problem.kind, problem.subject) == ("at_risk", "r-1")
+        assert problem.message == (
+            "Job JOB-7 (owner li.wei): 1 XRT-2000 reserved at CDU was taken for a machine-down "
+            "job elsewhere and nothing replaces it yet; reserve another to have it by its "
+            "required-by 21 Nov 06:00 UTC."
+        )
