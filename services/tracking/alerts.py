@@ -133,10 +133,7 @@ def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
     return None
 
 
-def shipment_problems(
-    s: ShipmentSituation, now: datetime, *, late_open: bool = False
-) -> list[Problem]:
-    """``late_open``: a ``late`` alert of this shipment is open (or acknowledged)."""
+def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
     who = _who(s)
     what = f"shipment {short_id(s.shipment_id)}{_parts(s.parts)}"
     eta_now = f"ETA now {when(s.estimate.eta)}"
@@ -158,10 +155,10 @@ def shipment_problems(
     if s.status == "cancelled":
         # Its parts still wait for another shipment: the service judges them as not
         # shipped yet and gives their risk here (on_track when none waits).
-        return _deadline_problems(s, f"{who}: {what}", late_open, cancelled=True)
+        return _deadline_problems(s, f"{who}: {what}", cancelled=True)
     if s.status not in ("planned", *MOVING):
         return []
-    problems = _deadline_problems(s, f"{who}: {what}", late_open)
+    problems = _deadline_problems(s, f"{who}: {what}")
     if s.status == "planned":
         return problems
     nxt = s.estimate.checkpoint_ahead
@@ -205,13 +202,10 @@ def shipment_problems(
 
 
 def _deadline_problems(
-    s: ShipmentSituation, subject: str, late_open: bool, *, cancelled: bool = False
+    s: ShipmentSituation, subject: str, *, cancelled: bool = False
 ) -> list[Problem]:
-    """``late`` or ``at_risk`` against the required-by. A late alert takes over from an
-    at_risk one, and stays open while the shipment is still at risk: it resolves once
-    the shipment is back on track (or arrives). An estimate wavering around the
-    required-by (a scan that catches up a little, an hour more without one) thus
-    keeps one late alert open instead of resolving and raising it again and again.
+    """``late`` or ``at_risk`` against the required-by, each resolved when its problem
+    is gone (a late alert takes over from an at_risk one, and back).
     ``cancelled``: the shipment's parts wait for another; judged as shipped now."""
     if s.required_by is None or s.risk not in ("late", "at_risk"):
         return []
@@ -229,9 +223,6 @@ def _deadline_problems(
     why = "|cancelled" if cancelled else ""
     if s.risk == "late":
         return [Problem("late", s.shipment_id, f"{expected}; {eta_now}.", f"late{why}")]
-    if late_open:
-        message = f"{may_miss} as late as {latest}, though no longer expected after it; {eta_now}."
-        return [Problem("late", s.shipment_id, message, f"late|at_risk{why}")]
     message = f"{may_miss} as late as {latest}; {eta_now}."
     return [Problem("at_risk", s.shipment_id, message, f"at_risk{why}")]
 

@@ -797,15 +797,13 @@ class Tracking:
             )
             shipment.announced_eta = snap.estimate.eta
         first_seen = written is not None and written.first_seen
-        # A late alert stays open while the shipment is still at risk (alerts.py).
-        late_open = not first_seen and _active_alert(s, shipment.id, "late") is not None
         situation = snap.situation
         if shipment.status == "cancelled":
             situation = self._still_waiting(s, snap, now, lanes)
         self._reconcile(
             tx,
             snap,
-            alerts.shipment_problems(situation, now, late_open=late_open),
+            alerts.shipment_problems(situation, now),
             now,
             eta_moved,
             first_seen=first_seen,

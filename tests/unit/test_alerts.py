@@ -52,12 +52,6 @@ class TestShipmentProblems:
         assert kinds(at_risk) == ["at_risk"] and kinds(late) == ["late"]
         assert at_risk[0].subject == late[0].subject == situation().shipment_id
 
-    def test_an_open_late_alert_stays_while_the_shipment_is_still_at_risk(self) -> None:
-        (kept,) = alerts.shipment_problems(situation(risk="at_risk"), at(2), late_open=True)
-        assert (kept.kind, kept.subject) == ("late", situation().shipment_id)
-        assert "may miss its required-by" in kept.message
-        assert alerts.shipment_problems(situation(), at(2), late_open=True) == []
-
     def test_every_message_names_job_owner_problem_and_eta(self) -> None:
         (problem,) = alerts.shipment_problems(situation(risk="late"), at(2))
         assert problem.message.startswith("Job JOB-7 (owner li.wei): shipment 5f2c9a41")
