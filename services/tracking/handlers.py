@@ -9,6 +9,7 @@ from typing import Any
 from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared.bus.consumer import Route
+from shared.bus.context import NewsOnItsWay, can_wait_for_news
 from shared.bus.topology import COMMAND
 from shared.config import Settings
 from shared.contracts.inventory import (
@@ -18,15 +19,20 @@ from shared.contracts.inventory import (
     WarehouseData,
 )
 from shared.contracts.shipments import ShipmentData
-from shared.errors import DomainError
+from shared.errors import DomainError, NotFound
 from shared.worker import PeriodicJob
 
 
 def record_event(tracking: Tracking, data: dict[str, Any], envelope: dict[str, Any]) -> None:
     """``tracking.record_event``: the answer is ``tracking.event.recorded`` or
-    ``tracking.event.rejected`` (an unknown shipment)."""
+    ``tracking.event.rejected`` (an unknown shipment). A shipment not heard of yet may
+    be on its way on the events queue: the command waits a moment for it."""
     try:
         tracking.record_event(data, source=envelope.get("source"), answer_repeat=True)
+    except NotFound as error:
+        if can_wait_for_news():
+            raise NewsOnItsWay() from error
+        tracking.reject_command("tracking.event.rejected", envelope, error, request=data)
     except DomainError as error:
         tracking.reject_command("tracking.event.rejected", envelope, error, request=data)
 

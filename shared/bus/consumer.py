@@ -32,7 +32,7 @@ from marshmallow import Schema, ValidationError
 from structlog.contextvars import bound_contextvars
 
 from shared.bus.connection import connect, connection_errors
-from shared.bus.context import MessageContext, message_context
+from shared.bus.context import MessageContext, NewsOnItsWay, message_context
 from shared.bus.envelope import MalformedMessage, decode
 from shared.bus.store import DuplicateDelivery
 from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
@@ -76,6 +76,13 @@ class Outcome(Enum):
     ACK = "ack"
     REQUEUE = "requeue"
     DEAD = "dead"
+    LATER = "later"  # kept unacknowledged and handled again shortly
+
+
+# How long a message naming something not heard of yet is handed over again, and how
+# often: an event on another queue usually arrives within milliseconds.
+NEWS_WAIT_SECONDS = 5.0
+NEWS_RETRY_SECONDS = 0.2
 
 
 @dataclass
@@ -120,6 +127,9 @@ class MessageConsumer:
         self._quiet = threading.Event()
         self._quiet.set()
         self._failures: OrderedDict[str, int] = OrderedDict()
+        # When each message waiting for news (NewsOnItsWay) was first handed over.
+        self._waiting_since: OrderedDict[str, float] = OrderedDict()
+        self.news_wait_seconds = NEWS_WAIT_SECONDS
         self._stop = threading.Event()
 
     def wait_until_quiet(self, timeout: float) -> bool:
@@ -276,6 +286,14 @@ class MessageConsumer:
             except Exception as exc:
                 log.exception("unexpected consumer failure")
                 outcome, reason = Outcome.REQUEUE, repr(exc)
+            if outcome is Outcome.LATER:
+                # Still unacknowledged and in flight: back in the work queue shortly,
+                # while messages behind it go on (a lost connection makes it stale).
+                item = (generation, message)
+                later = threading.Timer(NEWS_RETRY_SECONDS, self._work.put, (item,))
+                later.daemon = True
+                later.start()
+                continue
             self._finished.put((generation, message, outcome, reason))
 
     def handle(self, message: Any) -> tuple[Outcome, str]:
@@ -314,11 +332,14 @@ class MessageConsumer:
                     )
                     return Outcome.ACK, "rejected"
                 return Outcome.DEAD, f"invalid data: {err.normalized_messages()}"
+        now = time.monotonic()
+        waited = now - self._waiting_since.get(envelope["id"], now)
         context = MessageContext(
             correlation_id=envelope["id"] if route.kind == COMMAND else envelope["correlationid"],
             inbox_message_id=envelope["id"],
             inbox_message_type=envelope["type"],
             reply_to=properties.get("reply_to"),
+            can_wait_for_news=waited < self.news_wait_seconds,
         )
         # Every log line about this message names it and the request or command
         # that started the work, so one id follows a reservation across services.
@@ -336,12 +357,18 @@ class MessageConsumer:
                 if route.kind == COMMAND:
                     self._answer_again(envelope["id"], context.reply_to)
                 return Outcome.ACK, "duplicate"
+            except NewsOnItsWay:
+                self._waiting_since.setdefault(envelope["id"], time.monotonic())
+                while len(self._waiting_since) > 10_000:
+                    self._waiting_since.popitem(last=False)
+                return Outcome.LATER, "waiting for news"
             except Exception as exc:
                 if is_transient_db_error(exc):
                     return Outcome.REQUEUE, "stopping"
                 return self._failed(envelope, message, exc)
             self.stats.applied += 1
             self._failures.pop(envelope["id"], None)
+            self._waiting_since.pop(envelope["id"], None)
             log.info(
                 "message applied",
                 extra={"ms": round((time.perf_counter() - started) * 1000, 2)},

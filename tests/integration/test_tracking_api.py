@@ -271,10 +271,26 @@ class TestRecordEventCommand:
         events = tracking.api().get(f"{V1}/shipments/{shipment['id']}/events").body
         assert len(events) == 1
 
+    def test_a_shipment_still_on_its_way_is_waited_for(self, tracking: TrackingUnderTest) -> None:
+        shipment = shipment_data()
+        body = event_body(shipment["id"], "in_transit", T0)
+        # The command came before shipments' event about the shipment.
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-early")
+        assert outcome is Outcome.LATER
+        assert tracking.published("tracking.event.rejected") == []
+        tracking.shipment("dispatched", shipment)
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-early")
+        assert outcome is Outcome.ACK
+        (recorded,) = tracking.published("tracking.event.recorded")
+        assert recorded["correlationid"] == "cmd-early"
+
     def test_an_unknown_shipment_is_rejected_never_dropped(
         self, tracking: TrackingUnderTest
     ) -> None:
         body = event_body("no-such-shipment", "in_transit", T0)
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-404")
+        assert outcome is Outcome.LATER  # it may be on its way: asked again shortly
+        tracking.consumer.news_wait_seconds = 0.0  # and then it waited long enough
         outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-404")
         assert outcome is Outcome.ACK
         (rejected,) = tracking.published("tracking.event.rejected")
