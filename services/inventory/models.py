@@ -102,6 +102,10 @@ class Reservation(Base):
     preempted_by: Mapped[str | None] = mapped_column(String(36))
     shipment_id: Mapped[str | None] = mapped_column(String(36))
     request_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # The lane (mode and carrier) whose history predicted the part's arrival when the
+    # warehouse was chosen; None when no lane had enough history.
+    route_mode: Mapped[str | None] = mapped_column(String(16))
+    route_carrier: Mapped[str | None] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -150,8 +154,8 @@ class Movement(Base):
 
 
 class LaneTransit(Base):
-    """Transit times seen on delivered shipments, by region pair: how inventory picks
-    the warehouse whose part arrives first."""
+    """Transit times seen on delivered shipments, by lane (region pair, mode and
+    carrier): how inventory picks the warehouse whose part arrives first."""
 
     __tablename__ = "lane_transits"
     __table_args__ = (Index("ix_lane_transits_lane", "origin_region", "destination_region"),)
@@ -159,6 +163,8 @@ class LaneTransit(Base):
     shipment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     origin_region: Mapped[str] = mapped_column(String(100))
     destination_region: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str | None] = mapped_column(String(16))
+    carrier: Mapped[str | None] = mapped_column(String(100))
     hours: Mapped[float]
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

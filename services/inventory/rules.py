@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,36 +34,42 @@ class Source:
 class RankedSource:
     source: Source
     transit_hours: float
+    # The lane whose history predicted the transit (None: no lane had enough history,
+    # and the default for the region pair applies): the shipment goes that way.
+    mode: str | None = None
+    carrier: str | None = None
 
     def estimated_arrival(self, now: datetime) -> datetime:
         return now + timedelta(hours=self.transit_hours)
 
 
-def lane_hours(origin_region: str, destination_region: str, history: Sequence[float]) -> float:
-    """Expected transit hours on a lane: the median of what was seen, once enough was,
-    else a default."""
-    if len(history) >= MIN_LANE_HISTORY:
-        return float(statistics.median(history))
-    return SAME_REGION_HOURS if origin_region == destination_region else OTHER_REGION_HOURS
+# A lane into one region, from the origin's side: (origin region, mode, carrier).
+LaneKey = tuple[str, str | None, str | None]
+
+
+def fastest_lane(
+    source: Source, destination_region: str, history: Mapping[LaneKey, Sequence[float]]
+) -> RankedSource:
+    """The source with the lane from its region that arrives first at the median, among
+    those with enough history, else with the default for its region pair."""
+    known = [
+        RankedSource(source, float(statistics.median(hours)), mode, carrier)
+        for (origin, mode, carrier), hours in history.items()
+        if origin == source.region and len(hours) >= MIN_LANE_HISTORY
+    ]
+    if known:
+        return min(known, key=lambda r: (r.transit_hours, r.mode or "", r.carrier or ""))
+    same = source.region == destination_region
+    return RankedSource(source, SAME_REGION_HOURS if same else OTHER_REGION_HOURS)
 
 
 def rank_sources(
     sources: Iterable[Source],
     destination_region: str,
-    history: dict[tuple[str, str], list[float]],
+    history: Mapping[LaneKey, Sequence[float]],
 ) -> list[RankedSource]:
     """Earliest predicted arrival first; ties go to the warehouse with most available."""
-    ranked = [
-        RankedSource(
-            source,
-            lane_hours(
-                source.region,
-                destination_region,
-                history.get((source.region, destination_region), []),
-            ),
-        )
-        for source in sources
-    ]
+    ranked = [fastest_lane(source, destination_region, history) for source in sources]
     ranked.sort(key=lambda r: (r.transit_hours, -r.source.available, r.source.code))
     return ranked
 

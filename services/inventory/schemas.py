@@ -173,6 +173,11 @@ class HistoryOut(Schema):
     actor = fields.String(allow_none=True)
 
 
+class RouteOut(Schema):
+    mode = fields.String()
+    carrier = fields.String(allow_none=True)
+
+
 class ReservationOut(Schema):
     id = fields.String()
     job_id = fields.String()
@@ -190,6 +195,7 @@ class ReservationOut(Schema):
     preempted_by = fields.String(allow_none=True)
     shipment_id = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
+    route = fields.Nested(RouteOut, allow_none=True)
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()

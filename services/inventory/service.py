@@ -253,10 +253,10 @@ class Inventory:
             s = tx.session
             warehouse = _warehouse(s, data["warehouse"])
             part = _part(s, data["part_number"])
-            _check_serials_given(part, serials, abs(delta), "delta")
             reference = data["reason"]
             existed = True
             if delta > 0:
+                _check_serials_given(part, serials, delta, "delta")
                 if part.serialized:
                     self._create_units(s, part, warehouse, serials, now)
                 level, existed = _add_stock(s, warehouse.id, part.id, delta)
@@ -269,6 +269,8 @@ class Inventory:
                         f"reserved ({current.reserved}) or below zero",
                         stock=stock_resource(warehouse.code, part, current),
                     )
+                # Which units are gone matters only once the count allows it at all.
+                _check_serials_given(part, serials, -delta, "delta")
                 if part.serialized:
                     removed = (
                         s.execute(
@@ -436,7 +438,7 @@ class Inventory:
             if data.get("warehouse"):
                 named = self._catalogue.warehouse(s, data["warehouse"])
                 candidates = [
-                    rules.RankedSource(rules.Source(named.id, named.code, named.region, 0), 0.0)
+                    _route_from(s, rules.Source(named.id, named.code, named.region, 0), site_region)
                 ]
             else:
                 candidates = self._ranked_sources(s, part.id, site_region, minimum=quantity)
@@ -454,8 +456,8 @@ class Inventory:
                 if not data.get("warehouse"):
                     origin = s.get(Warehouse, preempted[0].warehouse_id)
                     candidates = [
-                        rules.RankedSource(
-                            rules.Source(origin.id, origin.code, origin.region, 0), 0.0
+                        _route_from(
+                            s, rules.Source(origin.id, origin.code, origin.region, 0), site_region
                         )
                     ]
             chosen: rules.RankedSource | None = None
@@ -491,6 +493,8 @@ class Inventory:
                 "preempted_by": None,
                 "shipment_id": data.get("shipment_id"),
                 "request_id": request_id,
+                "route_mode": chosen.mode,
+                "route_carrier": chosen.carrier,
                 "version": 1,
                 "created_at": now,
                 "updated_at": now,
@@ -799,8 +803,9 @@ class Inventory:
             self._issue(tx, shipment, self.clock.now())
 
     def settle_delivered_shipment(self, shipment: Mapping[str, Any]) -> None:
-        """A delivered shipment: reservations ``fulfilled``; units at the site, or
-        received into the destination warehouse (``transfer_in``)."""
+        """A delivered shipment: reservations ``fulfilled``; units at the site (a
+        ``delivery`` line in the ledger), or received into the destination warehouse
+        (``transfer_in``)."""
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
@@ -856,11 +861,33 @@ class Inventory:
                         level.available - row.quantity if existed else None,
                         level,
                     )
-                elif serials:
-                    s.execute(
-                        update(unit_t)
-                        .where(unit_t.c.serial.in_(serials))
-                        .values(status="at_site", location=destination.get("site"), updated_at=now)
+                elif row.quantity:
+                    if serials:
+                        s.execute(
+                            update(unit_t)
+                            .where(unit_t.c.serial.in_(serials))
+                            .values(
+                                status="at_site", location=destination.get("site"), updated_at=now
+                            )
+                        )
+                    # The stock left the books on dispatch: this line only explains where.
+                    _add_movements(
+                        s,
+                        [
+                            _movement(
+                                "delivery",
+                                row.warehouse_id,
+                                row.part_id,
+                                qty,
+                                0,
+                                0,
+                                serial,
+                                row.reservation_id,
+                                f"{reference} delivered to {destination.get('site')}",
+                                now,
+                            )
+                            for qty, serial in _lines(row.quantity, serials)
+                        ],
                     )
                 self._end_reservation(tx, row.reservation_id, "issued", "fulfilled", reference, now)
             self._observe_lane(s, shipment, now)
@@ -1118,6 +1145,8 @@ class Inventory:
                 shipment_id=shipment["id"],
                 origin_region=origin_region,
                 destination_region=destination_region,
+                mode=shipment.get("mode"),
+                carrier=shipment.get("carrier") or None,
                 hours=hours,
                 observed_at=now,
             )
@@ -1343,6 +1372,11 @@ def _reservation_resource(
         "preempted_by": r["preempted_by"],
         "shipment_id": r["shipment_id"],
         "request_id": r["request_id"],
+        # The way the part is expected to travel (mode and carrier), when a lane's
+        # history chose its warehouse: its shipment is planned that way.
+        "route": (
+            {"mode": r["route_mode"], "carrier": r["route_carrier"]} if r["route_mode"] else None
+        ),
         "version": r["version"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
@@ -1659,17 +1693,26 @@ def _stock_level(s: Session, warehouse_id: int, part_id: int) -> StockLevel:
     return StockLevel(0, 0) if row is None else StockLevel(row.on_hand, row.reserved)
 
 
-def _lane_history(s: Session, destination_region: str) -> dict[tuple[str, str], list[float]]:
-    """Recent transit hours into one region, by lane."""
-    history: dict[tuple[str, str], list[float]] = {}
-    for origin, destination, hours in s.execute(
-        select(LaneTransit.origin_region, LaneTransit.destination_region, LaneTransit.hours)
-        .where(LaneTransit.destination_region == destination_region)
-        .order_by(LaneTransit.observed_at.desc())
-        .limit(2000)
+def _lane_history(
+    s: Session, destination_region: str, origin_region: str | None = None
+) -> dict[rules.LaneKey, list[float]]:
+    """Recent transit hours into one region (from one region, if given), by lane."""
+    query = select(
+        LaneTransit.origin_region, LaneTransit.mode, LaneTransit.carrier, LaneTransit.hours
+    ).where(LaneTransit.destination_region == destination_region)
+    if origin_region is not None:
+        query = query.where(LaneTransit.origin_region == origin_region)
+    history: dict[rules.LaneKey, list[float]] = {}
+    for origin, mode, carrier, hours in s.execute(
+        query.order_by(LaneTransit.observed_at.desc()).limit(2000)
     ):
-        history.setdefault((origin, destination), []).append(hours)
+        history.setdefault((origin, mode, carrier), []).append(hours)
     return history
+
+
+def _route_from(s: Session, source: rules.Source, site_region: str) -> rules.RankedSource:
+    """A warehouse given (by name, or by a preemption) and its fastest lane to the site."""
+    return rules.fastest_lane(source, site_region, _lane_history(s, site_region, source.region))
 
 
 def _announce_stock_change(

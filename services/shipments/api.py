@@ -41,9 +41,12 @@ class ShipmentList(MethodView):
     @requires(MANAGE_SHIPMENTS)
     @shipments.arguments(schemas.ShipmentIn)
     @shipments.response(201, schemas.ShipmentOut)
+    @shipments.alt_response(
+        404, schema=ProblemSchema, description="No such warehouse or reservation"
+    )
     @shipments.alt_response(409, schema=ProblemSchema, description="A reservation is taken")
     def post(self, data: dict[str, Any]) -> Any:
-        return service().create_shipment(data, actor=current_user().name)
+        return service().create_shipment(data, actor=current_user().name, wait_for_news=True)
 
 
 @shipments.route("/<shipment_id>")

@@ -24,7 +24,7 @@ from services.shipments.models import (
     ShipmentEvent,
     ShipmentLine,
 )
-from shared.bus.context import current_correlation_id
+from shared.bus.context import current_correlation_id, once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
 from shared.db import Database
@@ -33,6 +33,9 @@ from shared.errors import Conflict, InvalidInput, NotFound
 # A dispatch or delivery time "now" may come from a clock a little ahead of ours.
 CLOCK_SKEW = timedelta(minutes=2)
 DEFAULT_MODE = "carrier"
+# A warehouse or reservation inventory announced a moment ago may not have reached
+# shipments yet: a shipment naming one waits this long for it before 404.
+NEWS_GRACE_SECONDS = 2.0
 # Who wrote what tracking's scans put in a shipment's history.
 TRACKING = "tracking"
 # A job's priorities, the most urgent first.
@@ -54,14 +57,33 @@ class Shipments:
     # Shipments created by hand
     # ==================================================================================
     def create_shipment(
-        self, data: Mapping[str, Any], *, actor: str | None = None
+        self, data: Mapping[str, Any], *, actor: str | None = None, wait_for_news: bool = False
     ) -> dict[str, Any]:
+        """A shipment planned by hand, between warehouses and for reservations shipments
+        has heard of. ``wait_for_news`` (people and API clients): one inventory has just
+        announced may still be on its way over the bus, so it is waited for a moment
+        before NotFound."""
+        return once_heard_of(
+            lambda: self._create_shipment(data, actor),
+            lambda: self._knows_all(data),
+            NEWS_GRACE_SECONDS if wait_for_news else 0.0,
+        )
+
+    def _knows_all(self, data: Mapping[str, Any]) -> bool:
+        codes = {data["origin"], data["destination"].get("warehouse")} - {None}
+        reservations = {line.get("reservation_id") for line in data["lines"]} - {None}
+        with self.db.reading() as s:
+            known_codes = s.scalar(select(func.count()).where(KnownWarehouse.code.in_(codes)))
+            known_reservations = s.scalar(
+                select(func.count()).where(KnownReservation.id.in_(reservations))
+            )
+        return known_codes == len(codes) and known_reservations == len(reservations)
+
+    def _create_shipment(self, data: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.transaction() as tx:
             s = tx.session
-            # A warehouse inventory has just created may not have reached us yet: its
-            # region is filled in when its event arrives.
-            origin = s.get(KnownWarehouse, data["origin"])
+            origin = _known_warehouse(s, data["origin"])
             site, warehouse_code, region = _destination(s, data["destination"], data["origin"])
             lines = [self._manual_line(s, data["origin"], line) for line in data["lines"]]
             job = _job_of(s, [line.reservation_id for line in lines if line.reservation_id])
@@ -71,7 +93,7 @@ class Shipments:
                 id=str(uuid.uuid4()),
                 status=states.PLANNED,
                 origin=data["origin"],
-                origin_region=origin.region if origin else None,
+                origin_region=origin.region,
                 destination_site=site,
                 destination_warehouse=warehouse_code,
                 destination_region=region,
@@ -115,13 +137,7 @@ class Shipments:
             )
         known = s.get(KnownReservation, reservation_id)
         if known is None:
-            # Not announced to us yet; inventory checks it when the shipment leaves.
-            return ShipmentLine(
-                part_number=line["part_number"],
-                quantity=line["quantity"],
-                reservation_id=reservation_id,
-                serials=",".join(serials),
-            )
+            raise NotFound(f"no reservation {reservation_id}")
         if known.status != "confirmed":
             raise Conflict(f"reservation {reservation_id} is {known.status}")
         if (
@@ -210,6 +226,7 @@ class Shipments:
     ) -> None:
         """The common case, one reservation making a job's shipment: its rows go in at
         commit and its event is built from them, with nothing read back."""
+        route = reservation.get("route")
         origin_region = reservation.get("warehouse_region")
         if origin_region is None:
             origin = tx.session.get(KnownWarehouse, reservation["warehouse"])
@@ -222,8 +239,9 @@ class Shipments:
             destination_site=reservation["site"]["name"],
             destination_warehouse=None,
             destination_region=reservation["site"]["region"],
-            mode=DEFAULT_MODE,
-            carrier=None,
+            # The way inventory's choice of warehouse expected the part to travel.
+            mode=route["mode"] if route else DEFAULT_MODE,
+            carrier=route.get("carrier") if route else None,
             tracking_number=None,
             job_id=reservation["job_id"],
             priority=reservation["priority"],
@@ -373,11 +391,13 @@ class Shipments:
             s = tx.session
             shipment = _locked(s, shipment_id, self.db.is_postgres)
             states.next_status("dispatch", shipment.status, shipment.id)
+            # A carrier planned with the shipment's mode goes unless another is named.
+            planned_carrier = shipment.carrier if mode in (None, shipment.mode) else None
             mode = mode or shipment.mode
+            carrier = data.get("carrier") or planned_carrier
             dispatched_at = data.get("dispatched_at") or now
-            _check_dispatch(data, mode, dispatched_at, now)
+            _check_dispatch(data, mode, carrier, dispatched_at, now)
             tracking_number = data.get("tracking_number")
-            carrier = data.get("carrier")
             if carrier and tracking_number:
                 clash = s.scalar(
                     select(Shipment.id).where(
@@ -727,16 +747,22 @@ def _destination(
                 "a transfer goes to another warehouse",
                 errors={"destination": ["the destination is the origin"]},
             )
-        warehouse = s.get(KnownWarehouse, code)
-        return None, code, warehouse.region if warehouse else None
+        return None, code, _known_warehouse(s, code).region
     return destination["site"], None, destination["region"]
 
 
+def _known_warehouse(s: Session, code: str) -> KnownWarehouse:
+    warehouse = s.get(KnownWarehouse, code)
+    if warehouse is None:
+        raise NotFound(f"no warehouse {code}")
+    return warehouse
+
+
 def _check_dispatch(
-    data: Mapping[str, Any], mode: str, dispatched_at: datetime, now: datetime
+    data: Mapping[str, Any], mode: str, carrier: str | None, dispatched_at: datetime, now: datetime
 ) -> None:
     errors: dict[str, list[str]] = {}
-    if mode == "carrier" and not data.get("carrier"):
+    if mode == "carrier" and not carrier:
         errors["carrier"] = ["required when the mode is carrier"]
     if dispatched_at > now + CLOCK_SKEW:
         errors["dispatched_at"] = ["must not be in the future"]

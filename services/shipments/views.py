@@ -272,7 +272,10 @@ def plan() -> Any:
         payload, kept = form.payload()
         data = _load_rows(form, schemas.ShipmentIn(), payload, "lines", kept)
         planned = (
-            carry_out(form, lambda: shipments().create_shipment(data, actor=page_actor()))
+            carry_out(
+                form,
+                lambda: shipments().create_shipment(data, actor=page_actor(), wait_for_news=True),
+            )
             if data
             else None
         )

@@ -37,6 +37,7 @@ from services.tracking.models import (
     TrackedShipment,
     TrackingEvent,
 )
+from shared.bus.context import once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
 from shared.db import Database
@@ -67,10 +68,8 @@ RISK_SEVERITY = {
 LANE_WINDOW = 500
 # Tracking hears of a new shipment from shipments' events a few milliseconds after
 # shipments answered its creator, so a carrier's first scan or a first look at the ETA
-# may come before it. The API waits this long for such a shipment before it says 404,
-# looking in its own database every SHIPMENT_POLL_SECONDS.
+# may come before it. The API waits this long for such a shipment before it says 404.
 SHIPMENT_GRACE_SECONDS = 2.0
-SHIPMENT_POLL_SECONDS = 0.05
 
 LaneKey = tuple[str, str, str, str]
 _T = TypeVar("_T")
@@ -168,23 +167,13 @@ class Tracking:
         self, work: Callable[[], _T], lookup: Callable[[Session], str | None], wait: bool
     ) -> _T:
         """``work``, about a shipment; if tracking has not heard of it (NotFound) and
-        ``wait``, again once it has, waiting a moment at most (SHIPMENT_GRACE_SECONDS:
-        one just created is still on its way over the bus). Real time, not the
-        service's clock: this is about messages in flight, not about the domain."""
-        try:
-            return work()
-        except NotFound:
-            if not wait:
-                raise
-            deadline = time.monotonic() + self.shipment_grace_seconds
-            while True:
-                time.sleep(SHIPMENT_POLL_SECONDS)
-                with self.db.reading() as s:
-                    if lookup(s) is not None:
-                        break
-                if time.monotonic() >= deadline:
-                    raise
-        return work()
+        ``wait``, again once it has, waiting SHIPMENT_GRACE_SECONDS at most."""
+
+        def heard() -> bool:
+            with self.db.reading() as s:
+                return lookup(s) is not None
+
+        return once_heard_of(work, heard, self.shipment_grace_seconds if wait else 0.0)
 
     # ==================================================================================
     # Tracking events

@@ -4,10 +4,19 @@ transaction that applies it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
+
+from shared.errors import NotFound
+
+_T = TypeVar("_T")
+
+# How often a request waiting for news looks in its own database.
+NEWS_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -56,3 +65,21 @@ class NewsOnItsWay(Exception):
 def can_wait_for_news() -> bool:
     context = current_message.get()
     return bool(context and context.can_wait_for_news)
+
+
+def once_heard_of(work: Callable[[], _T], heard: Callable[[], bool], grace_seconds: float) -> _T:
+    """``work``; if it finds something unknown (NotFound), again once ``heard()`` says
+    the news has arrived, waiting ``grace_seconds`` at most: something another service
+    has just created is still on its way over the bus to this one. Real time, not a
+    service's clock: this is about messages in flight, not about the domain."""
+    try:
+        return work()
+    except NotFound:
+        deadline = time.monotonic() + grace_seconds
+        while True:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(NEWS_POLL_SECONDS)
+            if heard():
+                break
+    return work()

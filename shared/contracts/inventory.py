@@ -15,6 +15,14 @@ class Site(Schema):
     region = fields.String(required=True)
 
 
+class Route(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    mode = fields.String(required=True)
+    carrier = fields.String(allow_none=True, load_default=None)
+
+
 class ReservationData(Schema):
     """``inventory.reservation.{confirmed,released,preempted,issued,fulfilled,lost}``."""
 
@@ -36,6 +44,8 @@ class ReservationData(Schema):
     replaces = fields.String(allow_none=True, load_default=None)
     preempted_by = fields.String(allow_none=True, load_default=None)
     shipment_id = fields.String(allow_none=True, load_default=None)
+    # The lane (mode, carrier) that predicted the arrival when the warehouse was chosen.
+    route = fields.Nested(Route, allow_none=True, load_default=None)
     version = fields.Integer(required=True)
 
 

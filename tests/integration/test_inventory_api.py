@@ -196,6 +196,20 @@ class TestAdjustments:
         assert reply.status == 201
         assert api.get(f"{V1}/units/T-2").body["status"] == "written_off"
 
+    def test_serialized_count_below_reserved_is_a_conflict_before_serials_matter(
+        self, api: ApiClient
+    ) -> None:
+        receive_tubes(api, "CDU", "T-1")
+        assert api.post(f"{V1}/reservations", reservation_body(warehouse="CDU")).status == 201
+        write_down = {"warehouse": "CDU", "part_number": "XRT-2000", "delta": -1, "reason": "count"}
+        assert api.post(f"{V1}/adjustments", write_down).status == 409
+        assert api.post(f"{V1}/adjustments", {**write_down, "warehouse": "SHA"}).status == 409
+        receive_tubes(api, "CDU", "T-2")
+        # The count allows it now: which unit is gone must be said.
+        refused = api.post(f"{V1}/adjustments", write_down)
+        assert refused.status == 422
+        assert "serials" in refused.body["errors"]
+
     def test_zero_delta_is_refused(self, api: ApiClient) -> None:
         reply = api.post(
             f"{V1}/adjustments",

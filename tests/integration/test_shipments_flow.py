@@ -149,6 +149,54 @@ class TestPlanning:
         api.wait_for(f"{SHP}/{shipment['id']}", lambda body: body["status"] == "cancelled")
         assert planned_shipment(api, urgent["id"])["job_id"] == "DOWN-1"
 
+    def test_a_warehouse_chosen_by_its_lane_ships_the_way_that_lane_goes(
+        self, api: ApiClient
+    ) -> None:
+        # Five tubes went from SHA (east-china) to sichuan sites by EMS courier in 5 h;
+        # nothing is known of carriers from there, nor of anything from CDU.
+        api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 5})
+        site = {"site": "Ganzi County Hospital", "region": "sichuan"}
+        for n in range(5):
+            past = shipment_by_hand(api, "SHA", site, "courier", "GEL-250", 1)
+            left = hours_ago(100 - n)
+            sent = {"carrier": "EMS", "tracking_number": f"EMS-{n}", "dispatched_at": left}
+            assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
+            arrived = {"delivered_at": hours_ago(95 - n)}
+            assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
+
+        def sha_arrives_in_hours() -> float | None:
+            refused = api.post(f"{INV}/reservations", reservation_body(quantity=50))
+            (sha,) = [a for a in refused.body["alternatives"] if a["warehouse"] == "SHA"]
+            arrival = datetime.fromisoformat(sha["estimated_arrival"]) - datetime.now(UTC)
+            return arrival.total_seconds() / 3600 if arrival < timedelta(hours=6) else None
+
+        assert wait_until(sha_arrives_in_hours, message="inventory to learn the lane") > 4.9
+
+        # CDU is in the site's region (a day, by default); SHA's courier takes 5 h.
+        reservation = reserve(api)
+        assert reservation["warehouse"] == "SHA"
+        assert reservation["route"] == {"mode": "courier", "carrier": "EMS"}
+        shipment = planned_shipment(api, reservation["id"])
+        assert (shipment["mode"], shipment["carrier"]) == ("courier", "EMS")
+        # Tracking reads the same lane, so the estimate agrees with the choice.
+        eta = api.get(f"/tracking/api/v1/shipments/{shipment['id']}/eta").body
+        assert (eta["basis"], eta["risk"]) == ("lane_history", "on_track")
+        hours = (datetime.fromisoformat(eta["eta"]) - datetime.now(UTC)).total_seconds() / 3600
+        assert 4.5 < hours < 5.5
+        # Dispatched as planned, the courier need not be named again.
+        sent = api.post(f"{SHP}/{shipment['id']}/dispatch", {"tracking_number": "EMS-9"})
+        assert sent.status == 200, sent
+        assert (sent.body["mode"], sent.body["carrier"]) == ("courier", "EMS")
+
+    def test_a_warehouse_without_lane_history_plans_the_default_way(self, api: ApiClient) -> None:
+        reservation = reserve(api)
+        assert (reservation["warehouse"], reservation["route"]) == ("CDU", None)
+        shipment = planned_shipment(api, reservation["id"])
+        assert (shipment["mode"], shipment["carrier"]) == ("carrier", None)
+        refused = api.post(f"{SHP}/{shipment['id']}/dispatch", {})
+        assert refused.status == 422
+        assert "carrier" in refused.body["errors"]
+
 
 class TestDispatchAndDelivery:
     def test_the_chain_issues_then_fulfils(self, api: ApiClient) -> None:
@@ -183,7 +231,11 @@ class TestDispatchAndDelivery:
         assert unit["status"] == "at_site"
         assert unit["location"] == "Ganzi County Hospital"
         kinds = [m["kind"] for m in unit["history"]]
-        assert kinds == ["receipt", "reservation", "issue"]
+        assert kinds == ["receipt", "reservation", "issue", "delivery"]
+        delivered = unit["history"][-1]
+        assert delivered["reference"] == (
+            f"shipment {shipment['id']} delivered to Ganzi County Hospital"
+        )
 
     def test_carrier_mode_needs_a_carrier(self, api: ApiClient) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
@@ -506,6 +558,34 @@ class TestTransfers:
         # The lane's default (a day within a region), not "minutes away".
         arrival = datetime.fromisoformat(cdu["estimated_arrival"])
         assert arrival - datetime.now(UTC) > timedelta(hours=20)
+
+    def test_a_shipment_naming_what_nobody_announced_is_404(self, api: ApiClient) -> None:
+        base = {
+            "origin": "CDU",
+            "destination": {"warehouse": "SHA"},
+            "mode": "courier",
+            "lines": [{"part_number": "GEL-250", "quantity": 1}],
+        }
+        for changes in (
+            {"origin": "NOPE"},
+            {"destination": {"warehouse": "NOPE"}},
+            {"lines": [{"part_number": "GEL-250", "quantity": 1, "reservation_id": "nope"}]},
+        ):
+            refused = api.post(SHP, {**base, **changes})
+            assert refused.status == 404, (changes, refused)
+            assert "nope" in refused.body["detail"].lower()
+        assert api.get(SHP).body == []
+
+    def test_a_warehouse_created_a_moment_ago_can_be_shipped_to(self, api: ApiClient) -> None:
+        for n in range(5):
+            code = f"VAN{n}"
+            van = {"code": code, "name": f"Van {n}", "region": "sichuan", "kind": "van"}
+            assert api.post(f"{INV}/warehouses", van).status == 201
+            made = shipment_by_hand(api, "CDU", {"warehouse": code}, "courier", "GEL-250", 1)
+            assert (made["destination"]["warehouse"], made["destination"]["region"]) == (
+                code,
+                "sichuan",
+            )
 
     def test_manual_shipment_validation(self, api: ApiClient) -> None:
         base = {

@@ -590,6 +590,11 @@ class TestAShipmentJustCreated:
     answered: a carrier's event, or a look at the ETA, sent in that moment is still
     answered for the shipment, not with 404."""
 
+    @pytest.fixture(autouse=True)
+    def warehouse(self, embedded: RunningSystem) -> None:
+        depot = {"code": "CDU", "name": "Chengdu depot", "region": "sichuan", "kind": "depot"}
+        assert embedded.api("logistics").post("/inventory/api/v1/warehouses", depot).status == 201
+
     def create_shipment(self, embedded: RunningSystem) -> str:
         reply = embedded.api("logistics").post(
             "/shipments/api/v1/shipments",

@@ -35,10 +35,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, d
         assert response.status_code == 201, response.get_data(as_text=True)
         return response.get_json()
 
-    post(
+    depot = post(
         "/inventory/api/v1/warehouses",
         {"code": "CDU", "name": "Chengdu depot", "region": "sichuan", "kind": "depot"},
     )
+    # What the bus (not running here, so nothing changes behind the test's back) would
+    # bring: shipments plans only between warehouses inventory has announced.
+    system.embedded.services["shipments"].note_warehouse(depot)
     post(
         "/inventory/api/v1/parts",
         {"part_number": "GEL-250", "description": "Gel", "serialized": False},

@@ -5,7 +5,6 @@ from services.inventory.rules import (
     OTHER_REGION_HOURS,
     SAME_REGION_HOURS,
     Source,
-    lane_hours,
     low_stock_crossing,
     preemption_problem,
     rank_sources,
@@ -24,18 +23,36 @@ class TestRankSources:
 
     def test_history_beats_the_default(self) -> None:
         history = {
-            ("east", "sichuan"): [10.0, 12.0, 11.0, 9.0, 13.0],
-            ("sichuan", "sichuan"): [30.0] * 5,
+            ("east", "courier", "EMS"): [10.0, 12.0, 11.0, 9.0, 13.0],
+            ("sichuan", "carrier", "SF"): [30.0] * 5,
         }
         ranked = rank_sources(
             [Source(1, "SHA", "east", 1), Source(2, "CDU", "sichuan", 1)], "sichuan", history
         )
         assert [r.source.code for r in ranked] == ["SHA", "CDU"]
-        assert ranked[0].transit_hours == 11.0
+        assert (ranked[0].transit_hours, ranked[0].mode, ranked[0].carrier) == (
+            11.0,
+            "courier",
+            "EMS",
+        )
+
+    def test_the_fastest_lane_from_a_region_is_its_route(self) -> None:
+        history = {
+            ("east", "carrier", "SLOWPOST"): [60.0] * 5,
+            ("east", "courier", "EMS"): [1.0, 100.0, 3.0, 2.0, 4.0],
+            # Fast, but too little history to be trusted.
+            ("east", "hand_carry", None): [0.5] * (MIN_LANE_HISTORY - 1),
+        }
+        [ranked] = rank_sources([Source(1, "SHA", "east", 1)], "sichuan", history)
+        assert (ranked.transit_hours, ranked.mode, ranked.carrier) == (3.0, "courier", "EMS")
+
+    def test_without_history_no_route(self) -> None:
+        [ranked] = rank_sources([Source(1, "SHA", "east", 1)], "sichuan", {})
+        assert (ranked.mode, ranked.carrier) == (None, None)
 
     def test_a_few_odd_deliveries_do_not_make_a_lane(self) -> None:
         # Two transfers recorded delivered seconds after they left.
-        history = {("east", "sichuan"): [0.002] * (MIN_LANE_HISTORY - 1)}
+        history = {("east", "courier", "EMS"): [0.002] * (MIN_LANE_HISTORY - 1)}
         ranked = rank_sources(
             [Source(1, "SHA", "east", 1), Source(2, "VAN1", "sichuan", 1)], "sichuan", history
         )
@@ -45,9 +62,6 @@ class TestRankSources:
     def test_ties_go_to_most_available(self) -> None:
         ranked = rank_sources([Source(1, "A", "east", 2), Source(2, "B", "east", 7)], "west", {})
         assert [r.source.code for r in ranked] == ["B", "A"]
-
-    def test_lane_hours_median(self) -> None:
-        assert lane_hours("a", "b", [1.0, 100.0, 3.0, 2.0, 4.0]) == 3.0
 
 
 class TestLowStockCrossing:
