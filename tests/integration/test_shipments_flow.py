@@ -154,7 +154,7 @@ class TestPlanning:
     ) -> None:
         # Five tubes went from SHA (east-china) to sichuan sites by EMS courier in 5 h;
         # nothing is known of carriers from there, nor of anything from CDU.
-        api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 5})
+        api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 6})
         site = {"site": "Ganzi County Hospital", "region": "sichuan"}
         for n in range(5):
             past = shipment_by_hand(api, "SHA", site, "courier", "GEL-250", 1)
@@ -187,6 +187,9 @@ class TestPlanning:
         sent = api.post(f"{SHP}/{shipment['id']}/dispatch", {"tracking_number": "EMS-9"})
         assert sent.status == 200, sent
         assert (sent.body["mode"], sent.body["carrier"]) == ("courier", "EMS")
+        # A warehouse named by people goes its fastest lane too.
+        named = reserve(api, job_id="JOB-2", part_number="GEL-250", warehouse="SHA")
+        assert named["route"] == {"mode": "courier", "carrier": "EMS"}
 
     def test_a_warehouse_without_lane_history_plans_the_default_way(self, api: ApiClient) -> None:
         reservation = reserve(api)
