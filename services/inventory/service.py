@@ -49,8 +49,10 @@ reservation_t = Reservation.__table__
 reservation_unit_t = ReservationUnit.__table__
 reservation_event_t = ReservationEvent.__table__
 lane_t = LaneTransit.__table__
-# How much of a lane's history a choice reads: the recent past says most of the near future.
+# How much history a choice of warehouse reads, of one region pair and of every lane
+# into a region: the recent past says most of the near future.
 LANE_WINDOW = 500
+REGION_LANES_WINDOW = 2000
 
 
 class ReservationRejected(Conflict):
@@ -873,24 +875,15 @@ class Inventory:
                                 status="at_site", location=destination.get("site"), updated_at=now
                             )
                         )
-                    # The stock left the books on dispatch: this line only explains where.
                     _add_movements(
                         s,
-                        [
-                            _movement(
-                                "delivery",
-                                row.warehouse_id,
-                                row.part_id,
-                                qty,
-                                0,
-                                0,
-                                serial,
-                                row.reservation_id,
-                                f"{reference} delivered to {destination.get('site')}",
-                                now,
-                            )
-                            for qty, serial in _lines(row.quantity, serials)
-                        ],
+                        _explaining_lines(
+                            "delivery",
+                            row,
+                            serials,
+                            f"{reference} delivered to {destination.get('site')}",
+                            now,
+                        ),
                     )
                 self._end_reservation(tx, row.reservation_id, "issued", "fulfilled", reference, now)
             self._observe_lane(s, shipment, now)
@@ -913,25 +906,7 @@ class Inventory:
                         .values(status="written_off", location=None, updated_at=now)
                     )
                 if row.quantity:
-                    # The stock left the books on dispatch: this line only explains where.
-                    _add_movements(
-                        s,
-                        [
-                            _movement(
-                                "write_off",
-                                row.warehouse_id,
-                                row.part_id,
-                                qty,
-                                0,
-                                0,
-                                serial,
-                                row.reservation_id,
-                                reference,
-                                now,
-                            )
-                            for qty, serial in _lines(row.quantity, serials)
-                        ],
-                    )
+                    _add_movements(s, _explaining_lines("write_off", row, serials, reference, now))
                 self._end_reservation(tx, row.reservation_id, "issued", "lost", reference, now)
 
     def _issue(
@@ -1397,6 +1372,7 @@ class _Statements:
     change_stock: Any
     insert_history: Any
     insert_movement: Any
+    lanes_into: Any
     lanes_between: Any
 
 
@@ -1404,6 +1380,11 @@ class _Statements:
 def _sql() -> _Statements:
     part_t, warehouse_t = Part.__table__, Warehouse.__table__
     on_hand, reserved = bindparam("on_hand_change"), bindparam("reserved_change")
+    lanes = (
+        select(lane_t.c.origin_region, lane_t.c.mode, lane_t.c.carrier, lane_t.c.hours)
+        .where(lane_t.c.destination_region == bindparam("destination_region"))
+        .order_by(lane_t.c.observed_at.desc())
+    )
     return _Statements(
         part_by_number=select(
             part_t.c.id, part_t.c.part_number, part_t.c.serialized, part_t.c.reorder_point
@@ -1425,13 +1406,10 @@ def _sql() -> _Statements:
         .returning(stock_t.c.on_hand, stock_t.c.reserved),
         insert_history=insert(reservation_event_t),
         insert_movement=insert(movement_t).returning(movement_t.c.id),
-        lanes_between=select(lane_t.c.mode, lane_t.c.carrier, lane_t.c.hours)
-        .where(
-            lane_t.c.origin_region == bindparam("origin_region"),
-            lane_t.c.destination_region == bindparam("destination_region"),
-        )
-        .order_by(lane_t.c.observed_at.desc())
-        .limit(LANE_WINDOW),
+        lanes_into=lanes.limit(REGION_LANES_WINDOW),
+        lanes_between=lanes.where(lane_t.c.origin_region == bindparam("origin_region")).limit(
+            LANE_WINDOW
+        ),
     )
 
 
@@ -1704,30 +1682,45 @@ def _stock_level(s: Session, warehouse_id: int, part_id: int) -> StockLevel:
     return StockLevel(0, 0) if row is None else StockLevel(row.on_hand, row.reserved)
 
 
-def _lane_history(s: Session, destination_region: str) -> dict[rules.LaneKey, list[float]]:
-    """Recent transit hours into one region, by lane."""
+def _explaining_lines(
+    kind: str, row: ShipmentIssue, serials: list[str], reference: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Ledger lines of a shipment's line that change no number: its stock left the books
+    on dispatch, and these say where it went (delivered, or written off)."""
+    return [
+        _movement(
+            kind,
+            row.warehouse_id,
+            row.part_id,
+            qty,
+            0,
+            0,
+            serial,
+            row.reservation_id,
+            reference,
+            now,
+        )
+        for qty, serial in _lines(row.quantity, serials)
+    ]
+
+
+def _lane_history(
+    s: Session, destination_region: str, origin_region: str | None = None
+) -> dict[rules.LaneKey, list[float]]:
+    """Recent transit hours into one region (from one region, if given), by lane."""
+    sql = _sql()
+    statement, params = sql.lanes_into, {"destination_region": destination_region}
+    if origin_region is not None:
+        statement, params["origin_region"] = sql.lanes_between, origin_region
     history: dict[rules.LaneKey, list[float]] = {}
-    for origin, mode, carrier, hours in s.execute(
-        select(LaneTransit.origin_region, LaneTransit.mode, LaneTransit.carrier, LaneTransit.hours)
-        .where(LaneTransit.destination_region == destination_region)
-        .order_by(LaneTransit.observed_at.desc())
-        .limit(2000)
-    ):
+    for origin, mode, carrier, hours in s.connection().execute(statement, params):
         history.setdefault((origin, mode, carrier), []).append(hours)
     return history
 
 
 def _route_from(s: Session, source: rules.Source, site_region: str) -> rules.RankedSource:
-    """A warehouse given (by name, or by a preemption) and its fastest lane to the site.
-    On the hot path: one prepared statement, rows read as tuples."""
-    history: dict[rules.LaneKey, list[float]] = {}
-    rows = s.connection().execute(
-        _sql().lanes_between,
-        {"origin_region": source.region, "destination_region": site_region},
-    )
-    for mode, carrier, hours in rows:
-        history.setdefault((source.region, mode, carrier), []).append(hours)
-    return rules.fastest_lane(source, site_region, history)
+    """A warehouse given (by name, or by a preemption) and its fastest lane to the site."""
+    return rules.fastest_lane(source, site_region, _lane_history(s, site_region, source.region))
 
 
 def _announce_stock_change(
