@@ -178,7 +178,12 @@ class TestPoisonAndMalformed:
         history = History()
         assert reserve_over_http(lab, [reserve_command("POISON-1")], History()) == {201: 1}
         events = Exchange(f"{lab.prefix}.events", type="topic", durable=True)
-        with Connection(lab.settings.broker_url, connect_timeout=5) as conn:
+        # Confirmed, so that what the test sends is surely on the queue.
+        with Connection(
+            lab.settings.broker_url,
+            connect_timeout=5,
+            transport_options={"confirm_publish": True},
+        ) as conn:
             producer = conn.Producer()
             for body, message_id in (
                 (b"\xff not json", "junk-1"),
