@@ -27,6 +27,7 @@ import marshmallow as ma
 import structlog
 from apispec import BasePlugin
 from flask import Flask, Request, Response, current_app, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from flask_smorest import Api, Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema
@@ -365,11 +366,25 @@ def create_service_app(
         registry=registry,
     )
     app.extensions["partsflow"] = context
+    app.session_interface = PageSessions(f"{prefix}/api/")
     api = ProblemApi(app)
     _install_request_hooks(app, prefix, context)
     _install_error_handlers(app)
     _install_probes(app, prefix, context)
     return app, api
+
+
+class PageSessions(SecureCookieSessionInterface):
+    """The signed cookie session, for pages only: the JSON API takes tokens, so its
+    requests neither read nor sign a cookie (a cookie alone gets them a 401)."""
+
+    def __init__(self, api_prefix: str) -> None:
+        self.api_prefix = api_prefix
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith(self.api_prefix):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 # -- request hooks -------------------------------------------------------------------------
