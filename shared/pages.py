@@ -62,15 +62,19 @@ SESSION_USER = "user"
 SESSION_OFFSET = "utc_offset"
 HERE = Path(__file__).parent
 
-# The offsets people live in, whole and half hours; a form's times are read in one.
+# Every offset a place keeps (standard or summer time); a form's times are read in one.
 UTC_OFFSETS = (
+    "-12:00",
+    "-11:00",
     "-10:00",
+    "-09:30",
     "-09:00",
     "-08:00",
     "-07:00",
     "-06:00",
     "-05:00",
     "-04:00",
+    "-03:30",
     "-03:00",
     "-02:00",
     "-01:00",
@@ -80,17 +84,25 @@ UTC_OFFSETS = (
     "+03:00",
     "+03:30",
     "+04:00",
+    "+04:30",
     "+05:00",
     "+05:30",
     "+05:45",
     "+06:00",
+    "+06:30",
     "+07:00",
     "+08:00",
+    "+08:45",
     "+09:00",
     "+09:30",
     "+10:00",
+    "+10:30",
     "+11:00",
     "+12:00",
+    "+12:45",
+    "+13:00",
+    "+13:45",
+    "+14:00",
 )
 DEFAULT_OFFSET = "+00:00"
 # What a datetime-local input sends: minutes, or seconds when the browser adds them.

@@ -6,7 +6,12 @@ from typing import Any
 
 from services.shipments.service import Shipments
 from shared.bus.consumer import Route
-from shared.contracts.inventory import ReservationData, StockShortfallData, WarehouseData
+from shared.contracts.inventory import (
+    PartData,
+    ReservationData,
+    StockShortfallData,
+    WarehouseData,
+)
 from shared.contracts.tracking import TrackingEventData
 
 
@@ -26,6 +31,10 @@ def note_warehouse(shipments: Shipments, data: dict[str, Any], envelope: dict[st
     shipments.note_warehouse(data)
 
 
+def note_part(shipments: Shipments, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    shipments.note_part(data)
+
+
 def note_shortfall(shipments: Shipments, data: dict[str, Any], envelope: dict[str, Any]) -> None:
     shipments.note_shortfall(data)
 
@@ -37,6 +46,8 @@ def follow_tracking(shipments: Shipments, data: dict[str, Any], envelope: dict[s
 ROUTES: dict[str, Route] = {
     "inventory.warehouse.created": Route(note_warehouse, WarehouseData),
     "inventory.warehouse.updated": Route(note_warehouse, WarehouseData),
+    "inventory.part.created": Route(note_part, PartData),
+    "inventory.part.updated": Route(note_part, PartData),
     "inventory.reservation.confirmed": Route(plan, ReservationData),
     "inventory.reservation.released": Route(unplan, ReservationData),
     "inventory.reservation.preempted": Route(unplan, ReservationData),

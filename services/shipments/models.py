@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.bus.store import define_bus_tables
@@ -109,6 +109,16 @@ class KnownWarehouse(Base):
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     region: Mapped[str] = mapped_column(String(100))
+
+
+class KnownPart(Base):
+    """Inventory's parts, as its events announced them (``serialized`` unknown for
+    parts learnt only from reservations and shipments made before parts were noted)."""
+
+    __tablename__ = "known_parts"
+
+    part_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serialized: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class KnownReservation(Base):

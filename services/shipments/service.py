@@ -18,6 +18,7 @@ from services.shipments import states
 from services.shipments.models import (
     OPEN_STATUSES,
     Checkpoint,
+    KnownPart,
     KnownReservation,
     KnownWarehouse,
     Shipment,
@@ -71,13 +72,19 @@ class Shipments:
 
     def _knows_all(self, data: Mapping[str, Any]) -> bool:
         codes = {data["origin"], data["destination"].get("warehouse")} - {None}
+        parts = {line["part_number"] for line in data["lines"]}
         reservations = {line.get("reservation_id") for line in data["lines"]} - {None}
         with self.db.reading() as s:
             known_codes = s.scalar(select(func.count()).where(KnownWarehouse.code.in_(codes)))
+            known_parts = s.scalar(select(func.count()).where(KnownPart.part_number.in_(parts)))
             known_reservations = s.scalar(
                 select(func.count()).where(KnownReservation.id.in_(reservations))
             )
-        return known_codes == len(codes) and known_reservations == len(reservations)
+        return (
+            known_codes == len(codes)
+            and known_parts == len(parts)
+            and known_reservations == len(reservations)
+        )
 
     def _create_shipment(self, data: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
         now = self.clock.now()
@@ -119,6 +126,17 @@ class Shipments:
     def _manual_line(self, s: Session, origin: str, line: Mapping[str, Any]) -> ShipmentLine:
         reservation_id = line.get("reservation_id")
         serials = list(line.get("serials") or [])
+        part = s.get(KnownPart, line["part_number"])
+        if part is None:
+            raise NotFound(
+                f"no part {line['part_number']}",
+                errors={"lines": [f"{line['part_number']}: unknown part"]},
+            )
+        if serials and part.serialized is False:
+            raise InvalidInput(
+                f"{part.part_number} is not serialized",
+                errors={"lines": [f"{part.part_number}: no serials for a part without them"]},
+            )
         if serials and len(serials) != line["quantity"]:
             raise InvalidInput(
                 "give one serial per unit, or none",
@@ -334,6 +352,16 @@ class Shipments:
         """Any other reservation event: remember its latest version and status."""
         with self.db.transaction() as tx:
             _note_reservation(tx, reservation)
+
+    def note_part(self, part: Mapping[str, Any]) -> None:
+        with self.db.transaction() as tx:
+            known = tx.session.get(KnownPart, part["part_number"])
+            if known is None:
+                tx.session.add(
+                    KnownPart(part_number=part["part_number"], serialized=part["serialized"])
+                )
+            else:
+                known.serialized = part["serialized"]
 
     def note_warehouse(self, warehouse: Mapping[str, Any]) -> None:
         code, region = warehouse["code"], warehouse["region"]

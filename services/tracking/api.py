@@ -50,6 +50,7 @@ class Events(MethodView):
 class ShipmentEvents(MethodView):
     @requires(READ)
     @events.response(200, schemas.EventOut(many=True))
+    @events.paginate(Page)
     def get(self, shipment_id: str) -> Any:
         return tracking().shipment_events(shipment_id, wait_for_shipment=True)
 
@@ -72,7 +73,7 @@ class Jobs(MethodView):
         return tracking().list_jobs(open_only=query["open"])
 
 
-@jobs.route("/<job_id>")
+@jobs.route("/<path:job_id>")
 class JobById(MethodView):
     @requires(READ)
     @jobs.response(200, schemas.JobOut)

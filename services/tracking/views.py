@@ -212,7 +212,7 @@ def shipment_scans(shipment_id: str) -> Any:
 # -- the engineer's page -----------------------------------------------------------------------
 
 
-@blueprint.get("/jobs/<job_id>")
+@blueprint.get("/jobs/<path:job_id>")
 def job(job_id: str) -> Any:
     user = page_user()
     opened_by_link = _link_opens(job_id, request.args.get("key"))

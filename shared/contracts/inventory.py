@@ -64,6 +64,16 @@ class ReservationRejectedData(Schema):
     alternatives = fields.List(fields.Dict(), load_default=list)
 
 
+class PartData(Schema):
+    """``inventory.part.{created,updated}``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    part_number = fields.String(required=True)
+    serialized = fields.Boolean(required=True)
+
+
 class WarehouseData(Schema):
     """``inventory.warehouse.{created,updated}``."""
 

@@ -13,12 +13,12 @@ from tests.browser.pageclient import PageClient
 from tests.conftest import wait_until
 
 
-def dispatched_tube(site: Site) -> dict[str, Any]:
-    """JOB-7's tube on the road, by hand, past two checkpoints, tracking aware of it."""
+def dispatched_tube(site: Site, job_id: str = "JOB-7") -> dict[str, Any]:
+    """A job's tube on the road, by hand, past two checkpoints, tracking aware of it."""
     now = site.clock.now()
     site.inventory.reserve_part(
         {
-            "job_id": "JOB-7",
+            "job_id": job_id,
             "part_number": "XRT-2000",
             "quantity": 1,
             "required_by": now + timedelta(hours=30),
@@ -28,7 +28,7 @@ def dispatched_tube(site: Site) -> dict[str, Any]:
         }
     )
     shipment = wait_until(
-        lambda: next(iter(site.shipments.list_shipments(job_id="JOB-7").items), None),
+        lambda: next(iter(site.shipments.list_shipments(job_id=job_id).items), None),
         message="the shipment to be planned",
     )
     site.shipments.dispatch(
@@ -44,7 +44,7 @@ def dispatched_tube(site: Site) -> dict[str, Any]:
     wait_until(
         lambda: (
             site.tracking.control_tower()["jobs"]
-            and site.tracking.job_view("JOB-7")["parts"][0]["shipment_status"] == "in_transit"
+            and site.tracking.job_view(job_id)["parts"][0]["shipment_status"] == "in_transit"
         ),
         message="tracking to follow the shipment",
     )
@@ -150,6 +150,24 @@ class TestScans:
             ("checkpoint", "Kangding", "dispatcher")
         ]
 
+    def test_a_scan_entered_in_new_zealand_summer_time(self, site: Site, staff: PageClient) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=1))
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        assert '<option value="+13:00">' in staff.get(form).html
+        reply = staff.submit(
+            form,
+            {
+                "kind": "checkpoint",
+                "checkpoint": "Kangding",
+                "occurred_at": "2026-11-23T19:50",
+                "utc_offset": "+13:00",
+            },
+        )
+        assert reply.status == 302
+        (event,) = site.tracking.shipment_events(shipment["id"])
+        assert event["occurred_at"].isoformat() == "2026-11-23T06:50:00+00:00"
+
     def test_a_scan_without_its_time_is_refused_with_values_kept(
         self, site: Site, staff: PageClient
     ) -> None:
@@ -180,6 +198,13 @@ class TestJobPage:
         view = site.tracking.job_view("JOB-7")
         assert view["parts"][0]["reason"] in text
         assert "Planned Kangding" in text
+
+    def test_a_work_order_number_with_slashes_has_its_page(self, site: Site) -> None:
+        dispatched_tube(site, "WO/2026/1042")
+        page = site.client("engineer").get("/tracking/jobs/WO/2026/1042")
+        assert page.status == 200
+        assert "Job WO/2026/1042" in page.body_text
+        assert "1 × XRT-2000" in page.body_text
 
     def test_the_texted_link_opens_it_without_signing_in(self, site: Site) -> None:
         dispatched_tube(site)

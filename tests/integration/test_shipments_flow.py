@@ -573,6 +573,7 @@ class TestTransfers:
             {"origin": "NOPE"},
             {"destination": {"warehouse": "NOPE"}},
             {"lines": [{"part_number": "GEL-250", "quantity": 1, "reservation_id": "nope"}]},
+            {"lines": [{"part_number": "NOPE-1", "quantity": 1}]},
         ):
             refused = api.post(SHP, {**base, **changes})
             assert refused.status == 404, (changes, refused)
@@ -589,6 +590,27 @@ class TestTransfers:
                 code,
                 "sichuan",
             )
+
+    def test_a_part_created_a_moment_ago_can_be_shipped(self, api: ApiClient) -> None:
+        for n in range(5):
+            part_number = f"CBL-{n}"
+            cable = {"part_number": part_number, "description": "Cable", "serialized": False}
+            assert api.post(f"{INV}/parts", cable).status == 201
+            made = shipment_by_hand(api, "CDU", {"warehouse": "SHA"}, "courier", part_number, 1)
+            assert made["lines"][0]["part_number"] == part_number
+
+    def test_serials_only_for_a_serialized_part(self, api: ApiClient) -> None:
+        refused = api.post(
+            SHP,
+            {
+                "origin": "CDU",
+                "destination": {"warehouse": "SHA"},
+                "mode": "courier",
+                "lines": [{"part_number": "GEL-250", "quantity": 1, "serials": ["G-1"]}],
+            },
+        )
+        assert refused.status == 422
+        assert refused.body["errors"]["lines"] == ["GEL-250: no serials for a part without them"]
 
     def test_manual_shipment_validation(self, api: ApiClient) -> None:
         base = {

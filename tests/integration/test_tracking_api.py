@@ -3,6 +3,7 @@ reordering, the ETA, the job read model, alerts and their acknowledgement."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -131,6 +132,29 @@ class TestRecordEvent:
         listed = tracking.api().get(f"{V1}/shipments/{shipment['id']}/events").body
         assert len(listed) == 1
         assert len(tracking.published("tracking.event.recorded")) == 1
+
+    def test_a_shipment_s_events_are_listed_a_page_at_a_time(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(6))
+        for hour in range(1, 6):
+            body = event_body(shipment["id"], "in_transit", at(hour))
+            assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        url = f"{V1}/shipments/{shipment['id']}/events"
+        first = tracking.api().get(url, page_size=2)
+        assert [e["occurred_at"] for e in first.body] == [iso(at(1)), iso(at(2))]
+        assert json.loads(first.headers["X-Pagination"]) == {
+            "total": 5,
+            "total_pages": 3,
+            "first_page": 1,
+            "last_page": 3,
+            "page": 1,
+            "next_page": 2,
+        }
+        last = tracking.api().get(url, page_size=2, page=3)
+        assert [e["occurred_at"] for e in last.body] == [iso(at(5))]
 
     def test_events_out_of_order_are_placed_by_occurred_at(
         self, tracking: TrackingUnderTest
@@ -530,6 +554,13 @@ class TestJobView:
         # Still to be shipped from Chengdu, two days by carrier: past the required-by.
         assert part["eta"] is not None and part["risk"] == job["risk"] == "late"
 
+    def test_a_work_order_number_with_slashes(self, tracking: TrackingUnderTest) -> None:
+        tracking.reservation("confirmed", reservation_data(job_id="WO/2026/1042"))
+        reply = tracking.api("engineer").get(f"{V1}/jobs/WO/2026/1042")
+        assert reply.status == 200, reply
+        assert reply.body["job_id"] == "WO/2026/1042"
+        assert [p["part_number"] for p in reply.body["parts"]] == ["XRT-2000"]
+
     def test_stale_reservation_events_are_refused(self, tracking: TrackingUnderTest) -> None:
         tube = reservation_data(job_id="JOB-3")
         tracking.reservation("issued", {**tube, "status": "issued", "version": 2})
@@ -593,7 +624,10 @@ class TestAShipmentJustCreated:
     @pytest.fixture(autouse=True)
     def warehouse(self, embedded: RunningSystem) -> None:
         depot = {"code": "CDU", "name": "Chengdu depot", "region": "sichuan", "kind": "depot"}
-        assert embedded.api("logistics").post("/inventory/api/v1/warehouses", depot).status == 201
+        tube = {"part_number": "XRT-2000", "description": "X-ray tube", "serialized": False}
+        logistics = embedded.api("logistics")
+        assert logistics.post("/inventory/api/v1/warehouses", depot).status == 201
+        assert logistics.post("/inventory/api/v1/parts", tube).status == 201
 
     def create_shipment(self, embedded: RunningSystem) -> str:
         reply = embedded.api("logistics").post(

@@ -40,12 +40,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, d
         {"code": "CDU", "name": "Chengdu depot", "region": "sichuan", "kind": "depot"},
     )
     # What the bus (not running here, so nothing changes behind the test's back) would
-    # bring: shipments plans only between warehouses inventory has announced.
+    # bring: shipments plans only between warehouses, and of parts, inventory has announced.
     system.embedded.services["shipments"].note_warehouse(depot)
-    post(
+    gel = post(
         "/inventory/api/v1/parts",
         {"part_number": "GEL-250", "description": "Gel", "serialized": False},
     )
+    system.embedded.services["shipments"].note_part(gel)
     post(
         "/inventory/api/v1/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 10}
     )
