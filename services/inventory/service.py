@@ -53,6 +53,19 @@ lane_t = LaneTransit.__table__
 # into a region: the recent past says most of the near future.
 LANE_WINDOW = 500
 REGION_LANES_WINDOW = 2000
+# What a repeat of a reservation request must ask for again (warehouse, replaces: when
+# given) to be answered with the reservation the first one made.
+REPEATED_REQUEST_FIELDS = (
+    "job_id",
+    "part_number",
+    "quantity",
+    "priority",
+    "required_by",
+    "owner",
+    "site",
+    "warehouse",
+    "replaces",
+)
 
 
 class ReservationRejected(Conflict):
@@ -401,7 +414,7 @@ class Inventory:
                 ).scalar()
                 if existing is None:
                     raise
-                return _made_already(tx, existing)
+                return _made_already(tx, existing, data)
 
     def _reserve_part(
         self, data: Mapping[str, Any], preempt: list[str], actor: str | None
@@ -435,7 +448,7 @@ class Inventory:
                     sql.reservation_by_request, {"request_id": request_id}
                 ).scalar()
                 if existing:
-                    return _made_already(tx, existing)
+                    return _made_already(tx, existing, data)
             if data.get("replaces"):
                 _check_replaceable(s, data["replaces"])
             part = self._catalogue.part(s, data["part_number"])
@@ -1564,11 +1577,25 @@ def _add_movements(s: Session, movements: list[dict[str, Any]]) -> list[int]:
     )
 
 
-def _made_already(tx: Transaction, reservation_id: str) -> dict[str, Any]:
+def _made_already(
+    tx: Transaction, reservation_id: str, request: Mapping[str, Any]
+) -> dict[str, Any]:
     """The reservation a request_id has made already, as the answer to its repeat. A
     command is answered again (its sender waits on reply_to); the event is a repeat
-    of a version every subscriber has seen."""
+    of a version every subscriber has seen. The same request_id asking for something
+    else is refused, as a replayed Idempotency-Key with another body is."""
     resource = reservation_resources(tx.session, [reservation_id])[0]
+    differing = sorted(
+        name
+        for name in REPEATED_REQUEST_FIELDS
+        if request.get(name) is not None and request[name] != resource[name]
+    )
+    if differing:
+        raise InvalidInput(
+            f"request_id {request['request_id']} made reservation {reservation_id} for "
+            f"another request (its {', '.join(differing)} differ)",
+            errors={"request_id": ["already used for a different reservation"]},
+        )
     if handled_message_id() is not None:
         tx.publish(
             f"inventory.reservation.{resource['status']}",

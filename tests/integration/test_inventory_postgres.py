@@ -319,6 +319,30 @@ class TestReserveCommands:
         assert answers[again]["data"]["repeat"] is True
         assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3
 
+    def test_a_request_id_asking_for_something_else_is_rejected(self, pg_inventory) -> None:
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
+            body["request_id"] = "field-service-req-78"
+            first = client.command("inventory.reserve", body)
+            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            other = client.command("inventory.reserve", {**body, "quantity": 5})
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+        finally:
+            client.close()
+        answers = {r["correlationid"]: r for r in replies}
+        assert answers[first]["type"] == "inventory.reservation.confirmed"
+        refused = answers[other]
+        assert refused["type"] == "inventory.reservation.rejected"
+        assert refused["data"]["reason"] == "validation-error"
+        assert refused["data"]["errors"] == {
+            "request_id": ["already used for a different reservation"]
+        }
+        assert "quantity" in refused["data"]["detail"]
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3
+
     def test_a_command_sent_again_under_its_id_is_answered_again(self, pg_inventory) -> None:
         system = pg_inventory
         receive(system, "GEL-250", "CDU", 10)
