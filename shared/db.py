@@ -166,19 +166,16 @@ class Database:
                 callback()
 
     def send_answers_again(self, command_id: str, reply_to: str) -> int:
-        """A command that came again (its sender lost the answer): the relay sends
-        its answers once more, to the events exchange too, where consumers' inboxes
-        absorb the repeat. How many there were."""
+        """A command that came again (its sender lost the answer, often with the
+        connection its reply queue lived on): the relay sends its answers once more,
+        to the ``reply_to`` it names now and to the events exchange, where consumers'
+        inboxes absorb the repeat. How many there were."""
         outbox = self.bus.outbox
         with self.engine.begin() as conn:
             count = conn.execute(
                 update(outbox)
-                .where(
-                    outbox.c.correlation_id == command_id,
-                    outbox.c.reply_to == reply_to,
-                    outbox.c.sent_at.is_not(None),
-                )
-                .values(sent_at=None, available_at=None)
+                .where(outbox.c.correlation_id == command_id, outbox.c.reply_to.is_not(None))
+                .values(reply_to=reply_to, sent_at=None, available_at=None)
             ).rowcount
         if count:
             self.outbox_written.set()

@@ -247,6 +247,11 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
             f"a replacement {r.part_number} is being reserved from the warehouse that can "
             "deliver first"
         )
+    if r.status == "confirmed" and r.shipment_status == "lost":
+        return (
+            f"its replacement {r.part_number} from {r.warehouse} was lost too (see that "
+            "shipment's alert)"
+        )
     if r.status == "confirmed":
         timing = ""
         if r.eta is not None and required_by is not None:

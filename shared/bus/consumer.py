@@ -34,7 +34,7 @@ from structlog.contextvars import bound_contextvars
 from shared.bus.connection import connect, connection_errors
 from shared.bus.context import MessageContext, NewsOnItsWay, message_context
 from shared.bus.envelope import MalformedMessage, decode
-from shared.bus.store import DuplicateDelivery
+from shared.bus.store import NO_REPLY_QUEUE, DuplicateDelivery
 from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
@@ -338,7 +338,7 @@ class MessageConsumer:
             correlation_id=envelope["id"] if route.kind == COMMAND else envelope["correlationid"],
             inbox_message_id=envelope["id"],
             inbox_message_type=envelope["type"],
-            reply_to=properties.get("reply_to"),
+            reply_to=_reply_to(properties) if route.kind == COMMAND else None,
             can_wait_for_news=waited < self.news_wait_seconds,
         )
         # Every log line about this message names it and the request or command
@@ -437,7 +437,7 @@ class MessageConsumer:
             correlation_id=command_id,
             inbox_message_id=command_id,
             inbox_message_type=properties.get("type") or "",
-            reply_to=properties.get("reply_to"),
+            reply_to=_reply_to(properties),
         )
 
         def answer() -> None:
@@ -470,3 +470,8 @@ class MessageConsumer:
         goes out again."""
         if reply_to:
             self._through_outages(lambda: self.db.send_answers_again(command_id, reply_to))
+
+
+def _reply_to(properties: Mapping[str, Any]) -> str:
+    """Where a command's answers also go (its answers are marked as such either way)."""
+    return properties.get("reply_to") or NO_REPLY_QUEUE

@@ -12,6 +12,8 @@ from shared.json_input import read_json
 
 CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
+# The inbox's and outbox's key: a longer id (or correlation id) could not be kept.
+MAX_ID_LENGTH = 64
 
 
 class MalformedMessage(ValueError):
@@ -74,14 +76,47 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
             raise MalformedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("body is not a JSON object")
-    message_id = envelope.get("id") if isinstance(envelope.get("id"), str) else None
-    missing = [name for name in REQUIRED if not isinstance(envelope.get(name), str)]
+    message_id = _usable_id(envelope.get("id"))
+    missing = [
+        name
+        for name in REQUIRED
+        if not (isinstance(envelope.get(name), str) and envelope[name].strip())
+    ]
     if missing:
         raise MalformedMessage(f"envelope lacks {', '.join(missing)}", message_id=message_id)
+    if message_id is None:
+        raise MalformedMessage(f"id is longer than {MAX_ID_LENGTH} characters")
     if envelope["specversion"] != "1.0":
         raise MalformedMessage("specversion must be 1.0", message_id=message_id)
     if not isinstance(envelope.get("data", {}), dict):
         raise MalformedMessage("data must be a JSON object", message_id=message_id)
+    if envelope.get("datacontenttype", "application/json") != "application/json":
+        raise MalformedMessage("datacontenttype must be application/json", message_id=message_id)
+    if "correlationid" in envelope and _usable_id(envelope["correlationid"]) is None:
+        raise MalformedMessage(
+            f"correlationid must be text of at most {MAX_ID_LENGTH} characters",
+            message_id=message_id,
+        )
+    if "time" in envelope and not _has_offset(envelope["time"]):
+        raise MalformedMessage(
+            "time must be an ISO 8601 time with its UTC offset", message_id=message_id
+        )
     envelope.setdefault("data", {})
     envelope.setdefault("correlationid", envelope["id"])
     return envelope
+
+
+def _usable_id(value: Any) -> str | None:
+    """An id the inbox can keep and a reply can name: text, not blank, not too long."""
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
+        return value
+    return None
+
+
+def _has_offset(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False

@@ -37,6 +37,9 @@ EVENTS = "events"
 COMMANDS = "commands"
 
 OUTBOX_CHANNEL = "partsflow_outbox"
+# The reply_to of a command's answers when the command named no queue: not NULL, so
+# the answers are known as answers if the command comes again with a queue.
+NO_REPLY_QUEUE = ""
 # A statement trigger wakes the relays when outbox rows commit, on PostgreSQL: the
 # notification is sent at commit (deduplicated per transaction) without a round trip
 # of its own. Each service's migrations install it.
@@ -96,6 +99,8 @@ def define_bus_tables(metadata: MetaData) -> BusTables:
         Column("routing_key", String(200), nullable=False),
         Column("body", Text, nullable=False),
         Column("correlation_id", String(64), nullable=False),
+        # Where a command's answer also goes; NO_REPLY_QUEUE for an answer to a command
+        # that named none, so that its repeat naming one finds it.
         Column("reply_to", String(255)),
         Column("created_at", UTCDateTime, nullable=False),
         # Not before: set when a publish failed (an unroutable command), for a later retry.

@@ -370,6 +370,42 @@ class TestReserveCommands:
         # Reserved once.
         assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 2
 
+    def test_a_command_sent_again_from_a_new_reply_queue_is_answered_there(
+        self, pg_inventory
+    ) -> None:
+        # The sender's connection died, and its exclusive reply queue with it; after
+        # reconnecting it sends the same commands again, each to its new reply queue.
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        body = reservation_body(part_number="GEL-250", quantity=2, warehouse="CDU")
+        lost = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            asked = lost.command("inventory.reserve", body)
+            lost.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            unasked = lost.command("inventory.release", {"reservation_id": "nope"}, reply=False)
+            wait_until(
+                lambda: (
+                    system.worker.consumer.stats.rejected + system.worker.consumer.stats.applied
+                    >= 2
+                ),
+                timeout=20,
+                message="both commands to be handled",
+            )
+        finally:
+            lost.close()
+        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            client.command("inventory.reserve", body, message_id=asked)
+            client.command("inventory.release", {"reservation_id": "nope"}, message_id=unasked)
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+        finally:
+            client.close()
+        answers = {r["correlationid"]: r for r in replies}
+        assert answers[asked]["type"] == "inventory.reservation.confirmed"
+        assert answers[asked] == lost.replies[0]
+        assert answers[unasked]["type"] == "inventory.release.rejected"
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 2
+
     def test_release_command_answers_with_the_released_reservation(self, pg_inventory) -> None:
         system = pg_inventory
         receive(system, "GEL-250", "CDU", 2)

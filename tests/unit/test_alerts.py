@@ -167,6 +167,14 @@ class TestLost:
         assert "no TEE-P7 is in stock in any warehouse" in problem.message
         assert "outside Partsflow" in problem.message
 
+    def test_a_replacement_lost_too_is_not_given_an_eta(self) -> None:
+        gone = [Replacement("TEE-P7", "confirmed", "SHA", None, shipment_status="lost")]
+        (problem,) = alerts.shipment_problems(
+            situation(status="lost", risk="lost", replacements=gone), at(30)
+        )
+        assert "its replacement TEE-P7 from SHA was lost too" in problem.message
+        assert "ETA" not in problem.message
+
     def test_a_delivered_replacement_ends_the_problem(self) -> None:
         done = [Replacement("TEE-P7", "confirmed", "CDU", at(20), shipment_status="delivered")]
         s = situation(status="lost", risk="lost", replacements=done)

@@ -45,6 +45,35 @@ class TestEnvelope:
         with pytest.raises(MalformedMessage):
             decode(body)
 
+    @pytest.mark.parametrize("message_id", ["", "   ", "x" * 65, 7])
+    def test_an_id_nobody_could_answer_or_record_is_no_id(self, message_id: object) -> None:
+        body = {"specversion": "1.0", "id": message_id, "source": "s", "type": "t", "data": {}}
+        with pytest.raises(MalformedMessage) as error:
+            decode(json.dumps(body))
+        assert error.value.message_id is None
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"time": "2026-11-24T08:00:00"},
+            {"time": "yesterday"},
+            {"time": 1732435200},
+            {"datacontenttype": "text/plain"},
+            {"correlationid": ""},
+            {"correlationid": "c" * 65},
+        ],
+    )
+    def test_envelope_fields_are_checked(self, changes: dict) -> None:
+        body = {"specversion": "1.0", "id": "cmd-8", "source": "s", "type": "t", "data": {}}
+        with pytest.raises(MalformedMessage) as error:
+            decode(json.dumps({**body, **changes}))
+        assert error.value.message_id == "cmd-8"
+
+    def test_time_with_its_offset_is_taken(self) -> None:
+        body = {"specversion": "1.0", "id": "cmd-9", "source": "s", "type": "t"}
+        assert decode(json.dumps({**body, "time": "2026-11-24T08:00:00+01:00"}))["id"] == "cmd-9"
+        assert decode(json.dumps(body))["data"] == {}
+
     def test_malformed_envelope_keeps_its_id_when_it_has_one(self) -> None:
         with pytest.raises(MalformedMessage) as error:
             decode(json.dumps({"id": "cmd-7", "type": "inventory.reserve"}))
