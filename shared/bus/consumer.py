@@ -33,7 +33,7 @@ from structlog.contextvars import bound_contextvars
 
 from shared.bus.connection import connect, connection_errors
 from shared.bus.context import MessageContext, NewsOnItsWay, message_context
-from shared.bus.envelope import MalformedMessage, decode
+from shared.bus.envelope import MalformedMessage, decode, usable_id
 from shared.bus.store import NO_REPLY_QUEUE, DuplicateDelivery
 from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
 from shared.config import Settings
@@ -303,18 +303,22 @@ class MessageConsumer:
             envelope = decode(message.body)
         except MalformedMessage as exc:
             # A body that is not even JSON still has the AMQP properties it came with.
-            command_type = properties.get("type") or (message.delivery_info or {}).get(
-                "routing_key"
+            command_type = properties.get("type") or _routing_key(message)
+            command_id = exc.message_id or usable_id(properties.get("message_id"))
+            self._reject_unreadable(
+                command_type, command_id, properties, {"_envelope": [exc.reason]}
             )
-            route = self.routes.get(command_type or "")
-            command_id = exc.message_id or properties.get("message_id")
-            if command_id and route is not None and route.rejected:
-                self._answer_rejected(
-                    route, command_id, properties, {"_envelope": [exc.reason]}, request=None
-                )
             return Outcome.DEAD, f"malformed: {exc.reason}"
         route = self.routes.get(envelope["type"])
         if route is None:
+            # Sent under a command's routing key: its sender is told, by that command's
+            # answer, as well as the message going to the dead-letter queue.
+            self._reject_unreadable(
+                _routing_key(message),
+                envelope["id"],
+                properties,
+                {"type": [f"{envelope['type']} is not a command this service takes"]},
+            )
             return Outcome.DEAD, f"no handler for {envelope['type']}"
         data = envelope["data"]
         schema = self._schemas.get(envelope["type"])
@@ -423,6 +427,17 @@ class MessageConsumer:
         )
         return Outcome.REQUEUE, reason
 
+    def _reject_unreadable(
+        self,
+        command_type: str | None,
+        command_id: str | None,
+        properties: Mapping[str, Any],
+        errors: dict[str, list[str]],
+    ) -> None:
+        route = self.routes.get(command_type or "")
+        if command_id and route is not None and route.rejected:
+            self._answer_rejected(route, command_id, properties, errors, request=None)
+
     def _answer_rejected(
         self,
         route: Route,
@@ -475,3 +490,7 @@ class MessageConsumer:
 def _reply_to(properties: Mapping[str, Any]) -> str:
     """Where a command's answers also go (its answers are marked as such either way)."""
     return properties.get("reply_to") or NO_REPLY_QUEUE
+
+
+def _routing_key(message: Any) -> str | None:
+    return (message.delivery_info or {}).get("routing_key")

@@ -76,7 +76,7 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
             raise MalformedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("body is not a JSON object")
-    message_id = _usable_id(envelope.get("id"))
+    message_id = usable_id(envelope.get("id"))
     missing = [
         name
         for name in REQUIRED
@@ -92,7 +92,7 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         raise MalformedMessage("data must be a JSON object", message_id=message_id)
     if envelope.get("datacontenttype", "application/json") != "application/json":
         raise MalformedMessage("datacontenttype must be application/json", message_id=message_id)
-    if "correlationid" in envelope and _usable_id(envelope["correlationid"]) is None:
+    if "correlationid" in envelope and usable_id(envelope["correlationid"]) is None:
         raise MalformedMessage(
             f"correlationid must be text of at most {MAX_ID_LENGTH} characters",
             message_id=message_id,
@@ -106,7 +106,7 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     return envelope
 
 
-def _usable_id(value: Any) -> str | None:
+def usable_id(value: Any) -> str | None:
     """An id the inbox can keep and a reply can name: text, not blank, not too long."""
     if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
         return value

@@ -499,6 +499,58 @@ class TestBadMessages:
             [rejected] = [r for r in replies if r["correlationid"] == command_id]
             assert rejected["type"] == "inventory.reservation.rejected"
 
+    def test_a_message_nobody_could_answer_or_take_is_dead_lettered_and_told(
+        self, pg_inventory
+    ) -> None:
+        system = pg_inventory
+        prefix = system.settings.bus_prefix
+        receive(system, "GEL-250", "CDU", 5)
+        client = BusClient(AMQP_URL, prefix).open()
+
+        def envelope(**changes: Any) -> bytes:
+            body = {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": "field-service/test",
+                "type": "inventory.reserve",
+                "data": reservation_body(part_number="GEL-250", job_id="J-BLANK"),
+            }
+            return json.dumps({**body, **changes}).encode()
+
+        try:
+            # No usable id anywhere: two of them, so that a first recorded as applied
+            # would make the second vanish as its repeat.
+            for _ in range(2):
+                client.publish_raw(envelope(id=""), type="inventory.reserve", message_id=None)
+            client.publish_raw(envelope(id="x" * 65), type="inventory.reserve", message_id=None)
+            unknown = str(uuid.uuid4())
+            client.publish_raw(
+                envelope(id=unknown, type="inventory.frobnicate"),
+                type="inventory.reserve",
+                message_id=unknown,
+            )
+            replies = client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            dead: list = []
+            wait_until(
+                lambda: (
+                    dead.extend(client.drain_queue(f"{prefix}.inventory.dead")) or len(dead) >= 4
+                ),
+                timeout=20,
+                message="four dead letters",
+            )
+        finally:
+            client.close()
+        (answer,) = replies
+        assert (answer["correlationid"], answer["type"]) == (
+            unknown,
+            "inventory.reservation.rejected",
+        )
+        assert answer["data"]["errors"] == {
+            "type": ["inventory.frobnicate is not a command this service takes"]
+        }
+        assert len(dead) == 4
+        assert system.api().get(f"{V1}/reservations", job_id="J-BLANK").body == []
+
     def test_poison_message_is_dead_lettered_after_the_delivery_limit(
         self, pg_inventory, monkeypatch
     ) -> None:
