@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+PORT ?= 8000
+
 run: install
-	$(VENV)/bin/partsflow run --demo
+	$(VENV)/bin/partsflow run --demo --port $(PORT)
 
 stack: install
 	$(VENV)/bin/partsflow stack

@@ -23,6 +23,8 @@ SERVICES = ("inventory", "shipments", "tracking")
 BROKER_SCHEMES = ("memory", "amqp", "amqps", "pyamqp")
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
 MIN_SECRET_KEY_LENGTH = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")
 
 
 class ConfigError(ValueError):
@@ -216,6 +218,28 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("PARTSFLOW_DELIVERY_LIMIT must be at least 1")
     if settings.tracking_scan_seconds <= 0:
         raise ConfigError("PARTSFLOW_TRACKING_SCAN_SECONDS must be positive")
+    if not 0 <= settings.worker_port <= 65535:
+        raise ConfigError("PARTSFLOW_WORKER_PORT must be a port number, 0 to 65535")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"PARTSFLOW_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"PARTSFLOW_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    for name, value in (
+        ("PARTSFLOW_CONSUMER_PREFETCH", settings.consumer_prefetch),
+        ("PARTSFLOW_RELAY_BATCH_SIZE", settings.relay_batch_size),
+        ("PARTSFLOW_MAX_BODY_BYTES", settings.max_body_bytes),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    for name, seconds in (
+        ("PARTSFLOW_CONFIRM_TIMEOUT", settings.confirm_timeout),
+        ("PARTSFLOW_RELAY_IDLE_SECONDS", settings.relay_idle_seconds),
+        ("PARTSFLOW_RETRY_BACKOFF_SECONDS", settings.retry_backoff_seconds),
+        ("PARTSFLOW_MAX_RETRY_BACKOFF_SECONDS", settings.max_retry_backoff_seconds),
+        ("PARTSFLOW_ETA_STEP_MINUTES", settings.eta_step_minutes),
+    ):
+        if seconds <= 0:
+            raise ConfigError(f"{name} must be positive")
     _validate_rate_limit(settings)
     if not settings.embedded:
         if not settings.secret_key:

@@ -81,12 +81,16 @@ def is_low(available: int, reorder_point: int | None) -> bool:
 def low_stock_crossing(
     available_before: int | None, available_after: int, reorder_point: int | None
 ) -> str | None:
-    """``"low"`` when available drops below the reorder point, ``"replenished"`` when
-    it climbs back to it, else None: one event per crossing, not per change. A stock
-    line that did not exist before (``available_before`` None) was not low, so its
-    first receipt below the reorder point is flagged."""
+    """``"low"`` when available drops below the reorder point, and again at every
+    change while it stays below (so the alert tells the level as it is now);
+    ``"replenished"`` when it climbs back to it; else None. A stock line that did not
+    exist before (``available_before`` None) was not low, so its first receipt below
+    the reorder point is flagged."""
     was_low = available_before is not None and is_low(available_before, reorder_point)
-    return _crossing(was_low, is_low(available_after, reorder_point))
+    now_low = is_low(available_after, reorder_point)
+    if was_low and now_low:
+        return "low" if available_after != available_before else None
+    return _crossing(was_low, now_low)
 
 
 def reorder_point_crossing(

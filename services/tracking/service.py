@@ -658,6 +658,8 @@ class Tracking:
             elif low and active is not None and active.message != problem.message:
                 active.message = problem.message
                 active.updated_at = now
+                s.flush()
+                tx.publish("tracking.alert.updated", subject=active.id, data=alert_resource(active))
             elif not low and active is not None:
                 self._resolve(tx, active, now)
 

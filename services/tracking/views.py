@@ -14,7 +14,7 @@ from wtforms import SelectField, StringField
 from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
 
-from services.tracking.alerts import SEVERITY_ORDER
+from services.tracking.alerts import SEVERITY_ORDER, severity
 from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
@@ -125,6 +125,7 @@ def attention() -> Any:
         alert_groups=[(level, by_severity[level]) for level in SEVERITY_ORDER],
         jobs=jobs,
         low_stock=low_stock,
+        low_stock_severity=severity("low_stock"),
         acknowledge_form=AcknowledgeForm(formdata=None),
     )
 

@@ -78,6 +78,7 @@ class TestAttention:
         assert page.status == 200
         assert "Low stock: 15 GEL-250 available at SHA" in page.body_text
         assert "Every open job is on track." in page.body_text
+        assert "Warning alerts 0 None open besides low stock (2)." in page.body_text
 
     def test_a_stranger_is_sent_to_sign_in(self, site: Site) -> None:
         assert site.client().get("/").location == "/login?next=/"

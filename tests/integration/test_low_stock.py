@@ -44,6 +44,20 @@ class TestLowStockFollowsTheStockLine:
         assert reply.status == 201 and reply.body["stock"]["low"] is False
         assert low_stock_subjects(api, set()) == set()
 
+    def test_the_alert_tells_the_level_as_it_is_now(self, api: ApiClient) -> None:
+        # GEL-250's reorder point is 5: 3 received, then one found broken.
+        api.post(f"{INV}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 3})
+        low_stock_subjects(api, {"GEL-250@CDU"})
+        adjustment = {"warehouse": "CDU", "part_number": "GEL-250", "delta": -1, "reason": "broken"}
+        assert api.post(f"{INV}/adjustments", adjustment).status == 201
+        (alert,) = api.wait_for(
+            ALERTS,
+            lambda alerts: len(alerts) == 1 and "2 GEL-250 available" in alerts[0]["message"],
+            kind="low_stock",
+            status="open",
+        )
+        assert alert["subject"] == "GEL-250@CDU"
+
     def test_a_first_adjustment_below_the_reorder_point_is_flagged(self, api: ApiClient) -> None:
         reply = api.post(
             f"{INV}/adjustments",

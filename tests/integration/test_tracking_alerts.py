@@ -332,6 +332,14 @@ class TestScheduler:
         assert tracking.open_alerts(kind="low_stock") == []
         tracking.deliver("inventory.stock.low", low, sent_at=at(4))
         assert len(tracking.open_alerts(kind="low_stock")) == 1
+        # Lower still: the same alert, telling the new level, and the control tower hears.
+        tracking.deliver(
+            "inventory.stock.low", {**low, "on_hand": 1, "available": 1}, sent_at=at(5)
+        )
+        (alert,) = tracking.open_alerts(kind="low_stock")
+        assert alert["message"].startswith("Low stock: 1 GEL-250 available at CDU")
+        (updated,) = tracking.published("tracking.alert.updated")
+        assert updated["data"]["message"] == alert["message"]
 
 
 class TestPartsStillWaitingForAShipment:

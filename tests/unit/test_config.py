@@ -44,6 +44,13 @@ class TestLoadSettings:
             ({"PARTSFLOW_INVENTORY_DB_URL": "::::"}, "PARTSFLOW_INVENTORY_DB_URL"),
             ({"PARTSFLOW_TRACKING_SCAN_SECONDS": "soon"}, "PARTSFLOW_TRACKING_SCAN_SECONDS"),
             ({"PARTSFLOW_QUEUE_TYPE": "stream"}, "PARTSFLOW_QUEUE_TYPE"),
+            ({"PARTSFLOW_LOG_LEVEL": "LOUD"}, "PARTSFLOW_LOG_LEVEL"),
+            ({"PARTSFLOW_LOG_FORMAT": "xml"}, "PARTSFLOW_LOG_FORMAT"),
+            ({"PARTSFLOW_WORKER_PORT": "-5"}, "PARTSFLOW_WORKER_PORT"),
+            ({"PARTSFLOW_WORKER_PORT": "70000"}, "PARTSFLOW_WORKER_PORT"),
+            ({"PARTSFLOW_CONSUMER_PREFETCH": "0"}, "PARTSFLOW_CONSUMER_PREFETCH"),
+            ({"PARTSFLOW_CONFIRM_TIMEOUT": "0"}, "PARTSFLOW_CONFIRM_TIMEOUT"),
+            ({"PARTSFLOW_SECURE_COOKIES": "maybe"}, "PARTSFLOW_SECURE_COOKIES"),
         ],
     )
     def test_bad_values_stop_start_up_with_one_line(self, environ, message) -> None:

@@ -65,9 +65,10 @@ class TestRankSources:
 
 
 class TestLowStockCrossing:
-    def test_one_event_per_crossing(self) -> None:
+    def test_crossings_and_every_change_while_low(self) -> None:
         assert low_stock_crossing(3, 1, 2) == "low"
-        assert low_stock_crossing(1, 0, 2) is None
+        assert low_stock_crossing(1, 0, 2) == "low"
+        assert low_stock_crossing(1, 1, 2) is None
         assert low_stock_crossing(1, 2, 2) == "replenished"
         assert low_stock_crossing(5, 4, 2) is None
 
