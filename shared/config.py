@@ -7,6 +7,7 @@ environment at import time.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -216,7 +217,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("PARTSFLOW_CONSUMER_THREADS must be at least 1")
     if settings.delivery_limit < 1:
         raise ConfigError("PARTSFLOW_DELIVERY_LIMIT must be at least 1")
-    if settings.tracking_scan_seconds <= 0:
+    if not _positive(settings.tracking_scan_seconds):
         raise ConfigError("PARTSFLOW_TRACKING_SCAN_SECONDS must be positive")
     if not 0 <= settings.worker_port <= 65535:
         raise ConfigError("PARTSFLOW_WORKER_PORT must be a port number, 0 to 65535")
@@ -238,7 +239,7 @@ def _validate(settings: Settings) -> None:
         ("PARTSFLOW_MAX_RETRY_BACKOFF_SECONDS", settings.max_retry_backoff_seconds),
         ("PARTSFLOW_ETA_STEP_MINUTES", settings.eta_step_minutes),
     ):
-        if seconds <= 0:
+        if not _positive(seconds):
             raise ConfigError(f"{name} must be positive")
     _validate_rate_limit(settings)
     if not settings.embedded:
@@ -248,6 +249,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(
                 f"PARTSFLOW_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )
+
+
+def _positive(number: float) -> bool:
+    return math.isfinite(number) and number > 0
 
 
 def _validate_rate_limit(settings: Settings) -> None:

@@ -41,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 from shared.auth import User, UserStore, parse_bearer
 from shared.bus.connection import connect
 from shared.bus.context import MessageContext, current_message
+from shared.bus.envelope import usable_id
 from shared.config import Settings, load_settings
 from shared.db import Database, is_transient_db_error
 from shared.errors import DomainError, InvalidInput
@@ -409,8 +410,9 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
     @app.before_request
     def _begin() -> Response | None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
-        correlation_id = request.headers.get("X-Correlation-ID") or g.request_id
+        # Taken from the caller only when they fit where they go (log lines, the outbox).
+        g.request_id = usable_id(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
+        correlation_id = usable_id(request.headers.get("X-Correlation-ID")) or g.request_id
         g.message_token = current_message.set(MessageContext(correlation_id=correlation_id))
         structlog.contextvars.bind_contextvars(
             request_id=g.request_id, correlation_id=correlation_id, service=context.name

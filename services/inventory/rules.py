@@ -96,10 +96,13 @@ def low_stock_crossing(
 def reorder_point_crossing(
     available: int, reorder_point_before: int | None, reorder_point_after: int | None
 ) -> str | None:
-    """The same signal when the reorder point moves and the stock stays."""
-    return _crossing(
-        is_low(available, reorder_point_before), is_low(available, reorder_point_after)
-    )
+    """The same signal when the reorder point moves and the stock stays (a line low
+    before and after is announced again: its alert names the reorder point)."""
+    was_low = is_low(available, reorder_point_before)
+    now_low = is_low(available, reorder_point_after)
+    if was_low and now_low:
+        return "low" if reorder_point_after != reorder_point_before else None
+    return _crossing(was_low, now_low)
 
 
 def _crossing(was_low: bool, now_low: bool) -> str | None:

@@ -72,7 +72,7 @@ class Shipments:
 
     def _knows_all(self, data: Mapping[str, Any]) -> bool:
         codes = {data["origin"], data["destination"].get("warehouse")} - {None}
-        parts = {line["part_number"] for line in data["lines"]}
+        parts = {line["part_number"] for line in data["lines"] if not line.get("reservation_id")}
         reservations = {line.get("reservation_id") for line in data["lines"]} - {None}
         with self.db.reading() as s:
             known_codes = s.scalar(select(func.count()).where(KnownWarehouse.code.in_(codes)))
@@ -126,17 +126,6 @@ class Shipments:
     def _manual_line(self, s: Session, origin: str, line: Mapping[str, Any]) -> ShipmentLine:
         reservation_id = line.get("reservation_id")
         serials = list(line.get("serials") or [])
-        part = s.get(KnownPart, line["part_number"])
-        if part is None:
-            raise NotFound(
-                f"no part {line['part_number']}",
-                errors={"lines": [f"{line['part_number']}: unknown part"]},
-            )
-        if serials and part.serialized is False:
-            raise InvalidInput(
-                f"{part.part_number} is not serialized",
-                errors={"lines": [f"{part.part_number}: no serials for a part without them"]},
-            )
         if serials and len(serials) != line["quantity"]:
             raise InvalidInput(
                 "give one serial per unit, or none",
@@ -148,6 +137,19 @@ class Shipments:
                 },
             )
         if reservation_id is None:
+            # A line of its own names a part inventory has announced (a reservation's
+            # line is checked against the reservation).
+            part = s.get(KnownPart, line["part_number"])
+            if part is None:
+                raise NotFound(
+                    f"no part {line['part_number']}",
+                    errors={"lines": [f"{line['part_number']}: unknown part"]},
+                )
+            if serials and part.serialized is False:
+                raise InvalidInput(
+                    f"{part.part_number} is not serialized",
+                    errors={"lines": [f"{part.part_number}: no serials for a part without them"]},
+                )
             return ShipmentLine(
                 part_number=line["part_number"],
                 quantity=line["quantity"],

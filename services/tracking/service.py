@@ -644,7 +644,9 @@ class Tracking:
         )
         with self.db.transaction() as tx:
             s = tx.session
-            signal = s.get(StockSignal, problem.subject)
+            # Locked: signals about one stock line handled at once (more handler threads
+            # or workers) are judged one after the other, the later one standing.
+            signal = s.get(StockSignal, problem.subject, with_for_update=self.db.is_postgres)
             if signal is not None and signal.signalled_at > signalled_at:
                 return
             if signal is None:

@@ -330,6 +330,7 @@ class MessageConsumer:
                     self._answer_rejected(
                         route,
                         envelope["id"],
+                        envelope["type"],
                         properties,
                         err.normalized_messages(),
                         request=envelope["data"],
@@ -435,13 +436,19 @@ class MessageConsumer:
         errors: dict[str, list[str]],
     ) -> None:
         route = self.routes.get(command_type or "")
-        if command_id and route is not None and route.rejected:
-            self._answer_rejected(route, command_id, properties, errors, request=None)
+        if not (command_id and command_type and route is not None and route.rejected):
+            return
+        try:
+            self._answer_rejected(route, command_id, command_type, properties, errors, request=None)
+        except Exception:
+            # The message goes to the dead-letter queue all the same.
+            log.exception("could not answer an unreadable command", extra={"id": command_id})
 
     def _answer_rejected(
         self,
         route: Route,
         command_id: str,
+        command_type: str,
         properties: Mapping[str, Any],
         errors: Any,
         *,
@@ -451,7 +458,7 @@ class MessageConsumer:
         context = MessageContext(
             correlation_id=command_id,
             inbox_message_id=command_id,
-            inbox_message_type=properties.get("type") or "",
+            inbox_message_type=command_type,
             reply_to=_reply_to(properties),
         )
 

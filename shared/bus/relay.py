@@ -99,8 +99,13 @@ def _statements(outbox: Table) -> _Statements:
         .where(outbox.c.id == claimed.c.id)
         .values(sent_at=bindparam("now"))
         .returning(*outbox.c),
+        # Unless a repeated command moved the row to another reply queue meanwhile:
+        # then it stays unsent, and goes out again to where it is asked for now.
         mark_sent=update(outbox)
-        .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+        .where(
+            outbox.c.id == bindparam("row_id"),
+            outbox.c.reply_to.is_not_distinct_from(bindparam("published_reply_to")),
+        )
         .values(sent_at=bindparam("now")),
         mark_failed=update(outbox)
         .where(outbox.c.id == bindparam("row_id"))
@@ -206,8 +211,14 @@ class OutboxRelay:
                 return 0
             result = self.publish(rows)
             with self.db.engine.begin() as conn:
-                if result.sent:
-                    conn.execute(statements.mark_sent, {"ids": result.sent, "now": now})
+                sent = set(result.sent)
+                marks = [
+                    {"row_id": row.id, "published_reply_to": row.reply_to, "now": now}
+                    for row in rows
+                    if row.id in sent
+                ]
+                if marks:
+                    conn.execute(statements.mark_sent, marks)
                 self._record_failures(conn, result, now)
         self.published_total += len(result.sent)
         return len(result.sent)

@@ -58,6 +58,17 @@ class TestLowStockFollowsTheStockLine:
         )
         assert alert["subject"] == "GEL-250@CDU"
 
+    def test_the_alert_names_a_moved_reorder_point(self, api: ApiClient) -> None:
+        api.post(f"{INV}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 3})
+        low_stock_subjects(api, {"GEL-250@CDU"})
+        assert api.patch(f"{INV}/parts/GEL-250", {"reorder_point": 4}).status == 200
+        api.wait_for(
+            ALERTS,
+            lambda alerts: len(alerts) == 1 and "reorder point of 4" in alerts[0]["message"],
+            kind="low_stock",
+            status="open",
+        )
+
     def test_a_first_adjustment_below_the_reorder_point_is_flagged(self, api: ApiClient) -> None:
         reply = api.post(
             f"{INV}/adjustments",

@@ -670,6 +670,23 @@ class TestCorrelation:
             "inventory.reservation.fulfilled": "req-deliver",
         }
 
+    def test_an_id_too_long_to_keep_is_replaced_not_passed_on(
+        self, embedded, api: ApiClient
+    ) -> None:
+        too_long = "x" * 80
+        reply = api.post(
+            f"{INV}/reservations",
+            reservation_body(warehouse="CDU"),
+            headers={"X-Correlation-ID": too_long, "X-Request-ID": too_long},
+        )
+        assert reply.status == 201
+        assert reply.headers["X-Request-ID"] != too_long
+        # The reservation's shipment is planned: its event was not refused on the way.
+        shipment = planned_shipment(api, reply.body["id"])
+        (confirmed,) = published(embedded, "inventory", "inventory.reservation.confirmed")
+        assert confirmed["correlationid"] == reply.headers["X-Request-ID"]
+        assert shipment["status"] == "planned"
+
 
 def published(embedded, service: str, type: str) -> list[dict]:
     """The events of one type a service has committed to send (its outbox)."""

@@ -106,3 +106,45 @@ def _bodies(db: Database) -> list[str]:
     outbox = BUS.outbox
     with db.reading() as s:
         return list(s.scalars(select(outbox.c.body).order_by(outbox.c.id)))
+
+
+def test_an_answer_moved_to_another_reply_queue_while_it_was_published_goes_there_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite: the relay reads, publishes, then marks (PostgreSQL holds the rows locked
+    # from the claim to the commit, so a repeat waits and then finds them sent).
+    from services import bootstrap
+    from shared.bus.relay import OutboxRelay
+
+    settings = make_settings(tmp_path)
+    inventory_pkg.upgrade_database(settings)
+    db = inventory_pkg.open_service(settings).db
+    try:
+        command = MessageContext(
+            correlation_id="cmd-1",
+            inbox_message_id="cmd-1",
+            inbox_message_type="inventory.reserve",
+            reply_to="replies-old",
+        )
+        with message_context(command), db.transaction() as tx:
+            tx.publish("inventory.reservation.confirmed", subject="r-1", data={"id": "r-1"})
+        relay = OutboxRelay(db, settings, bootstrap.bus_topology(settings))
+        published: list[str | None] = []
+        real_publish = relay.publish
+
+        def publish_while_the_command_comes_again(rows):
+            published.extend(row.reply_to for row in rows)
+            if len(published) == 1:
+                db.send_answers_again("cmd-1", "replies-new")
+            return real_publish(rows)
+
+        monkeypatch.setattr(relay, "publish", publish_while_the_command_comes_again)
+        relay.relay_once()
+        relay.relay_once()
+        assert published == ["replies-old", "replies-new"]
+        outbox = db.bus.outbox
+        with db.reading() as session:
+            (row,) = session.execute(select(outbox.c.reply_to, outbox.c.sent_at)).all()
+        assert row.reply_to == "replies-new" and row.sent_at is not None
+    finally:
+        db.dispose()

@@ -85,7 +85,10 @@ class TestLowStockCrossing:
         assert reorder_point_crossing(4, 5, 4) == "replenished"
         assert reorder_point_crossing(4, None, 5) == "low"
         assert reorder_point_crossing(4, 5, None) == "replenished"
-        assert reorder_point_crossing(4, 6, 5) is None
+        # Low before and after: announced again, the alert names the new reorder point.
+        assert reorder_point_crossing(4, 6, 5) == "low"
+        assert reorder_point_crossing(4, 6, 6) is None
+        assert reorder_point_crossing(6, 5, 4) is None
 
 
 class TestPreemption:
