@@ -483,14 +483,7 @@ class TestBadMessages:
                 ),
                 timeout=20,
             )
-            dead: list = []
-            wait_until(
-                lambda: (
-                    dead.extend(client.drain_queue(f"{prefix}.inventory.dead")) or len(dead) >= 2
-                ),
-                timeout=20,
-                message="both dead letters",
-            )
+            dead = dead_letters(client, prefix, 2)
         finally:
             client.close()
         assert sorted(m.properties.get("message_id") for m in dead) == ["half-1", "junk-1"]
@@ -530,14 +523,7 @@ class TestBadMessages:
                 message_id=unknown,
             )
             replies = client.collect_replies(lambda r: len(r) >= 1, timeout=20)
-            dead: list = []
-            wait_until(
-                lambda: (
-                    dead.extend(client.drain_queue(f"{prefix}.inventory.dead")) or len(dead) >= 4
-                ),
-                timeout=20,
-                message="four dead letters",
-            )
+            dead = dead_letters(client, prefix, 4)
         finally:
             client.close()
         (answer,) = replies
@@ -587,6 +573,17 @@ class TestBadMessages:
         assert len(dead) == 1
         assert json.loads(dead[0].body)["data"]["job_id"] == "POISON"
         assert failures["poison"] == system.settings.delivery_limit
+
+
+def dead_letters(client: BusClient, prefix: str, count: int) -> list[Any]:
+    """Inventory's dead letters, once ``count`` of them have come."""
+    dead: list[Any] = []
+    wait_until(
+        lambda: dead.extend(client.drain_queue(f"{prefix}.inventory.dead")) or len(dead) >= count,
+        timeout=20,
+        message=f"{count} dead letters",
+    )
+    return dead
 
 
 class TestDroppedDatabaseConnections:
