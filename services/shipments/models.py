@@ -88,6 +88,17 @@ class Checkpoint(Base):
     passed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class EarlyCheckpointScan(Base):
+    """The earliest scan at a named place heard while the shipment was still planned:
+    the dispatch, recorded later, may name that place as a checkpoint already passed."""
+
+    __tablename__ = "early_checkpoint_scans"
+
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ShipmentEvent(Base):
     """A shipment's history: every status it went through, when, why, by whom."""
 

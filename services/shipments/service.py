@@ -18,6 +18,7 @@ from services.shipments import states
 from services.shipments.models import (
     OPEN_STATUSES,
     Checkpoint,
+    EarlyCheckpointScan,
     KnownPart,
     KnownReservation,
     KnownWarehouse,
@@ -449,6 +450,13 @@ class Shipments:
             shipment.version += 1
             shipment.updated_at = now
             s.execute(delete(Checkpoint).where(Checkpoint.shipment_id == shipment.id))
+            early = dict(
+                s.execute(
+                    select(EarlyCheckpointScan.name, EarlyCheckpointScan.at).where(
+                        EarlyCheckpointScan.shipment_id == shipment.id
+                    )
+                ).all()
+            )
             for seq, checkpoint in enumerate(data.get("checkpoints") or [], start=1):
                 s.add(
                     Checkpoint(
@@ -456,7 +464,7 @@ class Shipments:
                         seq=seq,
                         name=checkpoint["name"],
                         due_at=checkpoint["due_at"],
-                        passed_at=None,
+                        passed_at=early.get(checkpoint["name"]),
                     )
                 )
             _history(s, shipment, dispatched_at, f"dispatched by {mode}", actor)
@@ -909,7 +917,15 @@ def _history(
 
 
 def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) -> None:
-    """A scan at a planned checkpoint passes it, at the earliest scan heard there."""
+    """A scan at a planned checkpoint passes it, at the earliest scan heard there. Before
+    the dispatch is recorded there are no checkpoints yet: the scan is kept for it."""
+    if shipment.status == states.PLANNED:
+        early = s.get(EarlyCheckpointScan, (shipment.id, name))
+        if early is None:
+            s.add(EarlyCheckpointScan(shipment_id=shipment.id, name=name, at=at))
+        elif at < early.at:
+            early.at = at
+        return
     checkpoint = s.scalar(
         select(Checkpoint).where(Checkpoint.shipment_id == shipment.id, Checkpoint.name == name)
     )

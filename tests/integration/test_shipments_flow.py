@@ -819,6 +819,30 @@ class TestTrackingScans:
         )
         assert eta["status"] == "in_transit"
 
+    def test_a_checkpoint_scanned_before_the_dispatch_was_recorded_is_passed(
+        self, embedded, api: ApiClient
+    ) -> None:
+        # The engineer set off by hand; the desk records the dispatch an hour later.
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=4)
+        scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=2), checkpoint="C2")
+        scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=1), checkpoint="C1")
+        heard(embedded, api, shipment["id"], 2)
+        checkpoints = [
+            {"name": f"C{i}", "due_at": (left + timedelta(hours=i)).isoformat()} for i in (1, 2, 3)
+        ]
+        reply = api.post(
+            f"{SHP}/{shipment['id']}/dispatch",
+            hand_carry(dispatched_at=left.isoformat(), checkpoints=checkpoints),
+        )
+        assert reply.status == 200, reply
+        passed = [c["passed_at"] for c in reply.body["checkpoints"]]
+        assert passed[2] is None
+        assert [datetime.fromisoformat(p) for p in passed[:2]] == [
+            left + timedelta(hours=1),
+            left + timedelta(hours=2),
+        ]
+
 
 def _as_event(resource: dict) -> dict:
     """A shipment as a consumer loads it from an event (times as datetimes)."""
