@@ -300,18 +300,9 @@ class TestReserveCommands:
         self, pg_inventory
     ) -> None:
         system = pg_inventory
-        receive(system, "GEL-250", "CDU", 10)
-        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
-        try:
-            body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
-            body["request_id"] = "field-service-req-77"
-            first = client.command("inventory.reserve", body)
-            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
-            again = client.command("inventory.reserve", body)
-            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
-        finally:
-            client.close()
-        answers = {r["correlationid"]: r for r in replies}
+        body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
+        body["request_id"] = "field-service-req-77"
+        answers, first, again = reserve_twice(system, body, body)
         assert (
             answers[first]["type"] == answers[again]["type"] == ("inventory.reservation.confirmed")
         )
@@ -321,18 +312,9 @@ class TestReserveCommands:
 
     def test_a_request_id_asking_for_something_else_is_rejected(self, pg_inventory) -> None:
         system = pg_inventory
-        receive(system, "GEL-250", "CDU", 10)
-        client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
-        try:
-            body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
-            body["request_id"] = "field-service-req-78"
-            first = client.command("inventory.reserve", body)
-            client.collect_replies(lambda r: len(r) >= 1, timeout=20)
-            other = client.command("inventory.reserve", {**body, "quantity": 5})
-            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
-        finally:
-            client.close()
-        answers = {r["correlationid"]: r for r in replies}
+        body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
+        body["request_id"] = "field-service-req-78"
+        answers, first, other = reserve_twice(system, body, {**body, "quantity": 5})
         assert answers[first]["type"] == "inventory.reservation.confirmed"
         refused = answers[other]
         assert refused["type"] == "inventory.reservation.rejected"
@@ -573,6 +555,23 @@ class TestBadMessages:
         assert len(dead) == 1
         assert json.loads(dead[0].body)["data"]["job_id"] == "POISON"
         assert failures["poison"] == system.settings.delivery_limit
+
+
+def reserve_twice(
+    system: InventoryUnderTest, first_body: dict, second_body: dict
+) -> tuple[dict[str, dict], str, str]:
+    """Ten GEL-250 at CDU, then two reserve commands, the second sent once the first is
+    answered: the answers by command id, and the two ids."""
+    receive(system, "GEL-250", "CDU", 10)
+    client = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+    try:
+        first = client.command("inventory.reserve", first_body)
+        client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+        second = client.command("inventory.reserve", second_body)
+        replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+    finally:
+        client.close()
+    return {r["correlationid"]: r for r in replies}, first, second
 
 
 def dead_letters(client: BusClient, prefix: str, count: int) -> list[Any]:
