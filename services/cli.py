@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -12,18 +14,28 @@ from sqlalchemy.exc import OperationalError
 
 from services import bootstrap
 from services.stack import GATEWAYS, StackError, start_stack
-from shared.auth import ROLES, UserError, UserStore
+from shared.auth import ROLES, UserError, UserExists, UserStore
 from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
 
 SERVICE_NAMES = click.Choice(list(bootstrap.SERVICES))
+# A port to listen on. Port 0 would have the system pick one nobody is told of.
+PORT = click.IntRange(1, 65535)
+
+
+@contextmanager
+def _configured() -> Iterator[None]:
+    """A setting that is wrong, or names what cannot be used, stops the command with
+    one line that names it."""
+    try:
+        yield
+    except ConfigError as error:
+        raise click.ClickException(f"configuration error: {error}") from None
 
 
 def _settings(embedded: bool = False, **overrides: Any) -> Settings:
-    try:
+    with _configured():
         return load_settings(overrides, embedded=embedded)
-    except ConfigError as error:
-        raise click.ClickException(f"configuration error: {error}") from None
 
 
 @click.group()
@@ -34,14 +46,15 @@ def main() -> None:
 @main.command()
 @click.option("--demo", is_flag=True, help="Load demo warehouses, parts, stock and users.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=PORT)
 def run(demo: bool, host: str, port: int) -> None:
     """Run the whole system in one process (SQLite, in-process bus)."""
     from services.embedded import EmbeddedSystem
 
     settings = _settings(embedded=True)
     configure_logging(settings.log_level, settings.log_format)
-    system = EmbeddedSystem(settings)
+    with _configured():
+        system = EmbeddedSystem(settings)
     lines = [f"Partsflow is running on http://{host}:{port}/  (data in {settings.data_dir})"]
     if demo:
         from services.demo import load_demo
@@ -71,7 +84,8 @@ def run(demo: bool, host: str, port: int) -> None:
 )
 @click.option(
     "--port",
-    type=int,
+    # 0 is a choice here: no probes at all.
+    type=click.IntRange(0, 65535),
     default=None,
     help="Serve /healthz, /readyz and /metrics here (default PARTSFLOW_WORKER_PORT, 0: none).",
 )
@@ -83,9 +97,21 @@ def worker(service: str, threads: int | None, port: int | None) -> None:
     sys.exit(status)
 
 
+def _bind_address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """gunicorn's --bind, HOST:PORT, checked here: gunicorn would answer a port out of
+    range with a traceback. Port 0 is a choice (gunicorn says which port it took); a
+    unix socket or file descriptor passes as it is."""
+    if value.startswith(("unix:", "fd://")) or value.endswith("]"):
+        return value
+    _, colon, port = value.rpartition(":")
+    if colon and not (port.isdigit() and int(port) <= 65535):
+        raise click.BadParameter(f"the port in {value!r} must be a number from 0 to 65535")
+    return value
+
+
 @main.command()
 @click.argument("service", type=SERVICE_NAMES)
-@click.option("--bind", default="127.0.0.1:8001", show_default=True)
+@click.option("--bind", default="127.0.0.1:8001", show_default=True, callback=_bind_address)
 @click.option("--workers", default=4, show_default=True, type=int)
 def web(service: str, bind: str, workers: int) -> None:
     """Serve a service's web app under gunicorn (production)."""
@@ -116,12 +142,13 @@ def web(service: str, bind: str, workers: int) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the gateway listens.")
-@click.option("--port", default=8080, show_default=True, type=int, help="The gateway's port.")
+@click.option("--port", default=8080, show_default=True, type=PORT, help="The gateway's port.")
 @click.option(
     "--web-port",
     default=8001,
     show_default=True,
-    type=int,
+    # 0 is a choice here (any free ports); the last of the three must still be a port.
+    type=click.IntRange(0, 65535 - len(bootstrap.SERVICES) + 1),
     help="The first web server's port, the others follow (0: any free ports).",
 )
 @click.option(
@@ -179,13 +206,25 @@ def users() -> None:
 @click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--password", "ask_password", is_flag=True, help="Also set a login password.")
 def users_add(name: str, role: str, ask_password: bool) -> None:
-    """Create a user and print a new API token (the last line of output)."""
+    """Create a user and print a new API token (the last line of output). A user that
+    exists with this role gets another token; with another role it is refused, and its
+    role, password and tokens stay as they are."""
     settings = _settings(embedded=True) if _embedded_defaults() else _settings()
+    store = UserStore(settings.users_path)
+    existing = store.get(name)
+    if existing is not None and existing.role != role:
+        # Before asking for a password that would not be used.
+        raise click.ClickException(str(UserExists(existing)))
     password = _read_password() if ask_password else None
     try:
-        token = UserStore(settings.users_path).add(name, role, password)
+        token = store.add(name, role, password)
     except UserError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot write the users file {settings.users_path} (PARTSFLOW_USERS_FILE, "
+            f"by default in PARTSFLOW_DATA_DIR): {error.strerror or error}"
+        ) from None
     click.echo(f"user {name} ({role}) saved in {settings.users_path}; API token:", err=True)
     click.echo(token)
 

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services import bootstrap
 from shared.clock import Clock
-from shared.config import Settings, ensure_embedded_secret
+from shared.config import ConfigError, Settings, ensure_data_dir, ensure_embedded_secret
 from shared.worker import Worker
 
 log = logging.getLogger("partsflow.embedded")
@@ -39,9 +41,10 @@ class PrefixDispatcher:
 
 class EmbeddedSystem:
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        ensure_data_dir(settings)
         self.settings = ensure_embedded_secret(settings)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap.upgrade_databases(self.settings)
+        for name in bootstrap.SERVICES:
+            _upgrade_database(name, self.settings)
         self.services = {
             name: bootstrap.open_service(name, self.settings, clock) for name in bootstrap.SERVICES
         }
@@ -83,3 +86,16 @@ class EmbeddedSystem:
         )
         stopper.start()
         server.serve_forever()
+
+
+def _upgrade_database(name: str, settings: Settings) -> None:
+    """Bring one service's schema up to date, or stop start-up with one line that
+    names the setting of the database that cannot be opened."""
+    try:
+        bootstrap.upgrade_databases(settings, [name])
+    except (OperationalError, InterfaceError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        url = make_url(settings.db_url(name)).render_as_string(hide_password=True)
+        raise ConfigError(
+            f"PARTSFLOW_{name.upper()}_DB_URL: cannot open the {name} database {url}: {reason}"
+        ) from None

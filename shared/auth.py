@@ -59,6 +59,17 @@ class User:
         return permission in PERMISSIONS.get(self.role, frozenset())
 
 
+class UserExists(UserError):
+    """Adding a user never changes the role of one that exists: the new role would
+    reach every token the user already holds."""
+
+    def __init__(self, user: User) -> None:
+        super().__init__(
+            f"user {user.name} already exists, with role {user.role}; its role is not "
+            "changed here, nothing changed"
+        )
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -123,7 +134,9 @@ class UserStore:
 
     # -- writing ------------------------------------------------------------------------
     def add(self, name: str, role: str, password: str | None = None) -> str:
-        """Create (or update) a user; return a new API token, shown only this once."""
+        """Create a user, or give one that exists with this role another token (and
+        the password, if given); return the new API token, shown only this once.
+        Raises :class:`UserExists` if the name is taken with another role."""
         if role not in ROLES:
             raise UserError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -136,8 +149,9 @@ class UserStore:
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self._read_file()
-            user = users.get(name, {"tokens": []})
-            user["role"] = role
+            user = users.get(name, {"role": role, "tokens": []})
+            if user["role"] != role:
+                raise UserExists(User(name=name, role=user["role"]))
             user["tokens"] = [*user.get("tokens", []), token_digest(token)]
             if password is not None:
                 user["password_hash"] = generate_password_hash(password)

@@ -29,7 +29,9 @@ LOG_FORMATS = ("json", "console")
 
 
 class ConfigError(ValueError):
-    """A setting is missing or malformed; the message is one line for the operator."""
+    """A setting is missing or malformed, or names what cannot be used (a data dir
+    that cannot be made, a database out of reach); the message is one line for the
+    operator, naming the setting."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,9 @@ def _validate(settings: Settings) -> None:
     for service, url in settings.db_urls.items():
         try:
             parsed = make_url(url)
-        except ArgumentError:
+            # An unknown driver ("sqlite+nosuch://") is found here, not at the first query.
+            parsed.get_dialect()
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError(
                 f"PARTSFLOW_{service.upper()}_DB_URL is not a database URL: {url!r}"
             ) from None
@@ -242,6 +246,8 @@ def _validate(settings: Settings) -> None:
         if not _positive(seconds):
             raise ConfigError(f"{name} must be positive")
     _validate_rate_limit(settings)
+    # The embedded mode is for trying Partsflow on one machine: it takes any key it is
+    # given, and makes a long one itself when none is.
     if not settings.embedded:
         if not settings.secret_key:
             raise ConfigError("PARTSFLOW_SECRET_KEY is required outside the embedded mode")
@@ -272,14 +278,35 @@ def _validate_rate_limit(settings: Settings) -> None:
         )
 
 
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data dir, or say in one line why it cannot be used."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(
+            f"PARTSFLOW_DATA_DIR {str(settings.data_dir)!r} is a file, not a folder"
+        ) from None
+    except OSError as error:
+        raise _unusable_data_dir(settings, error) from None
+
+
 def ensure_embedded_secret(settings: Settings) -> Settings:
     """In the embedded mode, generate the secret key once and keep it in the data dir."""
     if settings.secret_key:
         return settings
+    ensure_data_dir(settings)
     path = settings.data_dir / "secret_key"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return replace(settings, secret_key=path.read_text().strip())
+    try:
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return replace(settings, secret_key=path.read_text().strip())
+    except OSError as error:
+        raise _unusable_data_dir(settings, error) from None
+
+
+def _unusable_data_dir(settings: Settings, error: OSError) -> ConfigError:
+    return ConfigError(
+        f"PARTSFLOW_DATA_DIR {str(settings.data_dir)!r} cannot be used: {error.strerror or error}"
+    )

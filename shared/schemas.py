@@ -17,11 +17,18 @@ LATEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 class Text(fields.String):
     """A non-blank string, trimmed, of bounded length."""
 
+    default_error_messages = {"too_long": "Longer than maximum length {max}."}
+
     def __init__(self, *, max_length: int = 200, **kwargs: Any) -> None:
         super().__init__(validate=validate.Length(min=1, max=max_length), **kwargs)
+        self.max_length = max_length
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        sent = super()._deserialize(value, attr, data, **kwargs)
+        # The documented maxLength bounds what is sent, not what is left after trimming.
+        if len(sent) > self.max_length:
+            raise self.make_error("too_long", max=self.max_length)
+        text = sent.strip()
         if not text or "\x00" in text:  # NUL: no database's text holds it
             raise self.make_error("invalid")
         return text

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -33,10 +34,11 @@ from flask_smorest import Api, Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema
 from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from webargs.flaskparser import FlaskParser, is_json_request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed, NotFound
+from werkzeug.http import parse_set_header
 
 from shared.auth import User, UserStore, parse_bearer
 from shared.bus.connection import connect
@@ -54,8 +56,14 @@ log = logging.getLogger("partsflow.web")
 PROBLEM_JSON = "application/problem+json"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENCY_STALE_AFTER = timedelta(minutes=5)
+# How long a replay waits for the first request of its key to be answered, and how
+# often it looks; a first request slower than that leaves the replay a 409. Short: a
+# waiting replay holds a web worker.
+IDEMPOTENCY_WAIT_SECONDS = 1.0
+IDEMPOTENCY_POLL_SECONDS = 0.05
 MAX_PAGE = 1_000_000
 PROBLEM_BASE = "https://partsflow.example/problems/"
+PROBES = ("healthz", "readyz", "metrics")
 
 
 class ProblemSchema(ma.Schema):
@@ -185,7 +193,8 @@ class ProblemResponses(BasePlugin):
             shared = [HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN, HTTPStatus.SERVICE_UNAVAILABLE]
             if method.upper() == "POST":
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
-                # A repeat of a key whose first request is still being answered.
+                # A repeat of a key whose first request is still being answered after
+                # the repeat has waited a few seconds for it.
                 shared.append(HTTPStatus.CONFLICT)
             if method.upper() in WRITE_METHODS:
                 shared += [
@@ -307,7 +316,9 @@ def _title(status: int) -> str:
 
 
 def _wants_json() -> bool:
-    if "/api/" in request.path:
+    # Probes answer programs (load balancers, Prometheus), whatever they accept.
+    probes = {f"/{service_context().name}/{probe}" for probe in PROBES}
+    if "/api/" in request.path or request.path in probes:
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best != "text/html"
@@ -367,12 +378,51 @@ def create_service_app(
         registry=registry,
     )
     app.extensions["partsflow"] = context
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
     app.session_interface = PageSessions(f"{prefix}/api/")
     api = ProblemApi(app)
     _install_request_hooks(app, prefix, context)
     _install_error_handlers(app)
     _install_probes(app, prefix, context)
     return app, api
+
+
+class ChunkedBodyLimit:
+    """Gives a chunked body (no Content-Length) the length it turns out to have, so
+    that ``MAX_CONTENT_LENGTH`` refuses it (413) like any body that declares its size.
+
+    Werkzeug alone stops reading a chunked body at the limit and hands the cut body on
+    as if it were whole: parsed, or refused as broken JSON. Here it is read up to one
+    byte past the limit, enough to know it is too large without holding more.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        encoding = environ.get("HTTP_TRANSFER_ENCODING")
+        chunked = encoding is not None and "chunked" in parse_set_header(encoding)
+        # Only a server that decodes the chunks says so (wsgi.input_terminated); from
+        # any other, werkzeug reads no body at all.
+        if chunked and environ.get("wsgi.input_terminated"):
+            try:
+                body = self._read_past_limit(environ["wsgi.input"])
+            except (OSError, ValueError):
+                return ClientDisconnected()(environ, start_response)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            del environ["HTTP_TRANSFER_ENCODING"]
+        return self.app(environ, start_response)
+
+    def _read_past_limit(self, stream: Any) -> bytes:
+        body = bytearray()
+        while len(body) <= self.max_bytes:
+            data = stream.read(min(64 * 1024, self.max_bytes + 1 - len(body)))
+            if not data:
+                break
+            body += data
+        return bytes(body)
 
 
 class PageSessions(SecureCookieSessionInterface):
@@ -418,6 +468,10 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
             request_id=g.request_id, correlation_id=correlation_id, service=context.name
         )
         if not request.path.startswith(api_prefix):
+            if isinstance(request.routing_exception, MethodNotAllowed | NotFound):
+                # Said before the pages' CSRF check, which would take a POST to a probe
+                # (or to no page at all) for a refused form (400).
+                raise request.routing_exception
             return None
         if "\x00" in request.path or b"%00" in request.query_string:
             return _nul_refused()
@@ -586,8 +640,40 @@ def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
             "Idempotency-Key must be 1-255 characters.",
             errors={"Idempotency-Key": ["must be 1-255 characters"]},
         )
-    table = context.db.bus.idempotency_keys
     request_hash = _request_hash()
+    # A replay that arrives while the first request is being answered waits for its
+    # answer rather than refusing what the client was right to send twice.
+    deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
+    while True:
+        row = _claim_idempotency_key(context, user, key, request_hash)
+        if row is None:
+            g.idempotency_key = key
+            return None
+        if row.request_hash != request_hash:
+            return _invalid(
+                "This Idempotency-Key was used with a different request.",
+                errors={"Idempotency-Key": ["already used with a different request body"]},
+            )
+        if row.status_code is not None:
+            break
+        if time.monotonic() >= deadline:
+            return problem(
+                409, "Conflict", "A request with this Idempotency-Key is still in progress."
+            )
+        time.sleep(IDEMPOTENCY_POLL_SECONDS)
+    response = Response(row.response_body, status=row.status_code, mimetype="application/json")
+    if row.status_code >= 400:
+        response.mimetype = PROBLEM_JSON
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _claim_idempotency_key(
+    context: ServiceContext, user: User, key: str, request_hash: str
+) -> Row[Any] | None:
+    """Record ``key`` as this request's and return None, or return the record of the
+    request that holds it (answered, or still in progress)."""
+    table = context.db.bus.idempotency_keys
     now = datetime.now(UTC)
     with context.db.transaction() as tx:
         row = tx.session.execute(
@@ -615,21 +701,7 @@ def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
                 row = tx.session.execute(
                     select(table).where(table.c.principal == user.name, table.c.key == key)
                 ).first()
-    if row is None:
-        g.idempotency_key = key
-        return None
-    if row.request_hash != request_hash:
-        return _invalid(
-            "This Idempotency-Key was used with a different request.",
-            errors={"Idempotency-Key": ["already used with a different request body"]},
-        )
-    if row.status_code is None:
-        return problem(409, "Conflict", "A request with this Idempotency-Key is still in progress.")
-    response = Response(row.response_body, status=row.status_code, mimetype="application/json")
-    if row.status_code >= 400:
-        response.mimetype = PROBLEM_JSON
-    response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return row
 
 
 def _idempotency_finish(context: ServiceContext, response: Response) -> None:

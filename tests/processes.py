@@ -81,6 +81,28 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """A `partsflow` command run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def embedded_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without its Partsflow settings, the embedded system's
+    data in ``data_dir``, and ``settings`` (names as they are exported)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTSFLOW_")}
+    env.update({"PARTSFLOW_DATA_DIR": str(data_dir), "PARTSFLOW_LOG_LEVEL": "WARNING"})
+    env.update(settings)
+    return env
+
+
 def partsflow(*args: str, env: dict[str, str], log: Path) -> Process:
     return Process([sys.executable, "-m", "services.cli", *args], env, log)
 

@@ -5,44 +5,21 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
 
+from tests import processes
 from tests.conftest import wait_until
-from tests.processes import ROOT, free_port, json_headers, partsflow, wait_for_http
+from tests.processes import cli, free_port, json_headers, partsflow, wait_for_http
 from tests.support import reservation_body
 
 INV = "/inventory/api/v1"
 SHP = "/shipments/api/v1/shipments"
 
 
-def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def embedded_env(data_dir: Path) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTSFLOW_")}
-    env.update(
-        {
-            "PARTSFLOW_DATA_DIR": str(data_dir),
-            "PARTSFLOW_LOG_LEVEL": "WARNING",
-            "PARTSFLOW_RELAY_IDLE_SECONDS": "0.05",
-        }
-    )
-    return env
+    return processes.embedded_env(data_dir, PARTSFLOW_RELAY_IDLE_SECONDS="0.05")
 
 
 class TestCommandLine:

@@ -4,12 +4,18 @@ idempotency, probes."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 
 import pytest
+import requests
+from werkzeug.serving import make_server
 
+from tests.processes import free_port
 from tests.support import ApiClient, reservation_body, seed_catalogue
 
 V1 = "/inventory/api/v1"
+MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -18,6 +24,24 @@ def api(inventory) -> ApiClient:
     seed_catalogue(client)
     client.post(f"{V1}/receipts", {"warehouse": "CDU", "part_number": "GEL-250", "quantity": 50})
     return client
+
+
+@pytest.fixture
+def served(inventory) -> Iterator[str]:
+    """The inventory app behind werkzeug's server, as `partsflow run` serves it: a
+    real connection, so a body can come in chunks."""
+    server = make_server("127.0.0.1", free_port(), inventory.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def in_chunks(body: bytes) -> Iterator[bytes]:
+    """A body of unknown length: requests sends it with Transfer-Encoding: chunked."""
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
 
 
 class TestAuth:
@@ -124,6 +148,18 @@ class TestBadInput:
             assert reply.status == 422, (flag, reply)
             assert "serialized" in reply.body["errors"]
 
+    def test_text_longer_than_documented_is_422_even_if_trimming_would_shorten_it(
+        self, api: ApiClient
+    ) -> None:
+        description = "\v" + "x" * 500
+        reply = api.post(
+            f"{V1}/parts",
+            {"part_number": "LONG-1", "description": description, "serialized": False},
+        )
+        assert reply.status == 422, reply
+        assert reply.body["errors"]["description"] == ["Longer than maximum length 500."]
+        assert api.get(f"{V1}/parts/LONG-1").status == 404
+
     def test_errors_inside_a_field_say_where_in_plain_words(self, api: ApiClient) -> None:
         reply = api.post(
             f"{V1}/reservations", reservation_body(part_number="GEL-250", site={"name": 7})
@@ -199,6 +235,46 @@ class TestBadInput:
         reply = api.post(f"{V1}/warehouses", data=big, content_type="application/json")
         assert reply.status == 413
         assert reply.headers["Content-Type"] == "application/problem+json"
+
+    @pytest.mark.parametrize(
+        "padding",
+        [3_000_000, MIB],
+        ids=["3 MB, its first MiB a whole part", "a little over 1 MiB"],
+    )
+    def test_chunked_body_over_the_limit_is_413(self, api, served, padding: int) -> None:
+        part = json.dumps({"part_number": "BIG-1", "description": "x", "serialized": False})
+        body = part.encode() + b" " * padding
+        reply = requests.post(
+            served + f"{V1}/parts",
+            data=in_chunks(body),
+            headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert reply.status_code == 413
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert api.get(f"{V1}/parts/BIG-1").status == 404
+
+    def test_chunked_body_within_the_limit_is_taken(self, api, served) -> None:
+        part = json.dumps({"part_number": "CHUNKED-1", "description": "x", "serialized": False})
+        body = part.encode() + b" " * (MIB - len(part))
+        reply = requests.post(
+            served + f"{V1}/parts",
+            data=in_chunks(body),
+            headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert reply.status_code == 201, reply.text
+        assert api.get(f"{V1}/parts/CHUNKED-1").status == 200
+
+    def test_chunked_form_over_the_limit_is_413(self, api, served) -> None:
+        form = b"code=BIG&name=" + b"x" * (2 * MIB)
+        reply = requests.post(
+            served + "/inventory/warehouses",
+            data=in_chunks(form),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=30,
+        )
+        assert reply.status_code == 413
 
     def test_unknown_path_and_wrong_method_are_problems(self, api: ApiClient) -> None:
         assert api.get(f"{V1}/nothing-here").status == 404
@@ -313,6 +389,13 @@ class TestProbes:
         metrics = client.get("/inventory/metrics").get_data(as_text=True)
         assert "partsflow_http_requests_total" in metrics
         assert "partsflow_outbox_unsent" in metrics
+
+    @pytest.mark.parametrize("probe", ["healthz", "readyz", "metrics"])
+    def test_probes_answer_other_methods_with_405(self, inventory, probe: str) -> None:
+        reply = inventory.app.test_client().post(f"/inventory/{probe}")
+        assert reply.status_code == 405
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert "GET" in reply.headers["Allow"]
 
     def test_openapi_document_lists_the_contract_paths(self, inventory) -> None:
         spec = inventory.app.test_client().get("/inventory/api/openapi.json").get_json()

@@ -89,22 +89,28 @@ class Crowd:
         }
 
     def reserve_at_once(self, bodies: list[dict]) -> Counter[int]:
+        return Counter(status for status, _ in self.post_at_once(bodies))
+
+    def post_at_once(
+        self, bodies: list[dict], headers: dict[str, str] | None = None
+    ) -> list[tuple[int, dict]]:
+        """Each body POSTed to /reservations by its own client; (status, answer) each."""
         encoded = [json.dumps(body).encode() for body in bodies]
+        sent_headers = {**self.headers, **(headers or {})}
         start = threading.Barrier(len(bodies))
 
-        def one(i: int) -> int:
+        def one(i: int) -> tuple[int, dict]:
             connection = http.client.HTTPConnection(self.addresses[i % 2], timeout=60)
             try:
                 connection.connect()
                 start.wait(timeout=60)
-                connection.request("POST", RESERVATIONS, body=encoded[i], headers=self.headers)
+                connection.request("POST", RESERVATIONS, body=encoded[i], headers=sent_headers)
                 response = connection.getresponse()
-                response.read()
-                return response.status
+                return response.status, json.loads(response.read() or b"{}")
             finally:
                 connection.close()
 
-        return Counter(self.pool.map(one, range(len(bodies))))
+        return list(self.pool.map(one, range(len(bodies))))
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -185,3 +191,31 @@ def test_two_ask_for_8_of_10_exactly_one_gets_them(two_servers: TwoServers) -> N
     assert wrong == []
     assert all(stock_of(inventory, part) == (10, 8) for part in parts)
     assert_books_balance(inventory)
+
+
+def test_one_request_sent_many_times_at_once_is_answered_once(
+    two_servers: TwoServers,
+) -> None:
+    """The same reservation with one Idempotency-Key, 16 copies at one moment: every
+    copy gets the first answer (a copy that finds the first still being answered waits
+    for it), and the reservation is made once. Five rounds."""
+    inventory = two_servers.inventory
+    crowd = Crowd(two_servers, 16)
+    wrong = []
+    try:
+        for n in range(5):
+            part = f"KEYED-{n:03}"
+            inventory.create_part({"part_number": part, "description": "Gel", "serialized": False})
+            inventory.receive_stock({"warehouse": "CDU", "part_number": part, "quantity": 10})
+            body = reservation_body(part_number=part, warehouse="CDU", quantity=3, job_id=f"J-{n}")
+            answers = crowd.post_at_once([body] * 16, {"Idempotency-Key": f"reserve-{part}"})
+            statuses = sorted({status for status, _ in answers})
+            ids = {answer.get("id") for _, answer in answers}
+            if statuses != [201] or len(ids) != 1:
+                wrong.append(f"{part}: statuses {statuses}, reservation ids {ids}")
+            reservations = inventory.list_reservations(part_number=part).items
+            if (stock_of(inventory, part)[1], len(reservations)) != (3, 1):
+                wrong.append(f"{part}: reserved {stock_of(inventory, part)[1]}")
+    finally:
+        crowd.close()
+    assert wrong == []

@@ -42,6 +42,8 @@ class TestLoadSettings:
             ({"PARTSFLOW_BROKER_URL": "http://x"}, "PARTSFLOW_BROKER_URL"),
             ({"PARTSFLOW_INVENTORY_DB_URL": "mysql://x/y"}, "PARTSFLOW_INVENTORY_DB_URL"),
             ({"PARTSFLOW_INVENTORY_DB_URL": "::::"}, "PARTSFLOW_INVENTORY_DB_URL"),
+            ({"PARTSFLOW_INVENTORY_DB_URL": "postgresql://h:port/x"}, "PARTSFLOW_INVENTORY_DB_URL"),
+            ({"PARTSFLOW_INVENTORY_DB_URL": "sqlite+nosuch:///x"}, "PARTSFLOW_INVENTORY_DB_URL"),
             ({"PARTSFLOW_TRACKING_SCAN_SECONDS": "soon"}, "PARTSFLOW_TRACKING_SCAN_SECONDS"),
             ({"PARTSFLOW_QUEUE_TYPE": "stream"}, "PARTSFLOW_QUEUE_TYPE"),
             ({"PARTSFLOW_LOG_LEVEL": "LOUD"}, "PARTSFLOW_LOG_LEVEL"),
@@ -66,6 +68,19 @@ class TestLoadSettings:
             load_settings(environ={})
         with pytest.raises(ConfigError, match="at least"):
             load_settings(environ={"PARTSFLOW_SECRET_KEY": "short"})
+
+    def test_the_embedded_mode_takes_the_secret_it_is_given(self) -> None:
+        settings = load_settings(environ={"PARTSFLOW_SECRET_KEY": "dev"}, embedded=True)
+        assert settings.secret_key == "dev"
+
+    @pytest.mark.parametrize("data_dir", ["a-file", "a-file/var"])
+    def test_a_data_dir_that_cannot_be_used_is_named(self, tmp_path: Path, data_dir) -> None:
+        (tmp_path / "a-file").write_text("")
+        settings = load_settings({"data_dir": str(tmp_path / data_dir)}, environ={}, embedded=True)
+        with pytest.raises(ConfigError) as error:
+            ensure_embedded_secret(settings)
+        assert str(error.value).startswith("PARTSFLOW_DATA_DIR ")
+        assert "\n" not in str(error.value)
 
     def test_embedded_secret_is_generated_once_and_kept(self, tmp_path: Path) -> None:
         settings = load_settings({"data_dir": str(tmp_path)}, environ={}, embedded=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.auth import User, UserError, UserStore, parse_bearer
+from shared.auth import User, UserError, UserExists, UserStore, parse_bearer
 from shared.bus.envelope import MalformedMessage, decode, encode, make_envelope
 
 
@@ -101,6 +101,27 @@ class TestUserStore:
         assert reader.names() == []
         token = UserStore(path).add("late", "viewer")
         assert reader.by_token(token) == User("late", "viewer")
+
+    def test_adding_a_name_that_exists_with_another_role_changes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        store = UserStore(tmp_path / "users.json")
+        token = store.add("ana", "viewer", "first password")
+        before = (tmp_path / "users.json").read_bytes()
+        with pytest.raises(UserExists, match="ana already exists, with role viewer"):
+            store.add("ana", "admin", "second password")
+        assert (tmp_path / "users.json").read_bytes() == before
+        assert store.by_token(token) == User("ana", "viewer")
+        assert store.by_password("ana", "second password") is None
+
+    def test_adding_a_name_that_exists_with_its_role_gives_another_token(
+        self, tmp_path: Path
+    ) -> None:
+        store = UserStore(tmp_path / "users.json")
+        first = store.add("ana", "viewer")
+        second = store.add("ana", "viewer", "a new password")
+        assert store.by_token(first) == store.by_token(second) == User("ana", "viewer")
+        assert store.by_password("ana", "a new password") == User("ana", "viewer")
 
     def test_bad_role_and_short_password(self, tmp_path: Path) -> None:
         store = UserStore(tmp_path / "users.json")

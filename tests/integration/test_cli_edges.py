@@ -1,0 +1,107 @@
+"""`partsflow` refusing what it cannot do: one line that says why, nothing changed,
+never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.processes import cli, embedded_env
+
+DATABASE_OUT_OF_REACH = "postgresql+psycopg://nobody@127.0.0.1:1/x"
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    for word in words:
+        assert word in line
+
+
+class TestUsersAdd:
+    def test_a_name_that_exists_with_another_role_is_refused_and_nothing_changes(
+        self, tmp_path: Path
+    ) -> None:
+        env = embedded_env(tmp_path)
+        first = cli("users", "add", "ana", "--role", "viewer", env=env)
+        assert first.returncode == 0, first.stderr
+        users_file = tmp_path / "users.json"
+        before = users_file.read_bytes()
+
+        again = cli("users", "add", "ana", "--role", "admin", env=env)
+        with_password = cli(
+            "users",
+            "add",
+            "ana",
+            "--role",
+            "admin",
+            "--password",
+            env=env,
+            stdin="new-password\nnew-password\n",
+        )
+
+        for result in (again, with_password):
+            assert_one_line_refusal(result, "ana", "exists", "viewer")
+            assert "pf_" not in result.stdout
+        assert users_file.read_bytes() == before
+        assert json.loads(before)["users"]["ana"]["role"] == "viewer"
+
+    def test_a_name_that_exists_with_its_role_gets_another_token(self, tmp_path: Path) -> None:
+        env = embedded_env(tmp_path)
+        first = cli("users", "add", "ana", "--role", "viewer", env=env)
+        again = cli("users", "add", "ana", "--role", "viewer", env=env)
+        assert first.returncode == again.returncode == 0, again.stderr
+        tokens = [result.stdout.strip().splitlines()[-1] for result in (first, again)]
+        assert tokens[0] != tokens[1]
+        users = json.loads((tmp_path / "users.json").read_bytes())["users"]
+        assert users["ana"]["role"] == "viewer" and len(users["ana"]["tokens"]) == 2
+
+
+class TestPorts:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("run", "--port", "70000"),
+            ("run", "--port", "-1"),
+            ("run", "--port", "0"),
+            ("stack", "--port", "0"),
+            ("stack", "--web-port", "65535"),
+            ("worker", "inventory", "--port", "70000"),
+            ("web", "inventory", "--bind", "127.0.0.1:70000"),
+        ],
+        ids=" ".join,
+    )
+    def test_a_port_out_of_range_is_a_usage_error(self, tmp_path: Path, args) -> None:
+        result = cli(*args, env=embedded_env(tmp_path))
+        assert result.returncode == 2
+        assert result.stderr.startswith("Usage: ")
+        [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert "port" in error
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "secret_key").exists()
+
+
+class TestStartUpWithBadSettings:
+    def test_a_data_dir_that_cannot_be_made(self, tmp_path: Path) -> None:
+        (tmp_path / "a-file").write_text("")
+        result = cli("run", env=embedded_env(tmp_path / "a-file" / "var"))
+        assert_one_line_refusal(result, "PARTSFLOW_DATA_DIR", "cannot be used")
+
+    def test_a_data_dir_that_is_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "var").write_text("")
+        result = cli("run", env=embedded_env(tmp_path / "var"))
+        assert_one_line_refusal(result, "PARTSFLOW_DATA_DIR", "is a file")
+
+    def test_a_database_out_of_reach(self, tmp_path: Path) -> None:
+        env = embedded_env(tmp_path, PARTSFLOW_INVENTORY_DB_URL=DATABASE_OUT_OF_REACH)
+        result = cli("run", env=env)
+        assert_one_line_refusal(result, "PARTSFLOW_INVENTORY_DB_URL", "cannot open")
+
+    def test_a_database_url_that_is_not_one(self, tmp_path: Path) -> None:
+        env = embedded_env(tmp_path, PARTSFLOW_INVENTORY_DB_URL="postgresql://db:port/x")
+        result = cli("run", env=env)
+        assert_one_line_refusal(result, "PARTSFLOW_INVENTORY_DB_URL")
