@@ -75,17 +75,18 @@ def rank_sources(
 
 
 def is_low(available: int, reorder_point: int | None) -> bool:
-    return reorder_point is not None and available < reorder_point
+    # At the reorder point is time to reorder: the last units are still there.
+    return reorder_point is not None and available <= reorder_point
 
 
 def low_stock_crossing(
     available_before: int | None, available_after: int, reorder_point: int | None
 ) -> str | None:
-    """``"low"`` when available drops below the reorder point, and again at every
-    change while it stays below (so the alert tells the level as it is now);
-    ``"replenished"`` when it climbs back to it; else None. A stock line that did not
-    exist before (``available_before`` None) was not low, so its first receipt below
-    the reorder point is flagged."""
+    """``"low"`` when available drops to the reorder point or below, and again at every
+    change while it stays there (so the alert tells the level as it is now);
+    ``"replenished"`` when it climbs above it; else None. A stock line that did not
+    exist before (``available_before`` None) was not low, so its first receipt at or
+    below the reorder point is flagged."""
     was_low = available_before is not None and is_low(available_before, reorder_point)
     now_low = is_low(available_after, reorder_point)
     if was_low and now_low:

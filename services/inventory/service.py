@@ -13,7 +13,8 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ lane_t = LaneTransit.__table__
 # into a region: the recent past says most of the near future.
 LANE_WINDOW = 500
 REGION_LANES_WINDOW = 2000
+# Transit hours by lane, as the ranking reads them.
+LaneHistory = Mapping[rules.LaneKey, Sequence[float]]
 # What a repeat of a reservation request must ask for again (warehouse, replaces: when
 # given) to be answered with the reservation the first one made.
 REPEATED_REQUEST_FIELDS = (
@@ -237,12 +240,32 @@ class Inventory:
     def _create_units(
         self, s: Session, part: Part, warehouse: Warehouse, serials: Sequence[str], now: datetime
     ) -> None:
-        taken = s.scalars(select(Unit.serial).where(Unit.serial.in_(serials))).all()
+        known = s.execute(
+            select(Unit.serial, Unit.part_id, Unit.status).where(Unit.serial.in_(serials))
+        ).all()
+        # A unit written off (lost in transit, missing at a count) that turns up again
+        # comes back under its own serial, its history kept.
+        found = [u.serial for u in known if u.status == "written_off" and u.part_id == part.id]
+        taken = sorted(u.serial for u in known if u.serial not in found)
         if taken:
-            raise Conflict(
-                f"serial numbers already known: {', '.join(sorted(taken)[:10])}",
-                serials=sorted(taken),
+            raise Conflict(f"serial numbers already known: {', '.join(taken[:10])}", serials=taken)
+        if found:
+            back = s.execute(
+                update(unit_t)
+                .where(unit_t.c.serial.in_(found), unit_t.c.status == "written_off")
+                .values(
+                    warehouse_id=warehouse.id,
+                    status="available",
+                    reservation_id=None,
+                    location=None,
+                    updated_at=now,
+                )
             )
+            if back.rowcount != len(found):
+                raise Conflict("a serial number was registered at the same moment")
+        new = [serial for serial in serials if serial not in found]
+        if not new:
+            return
         try:
             with s.begin_nested():
                 s.execute(
@@ -257,7 +280,7 @@ class Inventory:
                             "location": None,
                             "updated_at": now,
                         }
-                        for serial in serials
+                        for serial in new
                     ],
                 )
         except IntegrityError:
@@ -456,7 +479,9 @@ class Inventory:
             if data.get("warehouse"):
                 named = self._catalogue.warehouse(s, data["warehouse"])
                 candidates = [
-                    _route_from(s, rules.Source(named.id, named.code, named.region, 0), site_region)
+                    self._route_from(
+                        s, rules.Source(named.id, named.code, named.region, 0), site_region
+                    )
                 ]
             else:
                 candidates = self._ranked_sources(s, part.id, site_region, minimum=quantity)
@@ -474,7 +499,7 @@ class Inventory:
                 if not data.get("warehouse"):
                     origin = s.get(Warehouse, preempted[0].warehouse_id)
                     candidates = [
-                        _route_from(
+                        self._route_from(
                             s, rules.Source(origin.id, origin.code, origin.region, 0), site_region
                         )
                     ]
@@ -570,7 +595,12 @@ class Inventory:
         sources = [rules.Source(*row) for row in rows]
         if not sources:
             return []
-        return rules.rank_sources(sources, site_region, _lane_history(s, site_region))
+        return rules.rank_sources(sources, site_region, self._catalogue.lanes(s, site_region))
+
+    def _route_from(self, s: Session, source: rules.Source, site_region: str) -> rules.RankedSource:
+        """A warehouse given (by name, or by a preemption) and its fastest lane to the site."""
+        history = self._catalogue.lanes(s, site_region, source.region)
+        return rules.fastest_lane(source, site_region, history)
 
     def _rejection(
         self, s: Session, part: Part, data: Mapping[str, Any], quantity: int, now: datetime
@@ -825,7 +855,7 @@ class Inventory:
         ``delivery`` line in the ledger), or received into the destination warehouse
         (``transfer_in``)."""
         now = self.clock.now()
-        with self.db.transaction() as tx:
+        with self._catalogue.learning_lanes(), self.db.transaction() as tx:
             s = tx.session
             rows = self._issue(tx, shipment, now)
             destination = shipment["destination"]
@@ -941,6 +971,10 @@ class Inventory:
                 row = self._issue_reservation(
                     tx, line["reservation_id"], shipment["id"], kind, reference, now
                 )
+                if row is None:
+                    # Released or preempted while the dispatch was on its way: the part
+                    # left all the same, so it leaves the stock as a line of its own.
+                    row = self._issue_unreserved(tx, shipment, line, kind, reference, now)
             else:
                 row = self._issue_unreserved(tx, shipment, line, kind, reference, now)
             if row is None:
@@ -966,10 +1000,10 @@ class Inventory:
         if self.db.is_postgres:
             query = query.with_for_update()
         r = s.scalar(query)
-        if r is None:
+        if r is None or r.status in ("released", "preempted"):
             return None
         if r.status != "confirmed":
-            # Released or preempted before the dispatch reached us: nothing of it left.
+            # Issued, fulfilled or lost already: this dispatch moves nothing more of it.
             return ShipmentIssue(
                 part_id=r.part_id,
                 warehouse_id=r.warehouse_id,
@@ -1025,9 +1059,20 @@ class Inventory:
         if origin is None or part is None:
             return None
         quantity = line["quantity"]
-        level = _change_stock(s, origin.id, part.id, -quantity, 0)
+        named = list(line.get("serials") or []) if part.serialized else []
+        # Units named on the line travel, or nothing does: another unit is not taken
+        # in their place without anyone knowing.
+        absent = self._units_not_available(s, part.id, origin.id, named)
+        level = None if absent else _change_stock(s, origin.id, part.id, -quantity, 0)
         if level is None:
             available = _stock_level(s, origin.id, part.id).available
+            detail = (
+                f"shipment {shipment['id']} left with {part.part_number} "
+                f"{', '.join(absent)}, not available at {origin.code}"
+                if absent
+                else f"shipment {shipment['id']} left with {quantity} {part.part_number} "
+                f"but only {available} were available at {origin.code}"
+            )
             tx.publish(
                 "inventory.stock.shortfall",
                 subject=f"{part.part_number}@{origin.code}",
@@ -1037,8 +1082,8 @@ class Inventory:
                     "part_number": part.part_number,
                     "quantity": quantity,
                     "available": available,
-                    "detail": f"shipment {shipment['id']} left with {quantity} "
-                    f"{part.part_number} but only {available} were available at {origin.code}",
+                    "serials": absent,
+                    "detail": detail,
                 },
                 reply=False,
             )
@@ -1052,7 +1097,7 @@ class Inventory:
             )
         serials: list[str] = []
         if part.serialized:
-            serials = self._pick_units(s, part.id, origin.id, line.get("serials") or [], quantity)
+            serials = sorted(named) or self._pick_units(s, part.id, origin.id, quantity)
             s.execute(
                 update(unit_t)
                 .where(unit_t.c.serial.in_(serials))
@@ -1075,24 +1120,38 @@ class Inventory:
             settled=None,
         )
 
-    def _pick_units(
-        self, s: Session, part_id: int, warehouse_id: int, wanted: Sequence[str], quantity: int
+    def _units_not_available(
+        self, s: Session, part_id: int, warehouse_id: int, serials: Sequence[str]
     ) -> list[str]:
-        """The named units if they are available here, topped up with any others."""
-        available = select(unit_t.c.serial).where(
-            unit_t.c.part_id == part_id,
-            unit_t.c.warehouse_id == warehouse_id,
-            unit_t.c.status == "available",
+        """Those of ``serials`` that are not units of the part available here."""
+        if not serials:
+            return []
+        here = set(
+            s.scalars(
+                select(unit_t.c.serial).where(
+                    unit_t.c.serial.in_(serials),
+                    unit_t.c.part_id == part_id,
+                    unit_t.c.warehouse_id == warehouse_id,
+                    unit_t.c.status == "available",
+                )
+            )
         )
-        chosen = list(s.scalars(available.where(unit_t.c.serial.in_(wanted))).all())[:quantity]
-        if len(chosen) < quantity:
-            others = s.scalars(
-                available.where(unit_t.c.serial.not_in(chosen))
+        return sorted(set(serials) - here)
+
+    def _pick_units(self, s: Session, part_id: int, warehouse_id: int, quantity: int) -> list[str]:
+        """Any ``quantity`` units of the part available here."""
+        return sorted(
+            s.scalars(
+                select(unit_t.c.serial)
+                .where(
+                    unit_t.c.part_id == part_id,
+                    unit_t.c.warehouse_id == warehouse_id,
+                    unit_t.c.status == "available",
+                )
                 .order_by(unit_t.c.serial)
-                .limit(quantity - len(chosen))
-            ).all()
-            chosen += list(others)
-        return sorted(chosen)
+                .limit(quantity)
+            )
+        )
 
     def _end_reservation(
         self,
@@ -1438,14 +1497,20 @@ def _unknown_warehouse(code: str) -> NotFound:
 
 class _Catalogue:
     """Parts and warehouses as the reservation path needs them (ids, serialized flag,
-    reorder point, region), kept a few seconds: they are read on every reservation and
-    almost never change. Ids and the serialized flag never change; an edit made in
-    this process is seen at once, one made elsewhere within the TTL."""
+    reorder point, region), and the lanes' transit history, kept a few seconds: they
+    are read on every reservation and change seldom (lanes with each delivery). Ids
+    and the serialized flag never change; an edit or a delivery handled in this
+    process is seen at once, one handled by another process within the TTL."""
 
     TTL_SECONDS = 5.0
+    MAX_LANE_ENTRIES = 1000
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._lanes: dict[tuple[str, str | None], tuple[float, LaneHistory]] = {}
+        # A history read while a delivery is being learnt, or before, is not kept.
+        self._lane_generation = 0
+        self._learning = 0
         self._lock = threading.Lock()
 
     def part(self, s: Session, part_number: str) -> Any:
@@ -1464,6 +1529,41 @@ class _Catalogue:
         return self._get(
             s, "warehouse", code, _sql().warehouse_by_code, {"code": code}, _unknown_warehouse
         )
+
+    def lanes(
+        self, s: Session, destination_region: str, origin_region: str | None = None
+    ) -> LaneHistory:
+        """Recent transit hours into one region (from one region, if given), by lane."""
+        key = (destination_region, origin_region)
+        with self._lock:
+            entry, generation = self._lanes.get(key), self._lane_generation
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        history = _lane_history(s, destination_region, origin_region)
+        with self._lock:
+            if generation == self._lane_generation and not self._learning:
+                now = time.monotonic()
+                if len(self._lanes) >= self.MAX_LANE_ENTRIES:
+                    # Regions are free text in requests: keep only what is still fresh.
+                    self._lanes = {k: v for k, v in self._lanes.items() if v[0] > now}
+                self._lanes[key] = (now + self.TTL_SECONDS, history)
+        return history
+
+    @contextmanager
+    def learning_lanes(self) -> Iterator[None]:
+        """Around a transaction that may learn a transit time: the histories kept are
+        dropped as it starts and again once it has committed or failed."""
+        self._forget_lanes(+1)
+        try:
+            yield
+        finally:
+            self._forget_lanes(-1)
+
+    def _forget_lanes(self, learning: int) -> None:
+        with self._lock:
+            self._lanes.clear()
+            self._lane_generation += 1
+            self._learning += learning
 
     def forget(self, kind: str, key: str) -> None:
         with self._lock:
@@ -1731,10 +1831,7 @@ def _explaining_lines(
     ]
 
 
-def _lane_history(
-    s: Session, destination_region: str, origin_region: str | None = None
-) -> dict[rules.LaneKey, list[float]]:
-    """Recent transit hours into one region (from one region, if given), by lane."""
+def _lane_history(s: Session, destination_region: str, origin_region: str | None) -> LaneHistory:
     sql = _sql()
     statement, params = sql.lanes_into, {"destination_region": destination_region}
     if origin_region is not None:
@@ -1743,11 +1840,6 @@ def _lane_history(
     for origin, mode, carrier, hours in s.connection().execute(statement, params):
         history.setdefault((origin, mode, carrier), []).append(hours)
     return history
-
-
-def _route_from(s: Session, source: rules.Source, site_region: str) -> rules.RankedSource:
-    """A warehouse given (by name, or by a preemption) and its fastest lane to the site."""
-    return rules.fastest_lane(source, site_region, _lane_history(s, site_region, source.region))
 
 
 def _announce_stock_change(

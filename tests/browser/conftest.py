@@ -81,7 +81,7 @@ def seed_stock(site: Site) -> None:
             "part_number": "XRT-2000",
             "description": "CT X-ray tube assembly",
             "serialized": True,
-            "reorder_point": 1,
+            "reorder_point": 0,
         }
     )
     inventory.create_part(

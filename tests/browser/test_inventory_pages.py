@@ -32,7 +32,7 @@ class TestStockOverview:
         assert "XRT-2000" in text and "SHA" in text
         assert "GEL-250" in text and "CDU" in text
         # 12 gels against a reorder point of 20: low, said in words.
-        assert "1 line is below the reorder point" in text
+        assert "1 line is at or below the reorder point" in text
         assert 'class="low"' in page.html
 
     def test_filters_by_part_and_warehouse(self, site: Site) -> None:

@@ -196,6 +196,28 @@ class TestAdjustments:
         assert reply.status == 201
         assert api.get(f"{V1}/units/T-2").body["status"] == "written_off"
 
+    def test_a_unit_written_off_that_turns_up_again_comes_back(self, api: ApiClient) -> None:
+        receive_tubes(api, "CDU", "T-1", "T-2")
+        write_off = {
+            "part_number": "XRT-2000",
+            "delta": -1,
+            "reason": "missing",
+            "serials": ["T-2"],
+        }
+        assert api.post(f"{V1}/adjustments", {"warehouse": "CDU", **write_off}).status == 201
+        # Found at another warehouse: received there under its own serial.
+        receive_tubes(api, "SHA", "T-2")
+        unit = api.get(f"{V1}/units/T-2").body
+        assert (unit["warehouse"], unit["status"]) == ("SHA", "available")
+        assert [line["kind"] for line in unit["history"]] == ["receipt", "adjustment", "receipt"]
+        assert stock_of(api, "XRT-2000", "SHA")["on_hand"] == 1
+        # A unit still in use, or a serial of another part, stays refused.
+        reply = api.post(
+            f"{V1}/receipts",
+            {"warehouse": "SHA", "part_number": "XRT-2000", "quantity": 1, "serials": ["T-1"]},
+        )
+        assert reply.status == 409 and reply.body["serials"] == ["T-1"]
+
     def test_serialized_count_below_reserved_is_a_conflict_before_serials_matter(
         self, api: ApiClient
     ) -> None:

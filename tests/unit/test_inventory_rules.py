@@ -66,23 +66,24 @@ class TestRankSources:
 
 class TestLowStockCrossing:
     def test_crossings_and_every_change_while_low(self) -> None:
-        assert low_stock_crossing(3, 1, 2) == "low"
-        assert low_stock_crossing(1, 0, 2) == "low"
+        # At the reorder point is low: time to reorder while the last units are there.
+        assert low_stock_crossing(3, 2, 2) == "low"
+        assert low_stock_crossing(2, 0, 2) == "low"
         assert low_stock_crossing(1, 1, 2) is None
-        assert low_stock_crossing(1, 2, 2) == "replenished"
+        assert low_stock_crossing(2, 3, 2) == "replenished"
         assert low_stock_crossing(5, 4, 2) is None
 
     def test_no_reorder_point_no_events(self) -> None:
         assert low_stock_crossing(5, 0, None) is None
 
     def test_a_new_stock_line_was_not_low(self) -> None:
-        assert low_stock_crossing(None, 1, 2) == "low"
-        assert low_stock_crossing(None, 2, 2) is None
+        assert low_stock_crossing(None, 2, 2) == "low"
+        assert low_stock_crossing(None, 3, 2) is None
         assert low_stock_crossing(None, 0, None) is None
 
     def test_a_moved_reorder_point_crosses_like_moved_stock(self) -> None:
-        assert reorder_point_crossing(4, 2, 5) == "low"
-        assert reorder_point_crossing(4, 5, 4) == "replenished"
+        assert reorder_point_crossing(4, 2, 4) == "low"
+        assert reorder_point_crossing(4, 4, 3) == "replenished"
         assert reorder_point_crossing(4, None, 5) == "low"
         assert reorder_point_crossing(4, 5, None) == "replenished"
         # Low before and after: announced again, the alert names the new reorder point.
