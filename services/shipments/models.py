@@ -144,3 +144,8 @@ class KnownReservation(Base):
     part_number: Mapped[str] = mapped_column(String(64))
     quantity: Mapped[int] = mapped_column(Integer)
     warehouse: Mapped[str] = mapped_column(String(32))
+    # Where its part must go, and the units it holds (comma-separated); None for a
+    # reservation noted before these were kept and never planned.
+    site_name: Mapped[str | None] = mapped_column(String(200))
+    site_region: Mapped[str | None] = mapped_column(String(100))
+    serials: Mapped[str | None] = mapped_column(Text)

@@ -93,7 +93,9 @@ class Shipments:
             s = tx.session
             origin = _known_warehouse(s, data["origin"])
             site, warehouse_code, region = _destination(s, data["destination"], data["origin"])
-            lines = [self._manual_line(s, data["origin"], line) for line in data["lines"]]
+            lines = [
+                self._manual_line(s, data["origin"], (site, region), line) for line in data["lines"]
+            ]
             job = _job_of(s, [line.reservation_id for line in lines if line.reservation_id])
             if data.get("job_id") not in (None, job.job_id):
                 job = _Job(job_id=data["job_id"])  # another job's facts are not its own
@@ -124,7 +126,15 @@ class Shipments:
             s.flush()
             return self._announce(tx, shipment, "planned")
 
-    def _manual_line(self, s: Session, origin: str, line: Mapping[str, Any]) -> ShipmentLine:
+    def _manual_line(
+        self,
+        s: Session,
+        origin: str,
+        site: tuple[str | None, str | None],
+        line: Mapping[str, Any],
+    ) -> ShipmentLine:
+        """One line of a shipment planned by hand; ``site``: its destination site and
+        region (no site: a transfer to a warehouse)."""
         reservation_id = line.get("reservation_id")
         serials = list(line.get("serials") or [])
         if serials and len(serials) != line["quantity"]:
@@ -179,6 +189,18 @@ class Shipments:
                     ]
                 },
             )
+        _check_reservation_goes_to_its_site(known, site)
+        held = [x for x in (known.serials or "").split(",") if x]
+        if serials and known.serials is not None and sorted(serials) != sorted(held):
+            raise InvalidInput(
+                f"reservation {reservation_id} holds {', '.join(held) or 'no named units'}",
+                errors={
+                    "lines": [
+                        f"serials {', '.join(serials)} are not the units reservation "
+                        f"{reservation_id} holds ({', '.join(held) or 'none'})"
+                    ]
+                },
+            )
         carrying = s.scalar(
             select(ShipmentLine.shipment_id)
             .join(Shipment, Shipment.id == ShipmentLine.shipment_id)
@@ -193,7 +215,7 @@ class Shipments:
             part_number=known.part_number,
             quantity=known.quantity,
             reservation_id=reservation_id,
-            serials=",".join(serials),
+            serials=",".join(serials) if serials else ",".join(held),
         )
 
     # ==================================================================================
@@ -399,10 +421,16 @@ class Shipments:
             shipment = _locked_or_none(s, shortfall["shipment_id"], self.db.is_postgres)
             if shipment is None:
                 return
+            units = shortfall.get("serials") or []
+            why = (
+                f"units {', '.join(units)} were not available there"
+                if units
+                else f"it took {shortfall['quantity']} but only {shortfall['available']} "
+                "were available there"
+            )
             note = (
-                f"inventory issued no {shortfall['part_number']} for this shipment: it took "
-                f"{shortfall['quantity']} but only {shortfall['available']} were available at "
-                f"{shortfall['warehouse']}; count what was packed"
+                f"inventory issued no {shortfall['part_number']} from {shortfall['warehouse']} "
+                f"for this shipment: {why}; count what was packed"
             )
             shipment.version += 1
             shipment.updated_at = now
@@ -785,8 +813,38 @@ def _destination(
                 "a transfer goes to another warehouse",
                 errors={"destination": ["the destination is the origin"]},
             )
-        return None, code, _known_warehouse(s, code).region
+        region = _known_warehouse(s, code).region
+        if destination.get("region") is not None and not _same_text(destination["region"], region):
+            # The warehouse's region is its own: one that disagrees is a mistake.
+            raise InvalidInput(
+                f"warehouse {code} is in {region}",
+                errors={"destination": [f"region {destination['region']}: {code} is in {region}"]},
+            )
+        return None, code, region
     return destination["site"], None, destination["region"]
+
+
+def _check_reservation_goes_to_its_site(
+    known: KnownReservation, site: tuple[str | None, str | None]
+) -> None:
+    """A reservation is delivered to its job's site: a shipment elsewhere (another
+    site, or a warehouse) would mark it fulfilled where the job is not."""
+    if known.site_region is None:
+        return  # noted before sites were kept, and never planned: nothing to hold it to
+    if _same_text(site[0], known.site_name) and _same_text(site[1], known.site_region):
+        return
+    wanted = f"{known.site_name} ({known.site_region})"
+    raise InvalidInput(
+        f"reservation {known.id} is for job {known.job_id} at {wanted}",
+        errors={"destination": [f"a line for reservation {known.id} ships to {wanted}"]},
+    )
+
+
+def _same_text(given: str | None, known: str | None) -> bool:
+    """Names typed by people: the same but for case and spacing."""
+    if given is None or known is None:
+        return given == known
+    return " ".join(given.split()).casefold() == " ".join(known.split()).casefold()
 
 
 def _known_warehouse(s: Session, code: str) -> KnownWarehouse:
@@ -836,12 +894,18 @@ def _note_reservation(tx: Transaction, reservation: Mapping[str, Any]) -> bool:
                     "part_number": reservation["part_number"],
                     "quantity": reservation["quantity"],
                     "warehouse": reservation["warehouse"],
+                    "site_name": reservation["site"]["name"],
+                    "site_region": reservation["site"]["region"],
+                    "serials": ",".join(reservation.get("serials") or []),
                 }
             ],
         )
     else:
         known.version = reservation["version"]
         known.status = reservation["status"]
+        known.site_name = reservation["site"]["name"]
+        known.site_region = reservation["site"]["region"]
+        known.serials = ",".join(reservation.get("serials") or [])
     return True
 
 

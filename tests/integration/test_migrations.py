@@ -13,10 +13,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 import services.inventory.models as inventory_models
+import services.shipments as shipments_service
 import services.shipments.models as shipments_models
 import services.tracking.models as tracking_models
 from services import bootstrap
 from shared.config import SERVICES
+from shared.db import upgrade
 from tests.conftest import make_settings
 
 METADATA = {
@@ -46,3 +48,49 @@ def test_migrations_build_the_models_schema(database: str, tmp_path: Path, reque
     assert {service: differences(settings, service) for service in SERVICES} == {
         service: [] for service in SERVICES
     }
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_reservations_known_before_their_sites_were_kept_take_them_from_their_shipment(
+    database: str, tmp_path: Path, request
+) -> None:
+    url = make_settings(tmp_path).db_url("shipments")
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres").create("backfill_shipments")
+    upgrade("shipments", url, shipments_service.MIGRATIONS, "0006")
+    engine = create_engine(url)
+    columns = (
+        "id, status, origin, destination_site, destination_region, mode, version, "
+        "created_at, updated_at"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO known_reservations (id, version, status, job_id, part_number, "
+                "quantity, warehouse) VALUES ('r-1', 1, 'confirmed', 'JOB-1', 'XRT-2000', 1, "
+                "'CDU'), ('r-2', 1, 'confirmed', 'JOB-2', 'GEL-250', 2, 'CDU'), "
+                "('r-3', 1, 'confirmed', 'JOB-1', 'GEL-250', 1, 'CDU')"
+            )
+            conn.exec_driver_sql(
+                f"INSERT INTO shipments ({columns}) VALUES ('s-1', 'planned', 'CDU', "
+                "'Ganzi County Hospital', 'sichuan', 'carrier', 1, "
+                "'2026-11-20 08:00:00', '2026-11-20 08:00:00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO shipment_lines (shipment_id, part_number, quantity, "
+                "reservation_id, serials) VALUES ('s-1', 'XRT-2000', 1, 'r-1', 'C-1'), "
+                "('s-1', 'GEL-250', 1, 'r-3', '')"
+            )
+        upgrade("shipments", url, shipments_service.MIGRATIONS)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id, site_name, site_region, serials FROM known_reservations ORDER BY id"
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("r-1", "Ganzi County Hospital", "sichuan", "C-1"),
+        ("r-2", None, None, None),
+        # A line that named no units says nothing of them.
+        ("r-3", "Ganzi County Hospital", "sichuan", None),
+    ]

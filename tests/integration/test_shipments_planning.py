@@ -138,3 +138,54 @@ class TestShipmentsMadeByHandForReservations:
         assert [x["id"] for x in carrying] == [planned["id"]]
         made = by_hand(api, GANZI, [gel(2, reservation_id=reservation["id"])])
         assert made["lines"][0]["quantity"] == 2
+
+    def test_a_reservation_goes_to_its_jobs_site_only(self, api: ApiClient) -> None:
+        reservation = reserve(api, part_number="GEL-250", quantity=3)
+        planned = planned_shipment(api, reservation["id"])
+        api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "consolidate via Shanghai"})
+        line = gel(3, reservation_id=reservation["id"])
+        body = {"origin": "CDU", "mode": "courier", "lines": [line]}
+        for elsewhere in (
+            {"warehouse": "SHA"},
+            {"site": "Kashgar Hospital", "region": "xinjiang"},
+            {"site": "Another Hospital", "region": SITE["region"]},
+        ):
+            reply = api.post(SHP, {**body, "destination": elsewhere})
+            assert reply.status == 422, (elsewhere, reply)
+            [message] = reply.body["errors"]["destination"]
+            assert SITE["name"] in message
+        # Refused requests planned nothing; the job's own site is fine, however typed.
+        carrying = api.get(SHP, reservation_id=reservation["id"]).body
+        assert [x["id"] for x in carrying] == [planned["id"]]
+        typed = {"site": f" {SITE['name'].upper()} ", "region": SITE["region"]}
+        assert by_hand(api, typed, [line])["status"] == "planned"
+
+    def test_a_reservation_line_names_the_units_it_holds(self, api: ApiClient) -> None:
+        tube = reserve(api, part_number="XRT-2000", quantity=1)
+        planned = planned_shipment(api, tube["id"])
+        api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "by hand"})
+        line = {"part_number": "XRT-2000", "quantity": 1, "reservation_id": tube["id"]}
+        body = {"origin": "CDU", "destination": GANZI, "mode": "hand_carry"}
+        held = tube["serials"]
+        other = "C-2" if held == ["C-1"] else "C-1"
+        for wrong in ([other], ["BOGUS-777"]):
+            reply = api.post(SHP, {**body, "lines": [{**line, "serials": wrong}]})
+            assert reply.status == 422, reply
+            assert held[0] in reply.body["errors"]["lines"][0]
+        # Named rightly, or not named: the line shows the units that travel.
+        made = by_hand(api, GANZI, [line], mode="hand_carry")
+        assert made["lines"][0]["serials"] == held
+
+
+class TestTransferDestinations:
+    def test_a_region_given_with_a_warehouse_must_be_its_own(self, api: ApiClient) -> None:
+        body = {"origin": "CDU", "mode": "courier", "lines": [gel(1)]}
+        sha = api.get(f"{INV}/warehouses").body
+        (region,) = [w["region"] for w in sha if w["code"] == "SHA"]
+        wrong = api.post(SHP, {**body, "destination": {"warehouse": "SHA", "region": "mars"}})
+        assert wrong.status == 422, wrong
+        assert region in wrong.body["errors"]["destination"][0]
+        assert api.get(SHP).body == []
+        # Its own region, however typed, is fine.
+        made = by_hand(api, {"warehouse": "SHA", "region": region.upper()}, [gel(1)])
+        assert made["destination"] == {"warehouse": "SHA", "region": region}
