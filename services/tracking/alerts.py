@@ -7,7 +7,7 @@ problems that are new, re-words the ones that changed and resolves the ones gone
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,6 +47,13 @@ SILENCE_BOUNDS_HOURS = {"carrier": (4.0, 24.0), "courier": (2.0, 8.0), "hand_car
 LOST_SILENCE_FACTOR = 2.0
 LONG_SILENCE_FACTOR = 4.0
 MOVING = ("in_transit", "exception")
+# Reservations a replacement may have ended as, no longer on its way to the job.
+REPLACEMENT_GONE = {
+    "released": "was released",
+    "preempted": "was taken for a machine-down job elsewhere",
+}
+# How many routine reservations or warehouses an alert names before "and N more".
+NAMED = 3
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,10 @@ class Problem:
 @dataclass(frozen=True)
 class Replacement:
     """The rescue of one lost reservation: ``requested``, ``confirmed`` (reserved at
-    ``warehouse``), ``rejected`` (no stock), or ``not_requested`` (a routine job)."""
+    ``warehouse``), ``rejected`` (``detail``: what inventory had instead, None when it
+    had nothing), or ``not_requested`` (a routine job). ``reservation_status``: the
+    replacement reservation's own, which may have ended since (released, preempted,
+    lost); ``replaced_again``: a replacement lost too is being replaced in turn."""
 
     part_number: str
     status: str
@@ -69,6 +79,8 @@ class Replacement:
     eta: datetime | None = None
     shipment_status: str | None = None
     detail: str | None = None
+    reservation_status: str | None = None
+    replaced_again: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,7 +248,9 @@ def _lost(s: ShipmentSituation, who: str, what: str) -> list[Problem]:
     else:
         rescue = "; ".join(_replacement_words(r, s.required_by) for r in s.replacements)
     fingerprint = "lost|" + "|".join(
-        f"{r.part_number}:{r.status}:{r.warehouse}:{r.shipment_status}" for r in s.replacements
+        f"{r.part_number}:{r.status}:{r.warehouse}:{r.shipment_status}:"
+        f"{r.reservation_status}:{r.replaced_again}:{r.detail}"
+        for r in s.replacements
     )
     return [Problem("lost", s.shipment_id, f"{who}: {what} is lost{how}; {rescue}.", fingerprint)]
 
@@ -247,10 +261,16 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
             f"a replacement {r.part_number} is being reserved from the warehouse that can "
             "deliver first"
         )
-    if r.status == "confirmed" and r.shipment_status == "lost":
+    if r.status == "confirmed" and "lost" in (r.shipment_status, r.reservation_status):
+        lost_too = f"its replacement {r.part_number} from {r.warehouse} was lost too"
+        if r.replaced_again:
+            return f"{lost_too}, and another is being found for it (see that shipment's alert)"
+        return f"{lost_too}: another must be reserved by hand"
+    if r.status == "confirmed" and r.reservation_status in REPLACEMENT_GONE:
         return (
-            f"its replacement {r.part_number} from {r.warehouse} was lost too (see that "
-            "shipment's alert)"
+            f"its replacement {r.part_number} reserved at {r.warehouse} "
+            f"{REPLACEMENT_GONE[r.reservation_status]}, so none is on its way: another must "
+            "be reserved by hand"
         )
     if r.status == "confirmed":
         timing = ""
@@ -264,12 +284,55 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
             f"a replacement {r.part_number} is reserved at {r.warehouse}, ETA {when(r.eta)}{timing}"
         )
     if r.status == "rejected":
-        detail = f" ({r.detail})" if r.detail else ""
-        return (
-            f"no {r.part_number} is in stock in any warehouse{detail}: a unit must be found "
-            "outside Partsflow"
+        return r.detail or (
+            f"no {r.part_number} is in stock in any warehouse: a unit must be found outside "
+            "Partsflow"
         )
     return f"the job is routine: reserve a replacement {r.part_number} by hand if still needed"
+
+
+def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str | None:
+    """What inventory's refusal of a replacement says exists instead, as a clause of
+    the lost alert: units free but spread over warehouses, units held by routine
+    reservations a machine-down one may preempt, or another reason. None when no unit
+    of the part is there at all."""
+    alternatives = [a for a in rejection.get("alternatives") or [] if isinstance(a, Mapping)]
+    preemptible = [p for p in rejection.get("preemptible") or [] if isinstance(p, Mapping)]
+    clauses = []
+    if alternatives:
+        spread = _named(f"{a.get('warehouse')} has {a.get('available')}" for a in alternatives)
+        clauses.append(
+            f"no warehouse has {quantity} {part_number} free ({spread}): reserve them by hand "
+            "from several"
+        )
+    if preemptible:
+        held = sum(int(p.get("quantity", 1)) for p in preemptible)
+        jobs = _named(f"job {p.get('job_id')} at {p.get('warehouse')}" for p in preemptible)
+        lead = (
+            f"{held} more {_are(held)}"
+            if alternatives
+            else f"no {part_number} is free in any warehouse, but {held} {_are(held)}"
+        )
+        clauses.append(
+            f"{lead} held by routine reservations ({jobs}) that a machine-down reservation "
+            "may preempt: reserve one by hand, naming them in preempt"
+        )
+    if clauses:
+        return "; ".join(clauses)
+    if rejection.get("reason") in (None, "not-enough-stock"):
+        return None
+    detail = str(rejection.get("detail") or rejection.get("reason"))[:300]
+    return f"inventory refused the replacement {part_number} ({detail}): reserve one by hand"
+
+
+def _named(items: Iterable[str]) -> str:
+    names = list(items)
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return ", ".join(names[:NAMED]) + more
+
+
+def _are(count: int) -> str:
+    return "is" if count == 1 else "are"
 
 
 def taken_problem(
@@ -300,7 +363,9 @@ def taken_problem(
 def low_stock_problem(
     part_number: str, warehouse: str, available: int, reorder_point: int | None
 ) -> Problem:
-    below = f", below its reorder point of {reorder_point}" if reorder_point is not None else ""
+    below = (
+        f", at or below its reorder point of {reorder_point}" if reorder_point is not None else ""
+    )
     return Problem(
         "low_stock",
         f"{part_number}@{warehouse}",

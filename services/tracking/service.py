@@ -310,6 +310,8 @@ class Tracking:
             existing = _sender_event(s, shipment.id, sender_id)
             if existing is not None:
                 return existing, False
+        if data.get("shipment_id"):
+            _same_carriage(shipment, data)
         event = TrackingEvent(
             id=str(uuid.uuid4()),
             shipment_id=shipment.id,
@@ -397,6 +399,7 @@ class Tracking:
                 s.add(shipment)
             else:
                 before = shipment.status
+            times_before = (shipment.dispatched_at, shipment.delivered_at)
             destination = data.get("destination") or {}
             shipment.version = data["version"]
             shipment.status = _merged_status(before, data["status"], event_type)
@@ -442,7 +445,12 @@ class Tracking:
                     authoritative=False,
                 )
             s.flush()
-            if shipment.status == "delivered" and before != "delivered":
+            # A delivery scanned before tracking heard of the dispatch was learnt without
+            # a transit (or with the scan's time): shipments' times fill it in.
+            if shipment.status == "delivered" and (
+                before != "delivered"
+                or (shipment.dispatched_at, shipment.delivered_at) != times_before
+            ):
                 self._learn_transit(s, shipment)
             written = _Written(lines, checkpoints, first_seen=not known, job=job)
             lanes = _Lanes()
@@ -578,18 +586,26 @@ class Tracking:
             elif first_seen and before is not None and reservation.status == "confirmed":
                 # A replacement people made by hand (from stock received since, say):
                 # the first new reservation of a known job's part answers a rescue that
-                # found nothing or was left to them.
+                # found nothing, was left to them, or whose replacement was set aside.
+                set_aside = select(JobReservation.id).where(JobReservation.status.in_(SET_ASIDE))
                 rescue = s.scalar(
                     select(Rescue)
                     .where(
                         Rescue.job_id == reservation.job_id,
                         Rescue.part_number == reservation.part_number,
-                        Rescue.status.in_(("rejected", "not_requested")),
+                        or_(
+                            Rescue.status.in_(("rejected", "not_requested")),
+                            Rescue.replacement_id.in_(set_aside),
+                        ),
                     )
                     .order_by(Rescue.requested_at)
                     .limit(1)
                 )
-            if rescue is not None and rescue.status != "confirmed":
+            if (
+                rescue is not None
+                and rescue.replacement_id != reservation.id
+                and _still_wanted(s, rescue)
+            ):
                 reservation.replaces = rescue.lost_reservation_id
                 rescue.status = "confirmed"
                 rescue.replacement_id = reservation.id
@@ -599,8 +615,15 @@ class Tracking:
                 revisit.append(rescue.shipment_id)
             if reservation.status == "lost":
                 shipment_id = reservation.shipment_id or _shipment_of(s, reservation.id)
-                self._rescue(tx, reservation.id, _needs_of_reservation(reservation), shipment_id)
+                needs = _needs_of_reservation(reservation, job)
+                self._rescue(tx, reservation.id, needs, shipment_id)
                 revisit.append(shipment_id)
+            if reservation.replaces:
+                # A replacement released, taken or lost changes what its lost shipment's
+                # alert must say.
+                revisit += s.scalars(
+                    select(Rescue.shipment_id).where(Rescue.replacement_id == reservation.id)
+                ).all()
             lanes = _Lanes()
             for shipment_id in dict.fromkeys(revisit):
                 self._revisit(tx, shipment_id, now, lanes)
@@ -608,7 +631,7 @@ class Tracking:
 
     def reservation_rejected(self, data: Mapping[str, Any], envelope: Mapping[str, Any]) -> None:
         """``inventory.reservation.rejected``: if it answers one of our rescues, the
-        lost alert says plainly that no replacement exists."""
+        lost alert says plainly what inventory has instead, or that nothing exists."""
         now = self.clock.now()
         ids = {i for i in (envelope.get("correlationid"), data.get("command_id")) if i}
         with self.db.transaction() as tx:
@@ -617,7 +640,7 @@ class Tracking:
             if rescue is None or rescue.status != "requested":
                 return
             rescue.status = "rejected"
-            rescue.detail = _rejection_words(data)
+            rescue.detail = alerts.rejection_words(rescue.part_number, rescue.quantity, data)
             rescue.answered_at = now
             s.flush()
             self._revisit(tx, rescue.shipment_id, now, _Lanes())
@@ -886,6 +909,15 @@ class Tracking:
         )
         exception_event = last_event if last_event and last_event.kind == "exception" else None
         points = [eta.Checkpoint(c.name, c.due_at, c.passed_at) for c in checkpoints]
+        # Out for delivery as the latest word: a scan after it (a failed attempt, back
+        # at the depot) says it is not on its last round any more.
+        out_for_delivery_at = (
+            last_event.occurred_at
+            if last_event
+            and last_event.kind == "out_for_delivery"
+            and shipment.status in alerts.MOVING
+            else None
+        )
         facts = eta.ShipmentFacts(
             mode=shipment.mode,
             status=shipment.status,
@@ -894,6 +926,7 @@ class Tracking:
             delivered_at=shipment.delivered_at,
             checkpoints=points,
             exception_at=exception_event.occurred_at if exception_event else None,
+            out_for_delivery_at=out_for_delivery_at,
             same_region=_same_region(s, shipment),
         )
         estimate = eta.estimate(facts, self._lane(s, _lane_key(s, shipment), lanes), now)
@@ -951,11 +984,16 @@ class Tracking:
         ).all()
         found = []
         for rescue in rescues:
-            arrival, shipment_status = None, None
+            arrival, shipment_status, reservation_status, replaced_again = None, None, None, False
             if rescue.replacement_id:
                 arrival, shipment_status = self._reservation_arrival(
                     s, rescue.replacement_id, now, lanes
                 )
+                replacement = s.get(JobReservation, rescue.replacement_id)
+                reservation_status = replacement.status if replacement else None
+                # A replacement lost in turn has a rescue of its own.
+                again = s.get(Rescue, rescue.replacement_id)
+                replaced_again = again is not None and again.status in ("requested", "confirmed")
             found.append(
                 alerts.Replacement(
                     part_number=rescue.part_number,
@@ -964,6 +1002,8 @@ class Tracking:
                     eta=arrival,
                     shipment_status=shipment_status,
                     detail=rescue.detail,
+                    reservation_status=reservation_status,
+                    replaced_again=replaced_again,
                 )
             )
         return found
@@ -1687,6 +1727,28 @@ def _shipment_named(s: Session, data: Mapping[str, Any]) -> str | None:
     )
 
 
+def _same_carriage(shipment: TrackedShipment, data: Mapping[str, Any]) -> None:
+    """An event naming a shipment by id may repeat its carrier and tracking number, but
+    not name another's: a scan of one parcel must not be stored against another. Until
+    shipments has told of the dispatch, the carrier is only the planned one (the
+    dispatch may name another): nothing to contradict yet."""
+    if shipment.dispatch_heard_at is None:
+        return
+    errors = {
+        name: [f"shipment {shipment.id} has {name} {known}, not {data[name]}"]
+        for name, known in (
+            ("carrier", shipment.carrier),
+            ("tracking_number", shipment.tracking_number),
+        )
+        if data.get(name) and known is not None and data[name] != known
+    }
+    if errors:
+        raise InvalidInput(
+            f"the carrier or tracking number given is not that of shipment {shipment.id}",
+            errors=errors,
+        )
+
+
 def _sender_event(s: Session, shipment_id: str, sender_id: str) -> TrackingEvent | None:
     return s.scalar(
         select(TrackingEvent).where(
@@ -1777,6 +1839,15 @@ def _reservations(s: Session, ids: Sequence[str]) -> list[JobReservation]:
     return list(s.scalars(select(JobReservation).where(JobReservation.id.in_(ids))))
 
 
+def _still_wanted(s: Session, rescue: Rescue) -> bool:
+    """A rescue still waits for a replacement: none confirmed, or the one confirmed
+    was released or taken for another job since."""
+    if rescue.status != "confirmed" or rescue.replacement_id is None:
+        return True
+    replacement = s.get(JobReservation, rescue.replacement_id)
+    return replacement is not None and replacement.status in SET_ASIDE
+
+
 def _shipment_of(s: Session, reservation_id: str) -> str | None:
     """The shipment carrying a reservation: the latest one not cancelled."""
     return s.scalar(
@@ -1813,15 +1884,17 @@ def _shipments_carrying(s: Session, reservation_id: str) -> list[str]:
     )
 
 
-def _needs_of_reservation(r: JobReservation) -> dict[str, Any]:
-    """What a replacement of ``r`` must be: the POST /reservations body, no warehouse."""
+def _needs_of_reservation(r: JobReservation, job: Job | None) -> dict[str, Any]:
+    """What a replacement of ``r`` must be: the POST /reservations body, no warehouse;
+    for whoever holds the job now, by its time now (it may have been handed over or
+    moved since ``r`` was made)."""
     return {
         "job_id": r.job_id,
         "part_number": r.part_number,
         "quantity": r.quantity,
-        "required_by": r.required_by,
+        "required_by": (job.required_by if job else None) or r.required_by,
         "priority": r.priority,
-        "owner": r.owner,
+        "owner": (job.owner if job else None) or r.owner,
         "site": {"name": r.site_name, "region": r.site_region},
     }
 
@@ -1830,9 +1903,9 @@ def _needs_of_line(
     s: Session, shipment: TrackedShipment, line: ShipmentLine
 ) -> dict[str, Any] | None:
     reservation = s.get(JobReservation, line.reservation_id) if line.reservation_id else None
-    if reservation is not None:
-        return _needs_of_reservation(reservation)
     job = s.get(Job, shipment.job_id) if shipment.job_id else None
+    if reservation is not None:
+        return _needs_of_reservation(reservation, s.get(Job, reservation.job_id))
     site_name = shipment.destination_site or (job.site_name if job else None)
     region = shipment.destination_region or (job.site_region if job else None)
     owner = (job.owner if job else None) or shipment.owner
@@ -1849,19 +1922,6 @@ def _needs_of_line(
         "owner": owner,
         "site": {"name": site_name, "region": region},
     }
-
-
-def _rejection_words(data: Mapping[str, Any]) -> str | None:
-    alternatives = [
-        f"{a.get('warehouse')} has {a.get('available')}"
-        for a in data.get("alternatives") or []
-        if isinstance(a, Mapping)
-    ]
-    if alternatives:
-        return "not enough in one place: " + ", ".join(alternatives)
-    if data.get("reason") in (None, "not-enough-stock"):
-        return None
-    return data.get("detail")
 
 
 def _lane_key(s: Session, shipment: TrackedShipment) -> LaneKey:

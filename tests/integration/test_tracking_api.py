@@ -120,6 +120,44 @@ class TestRecordEvent:
         assert reply.status == 422, reply
         assert field in reply.body["errors"]
 
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [({"carrier": "DHL"}, "carrier"), ({"tracking_number": "SF7654321"}, "tracking_number")],
+    )
+    def test_a_carrier_or_number_not_the_shipment_s_is_422(
+        self, tracking: TrackingUnderTest, change: dict, field: str
+    ) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
+        body = event_body(shipment["id"], "in_transit", at(3), **change)
+        reply = tracking.api("service").post(f"{V1}/events", body)
+        assert reply.status == 422, reply
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert list(reply.body["errors"]) == [field]
+        assert tracking.api().get(f"{V1}/shipments/{shipment['id']}/events").body == []
+        assert tracking.published("tracking.event.recorded") == []
+        # Its own carrier and number are welcome.
+        own = event_body(
+            shipment["id"], "in_transit", at(3), carrier="SF", tracking_number="SF1234567"
+        )
+        assert tracking.api("service").post(f"{V1}/events", own).status == 201
+
+    def test_the_planned_carrier_is_not_held_against_a_scan_before_the_dispatch(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        # Planned with SF; dispatched with DHL, whose scan comes before tracking hears
+        # of the dispatch.
+        shipment = carrier_shipment()
+        tracking.shipment("planned", {**shipment, "status": "planned", "dispatched_at": None})
+        tracking.clock.set(at(1))
+        scan = event_body(shipment["id"], "picked_up", at(1), carrier="DHL", event_id="D-1")
+        assert tracking.api("service").post(f"{V1}/events", scan).status == 201
+        dispatched = {**shipment, "carrier": "DHL", "version": 2}
+        tracking.shipment("dispatched", dispatched)
+        # The same scan sent again is still a repeat, not a contradiction.
+        assert tracking.api("service").post(f"{V1}/events", scan).status == 200
+
     def test_a_repeated_event_id_is_accepted_once(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
         tracking.shipment("dispatched", shipment)
@@ -346,6 +384,23 @@ class TestRecordEventCommand:
         assert "occurred_at" in rejected["data"]["errors"]
         assert tracking.published("tracking.event.recorded") == []
 
+    def test_a_carrier_not_the_shipment_s_is_rejected(self, tracking: TrackingUnderTest) -> None:
+        shipment = carrier_shipment()
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3))
+        body = event_body(shipment["id"], "in_transit", at(3), carrier="DHL")
+        outcome, _ = tracking.deliver("tracking.record_event", body, message_id="cmd-other")
+        assert outcome is Outcome.ACK
+        (rejected,) = tracking.published("tracking.event.rejected")
+        assert rejected["correlationid"] == "cmd-other"
+        assert rejected["data"]["reason"] == "validation-error"
+        assert (rejected["data"]["shipment_id"], rejected["data"]["carrier"]) == (
+            shipment["id"],
+            "DHL",
+        )
+        assert list(rejected["data"]["errors"]) == ["carrier"]
+        assert tracking.published("tracking.event.recorded") == []
+
 
 class TestShipmentReadModel:
     def test_a_stale_or_repeated_version_changes_nothing(self, tracking: TrackingUnderTest) -> None:
@@ -392,6 +447,36 @@ class TestShipmentReadModel:
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
         assert (eta["status"], eta["risk"]) == ("lost", "lost")
         assert [a["kind"] for a in tracking.open_alerts(kind="lost")] == ["lost"]
+
+    def test_a_delivery_scanned_before_its_dispatch_was_heard_of_is_learnt(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        # Dispatched in shipments with a past time, and at once scanned delivered, while
+        # tracking still had the shipment as planned.
+        shipment = shipment_data(
+            status="planned", dispatched_at=None, mode="courier", promised_delivery_at=None
+        )
+        tracking.shipment("planned", shipment)
+        tracking.clock.set(at(10))
+        reply = tracking.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "delivered", at(7))
+        )
+        assert reply.status == 201
+        dispatched = {**shipment, "status": "in_transit", "dispatched_at": iso(at(2))}
+        tracking.shipment("dispatched", dispatched)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["dispatched_at"]) == ("delivered", iso(at(2)))
+        # The next shipment on the lane learns from its 5 h transit, once.
+        tracking.shipment(
+            "delivered", {**dispatched, "status": "delivered", "delivered_at": iso(at(7))}
+        )
+        following = shipment_data(
+            mode="courier", promised_delivery_at=None, dispatched_at=iso(at(9))
+        )
+        tracking.shipment("dispatched", following)
+        eta = tracking.api().get(f"{V1}/shipments/{following['id']}/eta").body
+        assert eta["basis"] == "default"
+        assert "only 1 past delivery on this lane (5.0 h at the median)" in eta["reason"]
 
     def test_unknown_shipment_and_job_are_404(self, tracking: TrackingUnderTest) -> None:
         assert tracking.api().get(f"{V1}/shipments/nope/eta").status == 404
@@ -442,6 +527,38 @@ class TestEta:
         other = shipment_data(mode="courier", carrier="DHL", promised_delivery_at=None)
         tracking.shipment("dispatched", other)
         assert tracking.api().get(f"{V1}/shipments/{other['id']}/eta").body["basis"] == "default"
+
+    def test_an_out_for_delivery_scan_brings_the_eta_within_the_day(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(
+            mode="carrier",
+            carrier="SF",
+            tracking_number="SF1234567",
+            promised_delivery_at=iso(at(48)),
+            required_by=iso(at(30)),
+        )
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(20))
+        before = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert before["risk"] == "late" and _hours(before["eta"]) > 40
+        assert [a["kind"] for a in tracking.open_alerts(shipment_id=shipment["id"])] == ["late"]
+        scan = event_body(shipment["id"], "out_for_delivery", at(19.5), location="Ganzi")
+        assert tracking.api("service").post(f"{V1}/events", scan).status == 201
+        after = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert after["eta"] == iso(at(22.5))
+        assert after["eta_earliest"] == iso(at(20))
+        assert after["eta_latest"] == iso(at(29.5))
+        assert after["risk"] == "on_track"
+        assert after["reason"].startswith("Out for delivery since 21 Nov 01:30 UTC")
+        # The late alert was about the estimate the scan has replaced.
+        assert tracking.open_alerts(shipment_id=shipment["id"]) == []
+        # A failed attempt (back in transit at the depot) ends the last round.
+        tracking.clock.set(at(21))
+        back = event_body(shipment["id"], "in_transit", at(21), location="Ganzi depot")
+        assert tracking.api("service").post(f"{V1}/events", back).status == 201
+        again = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert _hours(again["eta"]) > 40 and again["risk"] == "late"
 
     def test_never_before_now_while_on_the_way(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()

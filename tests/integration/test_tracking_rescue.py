@@ -82,6 +82,22 @@ def lose(tracking: TrackingUnderTest, shipment: dict) -> None:
     assert tracking.api("service").post(f"{V1}/events", body).status == 201
 
 
+def replaced_from_chengdu(tracking: TrackingUnderTest) -> tuple[dict, dict, dict]:
+    """The probe lost on its way, and inventory's answer to the rescue: a replacement
+    reserved at CDU."""
+    probe, shipment = probe_on_its_way(tracking)
+    lose(tracking, shipment)
+    (command,) = tracking.published("inventory.reserve")
+    replacement = probe_from_chengdu(replaces=probe["id"])
+    tracking.deliver(
+        "inventory.reservation.confirmed",
+        replacement,
+        correlation_id=command["id"],
+        source="partsflow/inventory",
+    )
+    return probe, shipment, replacement
+
+
 class TestRescue:
     def test_a_replacement_is_asked_for_once(self, tracking: TrackingUnderTest) -> None:
         probe, shipment = probe_on_its_way(tracking)
@@ -109,16 +125,7 @@ class TestRescue:
     def test_the_confirmed_replacement_and_its_eta_are_named(
         self, tracking: TrackingUnderTest
     ) -> None:
-        probe, shipment = probe_on_its_way(tracking)
-        lose(tracking, shipment)
-        (command,) = tracking.published("inventory.reserve")
-        replacement = probe_from_chengdu(replaces=probe["id"])
-        tracking.deliver(
-            "inventory.reservation.confirmed",
-            replacement,
-            correlation_id=command["id"],
-            source="partsflow/inventory",
-        )
+        probe, _, replacement = replaced_from_chengdu(tracking)
         (alert,) = tracking.open_alerts(kind="lost")
         # No shipment yet and no history from CDU: a carrier's day within a region.
         assert (
@@ -184,6 +191,100 @@ class TestRescue:
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         assert "found outside Partsflow" in alert["message"]
 
+    def test_stock_held_by_routine_reservations_is_not_called_absent(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        lose(tracking, shipment)
+        (command,) = tracking.published("inventory.reserve")
+        held = [
+            {
+                "id": f"r-{job}",
+                "job_id": job,
+                "warehouse": warehouse,
+                "quantity": 1,
+                "required_by": iso(at(300)),
+                "owner": "dr.wu",
+            }
+            for job, warehouse in (("PM-31", "SHA"), ("PM-32", "CDU"))
+        ]
+        tracking.deliver(
+            "inventory.reservation.rejected",
+            {
+                "command_id": command["id"],
+                "reason": "not-enough-stock",
+                "detail": "not enough TEE-P7 available in any warehouse for 1",
+                "alternatives": [],
+                "preemptible": held,
+            },
+            correlation_id=command["id"],
+            source="partsflow/inventory",
+        )
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["owner"] == "dr.chen"
+        assert (
+            "no TEE-P7 is free in any warehouse, but 2 are held by routine reservations "
+            "(job PM-31 at SHA, job PM-32 at CDU) that a machine-down reservation may preempt"
+        ) in alert["message"]
+        assert "in stock in any warehouse" not in alert["message"]
+        assert "outside Partsflow" not in alert["message"]
+
+    @pytest.mark.parametrize(
+        ("ended", "words"),
+        [("released", "was released"), ("preempted", "was taken for a machine-down job elsewhere")],
+    )
+    def test_a_replacement_set_aside_is_said_to_be_gone_until_another_is_reserved(
+        self, tracking: TrackingUnderTest, ended: str, words: str
+    ) -> None:
+        probe, _, replacement = replaced_from_chengdu(tracking)
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "a replacement TEE-P7 is reserved at CDU" in alert["message"]
+        tracking.reservation(ended, {**replacement, "status": ended, "version": 2})
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["owner"] == "dr.chen" and "(owner dr.chen)" in alert["message"]
+        assert (
+            f"its replacement TEE-P7 reserved at CDU {words}, so none is on its way: another "
+            "must be reserved by hand"
+        ) in alert["message"]
+        assert "ETA" not in alert["message"]
+        assert tracking.published("tracking.alert.updated")[-1]["data"]["id"] == alert["id"]
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        assert job["risk"] == "lost"
+        # Reserved again by hand (from stock received since, say): that one answers.
+        by_hand = probe_from_chengdu(warehouse="CTU")
+        tracking.reservation("confirmed", by_hand)
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "a replacement TEE-P7 is reserved at CTU" in alert["message"]
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
+        assert fresh["replaces"] == probe["id"]
+        assert job["risk"] == fresh["risk"] != "lost"
+
+    def test_a_replacement_lost_too_is_replaced_in_turn(self, tracking: TrackingUnderTest) -> None:
+        _, shipment, replacement = replaced_from_chengdu(tracking)
+        carried = shipment_data(
+            job_id="JOB-TEE",
+            owner="dr.chen",
+            mode="courier",
+            promised_delivery_at=None,
+            dispatched_at=iso(at(20)),
+            required_by=iso(at(48)),
+            destination={"site": "Children's Heart Centre", "warehouse": None, "region": "sichuan"},
+            lines=[{"part_number": "TEE-P7", "quantity": 1, "reservation_id": replacement["id"]}],
+        )
+        tracking.shipment("dispatched", carried)
+        tracking.clock.set(at(23))
+        body = event_body(carried["id"], "lost", at(22), note="van stolen")
+        assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        tracking.reservation("lost", {**replacement, "status": "lost", "version": 2})
+        _, again = tracking.published("inventory.reserve")
+        assert again["data"]["replaces"] == replacement["id"]
+        alert = next(a for a in tracking.open_alerts(kind="lost") if a["subject"] == shipment["id"])
+        assert (
+            "its replacement TEE-P7 from CDU was lost too, and another is being found for it"
+        ) in alert["message"]
+        assert "ETA" not in alert["message"]
+
     def test_a_replacement_reserved_by_hand_answers_the_rescue(
         self, tracking: TrackingUnderTest
     ) -> None:
@@ -226,6 +327,22 @@ class TestRescue:
         )
         (alert,) = tracking.open_alerts(kind="lost")
         assert alert["owner"] == "dr.wang" and "(owner dr.wang)" in alert["message"]
+
+    def test_the_replacement_is_asked_for_whoever_holds_the_job_now(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        _, shipment = probe_on_its_way(tracking)
+        # Handed over (and moved) before the loss, by the job's next reservation.
+        tracking.reservation(
+            "confirmed",
+            probe_from_chengdu(part_number="GEL-250", owner="dr.wang", required_by=iso(at(60))),
+        )
+        lose(tracking, shipment)
+        (command,) = tracking.published("inventory.reserve")
+        assert command["data"]["owner"] == "dr.wang"
+        assert datetime.fromisoformat(command["data"]["required_by"]) == at(60)
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert alert["owner"] == "dr.wang"
 
     def test_someone_elses_rejection_changes_nothing(self, tracking: TrackingUnderTest) -> None:
         _, shipment = probe_on_its_way(tracking)

@@ -175,6 +175,36 @@ class TestLost:
         assert "its replacement TEE-P7 from SHA was lost too" in problem.message
         assert "ETA" not in problem.message
 
+    @pytest.mark.parametrize(
+        ("ended", "words"),
+        [("released", "was released"), ("preempted", "was taken for a machine-down job elsewhere")],
+    )
+    def test_a_replacement_set_aside_is_said_to_be_gone(self, ended: str, words: str) -> None:
+        gone = [
+            Replacement("TEE-P7", "confirmed", "SHA", at(20), reservation_status=ended),
+        ]
+        (problem,) = alerts.shipment_problems(
+            situation(status="lost", risk="lost", replacements=gone), at(30)
+        )
+        assert problem.message.startswith("Job JOB-7 (owner li.wei): ")
+        assert f"its replacement TEE-P7 reserved at SHA {words}, so none is on its way" in (
+            problem.message
+        )
+        assert "another must be reserved by hand" in problem.message
+        assert "ETA" not in problem.message
+
+    def test_a_replacement_lost_too_says_whether_another_is_being_found(self) -> None:
+        lost_too = Replacement("TEE-P7", "confirmed", "SHA", None, reservation_status="lost")
+        alone, again = (
+            alerts.shipment_problems(
+                situation(status="lost", risk="lost", replacements=[r]), at(30)
+            )[0]
+            for r in (lost_too, replace(lost_too, replaced_again=True))
+        )
+        assert "was lost too: another must be reserved by hand" in alone.message
+        assert "was lost too, and another is being found for it" in again.message
+        assert alone.fingerprint != again.fingerprint
+
     def test_a_delivered_replacement_ends_the_problem(self) -> None:
         done = [Replacement("TEE-P7", "confirmed", "CDU", at(20), shipment_status="delivered")]
         s = situation(status="lost", risk="lost", replacements=done)
@@ -186,6 +216,56 @@ class TestLost:
             situation(status="lost", risk="lost", replacements=routine), at(30)
         )
         assert "reserve a replacement GEL-250 by hand" in problem.message
+
+
+class TestRejectedReplacement:
+    """What inventory's refusal of a replacement says exists instead."""
+
+    def test_nothing_anywhere_is_said_plainly(self) -> None:
+        rejection = {"reason": "not-enough-stock", "alternatives": [], "preemptible": []}
+        assert alerts.rejection_words("TEE-P7", 1, rejection) is None
+
+    def test_units_held_by_routine_reservations_are_named(self) -> None:
+        held = [
+            {"id": f"r{i}", "job_id": f"PM-{i}", "warehouse": wh, "quantity": 1}
+            for i, wh in enumerate(("SHA", "CDU", "SHA", "PEK"), start=1)
+        ]
+        words = alerts.rejection_words(
+            "TEE-P7", 1, {"reason": "not-enough-stock", "alternatives": [], "preemptible": held}
+        )
+        assert words is not None
+        assert words.startswith("no TEE-P7 is free in any warehouse, but 4 are held by routine")
+        assert "(job PM-1 at SHA, job PM-2 at CDU, job PM-3 at SHA and 1 more)" in words
+        assert "a machine-down reservation may preempt" in words
+        assert "in stock in any warehouse" not in words
+        (problem,) = alerts.shipment_problems(
+            situation(
+                status="lost",
+                risk="lost",
+                replacements=[Replacement("TEE-P7", "rejected", detail=words)],
+            ),
+            at(30),
+        )
+        assert f"is lost; {words}." in problem.message
+
+    def test_units_spread_over_warehouses_are_named(self) -> None:
+        spread = [{"warehouse": "SHA", "available": 1}, {"warehouse": "CDU", "available": 1}]
+        words = alerts.rejection_words(
+            "TEE-P7", 2, {"reason": "not-enough-stock", "alternatives": spread}
+        )
+        assert words == (
+            "no warehouse has 2 TEE-P7 free (SHA has 1, CDU has 1): reserve them by hand "
+            "from several"
+        )
+
+    def test_another_reason_is_told_as_it_is(self) -> None:
+        words = alerts.rejection_words(
+            "TEE-P7", 1, {"reason": "not-found", "detail": "no part TEE-P7"}
+        )
+        assert (
+            words
+            == "inventory refused the replacement TEE-P7 (no part TEE-P7): reserve one by hand"
+        )
 
 
 class TestLowStock:

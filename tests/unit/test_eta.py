@@ -60,13 +60,47 @@ class TestWhereTheEstimateStarts:
         assert "10 past deliveries" in e.reason
 
     def test_little_history_moves_the_centre_but_stays_wide(self) -> None:
+        assumed = eta.DEFAULT_HOURS["carrier"]
         few = eta.estimate(carrier(), lane(12, 13, 11), T0)
+        more = eta.estimate(carrier(), lane(12, 13, 11, 12), T0)
         many = eta.estimate(carrier(), lane(12, 13, 11, 12, 13, 11, 12, 12), T0)
-        assert few.basis == "default" and many.basis == "lane_history"
-        assert hours_of(few.eta) == pytest.approx(12, abs=0.02)
+        assert few.basis == more.basis == "default" and many.basis == "lane_history"
+        # Each delivery moves the centre further from the assumption towards the lane.
+        assert 12 < hours_of(more.eta) < hours_of(few.eta) < assumed / 2
+        assert hours_of(many.eta) == pytest.approx(12, abs=0.02)
         few_width = hours_of(few.latest) - hours_of(few.earliest)
         many_width = hours_of(many.latest) - hours_of(many.earliest)
         assert few_width > 3 * many_width
+        # The range still holds what the lane showed and what was assumed.
+        assert hours_of(few.earliest) < 11 and hours_of(few.latest) > assumed
+
+    def test_one_odd_delivery_does_not_make_a_narrow_range(self) -> None:
+        # A transfer whose delivery was recorded eight seconds after its dispatch.
+        courier = carrier(mode="courier", same_region=False)
+        assumed = eta.DEFAULT_HOURS["courier"] * eta.REGION_FACTOR[False]
+        nothing = eta.estimate(courier, eta.LaneStats(), T0)
+        odd = eta.estimate(courier, lane(8 / 3600), T0)
+        assert odd.basis == "default" and "only 1 past delivery" in odd.reason
+        assert hours_of(odd.eta) > assumed / 2
+        assert hours_of(odd.latest) >= hours_of(nothing.latest) * 0.9
+        assert hours_of(odd.earliest) < hours_of(nothing.earliest)
+
+    def test_a_promise_beside_a_little_history_is_not_falsely_narrow(self) -> None:
+        # Three deliveries promised in 24 h took 48 to 50 h: the promise alone would say
+        # 16 to 35 h, a range none of them fell in.
+        promised = carrier(promised_delivery_at=at(24))
+        history = eta.lane_stats([Transit(h, promised_hours=24.0) for h in (48, 49, 50)])
+        e = eta.estimate(promised, history, T0)
+        assert e.basis == "default"
+        assert "only 3 past deliveries on this lane (2.0 days at the median)" in e.reason
+        assert "beside the promised 24.0 h" in e.reason
+        # Between the promise and the lane, and wide enough to hold both.
+        assert 24 < hours_of(e.eta) < 48
+        assert hours_of(e.earliest) < 24 and hours_of(e.latest) > 50
+        # Without any history the promise is all there is.
+        alone = eta.estimate(promised, eta.LaneStats(), T0)
+        assert alone.basis == "promised"
+        assert hours_of(alone.latest) < 40
 
     def test_a_lane_that_always_beats_its_promise_corrects_it(self) -> None:
         history = eta.lane_stats([Transit(h, promised_hours=24.0) for h in (18, 19, 18, 20, 17)])
@@ -108,6 +142,23 @@ class TestElapsedTime:
     def test_overdue_shipments_say_so(self) -> None:
         e = eta.estimate(carrier(), lane(10, 11, 12, 13, 12, 11), at(30))
         assert e.reason.startswith("Still on the way 30.0 h after dispatch")
+
+    @pytest.mark.parametrize(("mode", "promised"), [("courier", 0.5), ("hand_carry", 13)])
+    def test_past_its_promise_the_range_stays_as_wide_as_the_promise_allows(
+        self, mode: str, promised: float
+    ) -> None:
+        # Past 9 in 10 promised arrivals, what is ahead is no surer than it was at
+        # dispatch: at least the promise's own width above the estimate.
+        model = eta.TransitModel(promised, eta.PROMISE_SPREAD[mode])
+        width = model.quantile(0.9) - model.quantile(0.5)
+        facts = carrier(mode=mode, promised_delivery_at=at(promised))
+        for overdue in (1.3, 1.5, 2, 5):
+            now = at(promised * overdue)
+            e = eta.estimate(facts, eta.LaneStats(), now)
+            assert e.eta is not None and e.earliest is not None and e.latest is not None
+            assert e.basis == "promised"
+            assert now <= e.earliest <= e.eta < e.latest, overdue
+            assert hours_of(e.latest) - hours_of(e.eta) >= width - 1 / 60, overdue
 
 
 class TestCheckpoints:
@@ -213,6 +264,51 @@ class TestEndStates:
         held = eta.estimate(carrier(status="exception", exception_at=at(2)), history, at(2))
         assert held.eta > normal.eta and held.latest > normal.latest
         assert "exception" in held.reason
+
+
+class TestOutForDelivery:
+    """An out-for-delivery scan puts the shipment on its last round: it arrives within
+    the day after the scan."""
+
+    def test_the_scan_brings_a_far_estimate_within_the_day(self) -> None:
+        facts = carrier(promised_delivery_at=at(48))
+        now = at(20)
+        before = eta.estimate(facts, eta.LaneStats(), now)
+        out = carrier(promised_delivery_at=at(48), out_for_delivery_at=at(19))
+        after = eta.estimate(out, eta.LaneStats(), now)
+        assert hours_of(before.eta) > 40
+        assert after.eta == at(19 + eta.OUT_FOR_DELIVERY_HOURS[0.5])
+        assert after.earliest == now
+        assert after.latest == at(19 + eta.OUT_FOR_DELIVERY_HOURS[0.9])
+        assert after.basis == "checkpoints"
+        assert after.reason.startswith("Out for delivery since 21 Nov 01:00 UTC")
+        assert eta.when(after.eta) in after.reason
+        # Risk follows: a job needed by tonight is no longer late.
+        assert eta.risk("in_transit", before, at(30), None) == "late"
+        assert eta.risk("in_transit", after, at(30), None) == "on_track"
+
+    def test_a_scan_long_past_keeps_the_estimate_ahead_of_now(self) -> None:
+        out = carrier(promised_delivery_at=at(48), out_for_delivery_at=at(19))
+        for hours in (25, 30, 40):
+            now = at(hours)
+            e = eta.estimate(out, eta.LaneStats(), now)
+            assert e.eta is not None and e.earliest is not None and e.latest is not None
+            assert now <= e.earliest <= e.eta < e.latest, hours
+
+    def test_the_scan_never_makes_a_sooner_estimate_later(self) -> None:
+        # A courier across town, promised within the hour.
+        facts = carrier(mode="courier", promised_delivery_at=at(1))
+        out = carrier(mode="courier", promised_delivery_at=at(1), out_for_delivery_at=at(0.5))
+        assert eta.estimate(out, eta.LaneStats(), at(0.6)) == eta.estimate(
+            facts, eta.LaneStats(), at(0.6)
+        )
+
+    def test_a_scan_from_before_the_dispatch_says_nothing(self) -> None:
+        facts = carrier(promised_delivery_at=at(48))
+        out = carrier(promised_delivery_at=at(48), out_for_delivery_at=at(-5))
+        assert eta.estimate(out, eta.LaneStats(), at(20)) == eta.estimate(
+            facts, eta.LaneStats(), at(20)
+        )
 
 
 class TestWildLanes:
