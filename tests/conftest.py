@@ -140,9 +140,25 @@ class RabbitPrefixes:
                         channel = conn.channel()
 
 
+def _need_amqp_handshake(url: str) -> None:
+    """A broker that takes TCP connections may still not answer AMQP (its sockets used
+    up, or wedged): say so once, rather than as a timeout in every test."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=10) as conn:
+            conn.connect()
+    except Exception as exc:
+        problem = f"RabbitMQ takes connections but does not answer AMQP: {exc!r}"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{problem} (PARTSFLOW_REQUIRE_SERVICES=1)")
+        pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def rabbitmq(run_id: str) -> Iterator[RabbitPrefixes]:
     _need("RabbitMQ", "127.0.0.1", 5672)
+    _need_amqp_handshake(AMQP_URL)
     prefixes = RabbitPrefixes(AMQP_URL, run_id)
     yield prefixes
     prefixes.cleanup()

@@ -80,8 +80,10 @@ class Servers:
     postgres: PrivatePostgres
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def servers() -> Iterator[Servers]:
+    """Started once for the fault suite and stopped when it ends, so that two brokers
+    and two database servers do not share the machine with the tests after it."""
     base = Path(tempfile.mkdtemp(prefix="pf-faults-"))
     base.chmod(0o711)  # the PostgreSQL cluster may belong to another user
     (base / "pg").mkdir()
