@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -250,16 +260,8 @@ class Inventory:
         if taken:
             raise Conflict(f"serial numbers already known: {', '.join(taken[:10])}", serials=taken)
         if found:
-            back = s.execute(
-                update(unit_t)
-                .where(unit_t.c.serial.in_(found), unit_t.c.status == "written_off")
-                .values(
-                    warehouse_id=warehouse.id,
-                    status="available",
-                    reservation_id=None,
-                    location=None,
-                    updated_at=now,
-                )
+            back = _shelve_units(
+                s, warehouse.id, now, unit_t.c.serial.in_(found), unit_t.c.status == "written_off"
             )
             if back.rowcount != len(found):
                 raise Conflict("a serial number was registered at the same moment")
@@ -873,17 +875,7 @@ class Inventory:
                 if target is not None and row.quantity:
                     part = s.get(Part, row.part_id)
                     level, existed = _add_stock(s, target.id, part.id, row.quantity)
-                    s.execute(
-                        update(unit_t)
-                        .where(unit_t.c.serial.in_(serials))
-                        .values(
-                            warehouse_id=target.id,
-                            status="available",
-                            reservation_id=None,
-                            location=None,
-                            updated_at=now,
-                        )
-                    )
+                    _shelve_units(s, target.id, now, unit_t.c.serial.in_(serials))
                     _add_movements(
                         s,
                         [
@@ -1766,6 +1758,23 @@ def _change_stock(
         },
     ).first()
     return None if row is None else StockLevel(row.on_hand, row.reserved)
+
+
+def _shelve_units(
+    s: Session, warehouse_id: int, now: datetime, *which: ColumnElement[bool]
+) -> CursorResult[Any]:
+    """Puts the units ``which`` selects on a warehouse's shelf, free to reserve."""
+    return s.execute(
+        update(unit_t)
+        .where(*which)
+        .values(
+            warehouse_id=warehouse_id,
+            status="available",
+            reservation_id=None,
+            location=None,
+            updated_at=now,
+        )
+    )
 
 
 def _add_stock(
