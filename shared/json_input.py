@@ -13,11 +13,18 @@ _UNKEEPABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def read_json(raw: bytes | str) -> Any:
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise json.JSONDecodeError("not UTF-8", "", 0) from None
     try:
         value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError as exc:  # a number too long to convert, say
+        raise json.JSONDecodeError(str(exc), text, 0) from None
     if _UNKEEPABLE_ESCAPE.search(text) and not _all_text(value):
         raise json.JSONDecodeError("a string holds NUL or half a surrogate pair", text, 0)
     return value

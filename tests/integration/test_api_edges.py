@@ -214,10 +214,12 @@ class TestBadInput:
             "[" * 100_000 + "]" * 100_000,
             '{"warehouse": "CDU", "part_number": "GEL-250", "quantity": 1, '
             '"reference": "x\\udfffy"}',
+            '{"warehouse": "CDU", "part_number": "GEL-250", "quantity": 1' + "0" * 5000 + "}",
+            b'{"warehouse": "CDU", "part_number": "GEL-250", "quantity": 1, "reference": "\xff"}',
         ],
-        ids=["nested too deeply", "lone surrogate"],
+        ids=["nested too deeply", "lone surrogate", "number too long to read", "not UTF-8"],
     )
-    def test_json_no_service_can_keep_is_422(self, api: ApiClient, body: str) -> None:
+    def test_json_no_service_can_keep_is_422(self, api: ApiClient, body: str | bytes) -> None:
         for headers in ({}, {"Idempotency-Key": "odd-body"}):
             reply = api.post(
                 f"{V1}/receipts", data=body, content_type="application/json", headers=headers
