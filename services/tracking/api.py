@@ -78,7 +78,7 @@ class JobById(MethodView):
     @requires(READ)
     @jobs.response(200, schemas.JobOut)
     def get(self, job_id: str) -> Any:
-        return tracking().job_view(job_id)
+        return tracking().job_view(job_id, wait_for_job=True)
 
 
 @alerts.route("")

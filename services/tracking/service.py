@@ -166,8 +166,9 @@ class Tracking:
     def _once_heard_of(
         self, work: Callable[[], _T], lookup: Callable[[Session], str | None], wait: bool
     ) -> _T:
-        """``work``, about a shipment; if tracking has not heard of it (NotFound) and
-        ``wait``, again once it has, waiting SHIPMENT_GRACE_SECONDS at most."""
+        """``work``, about a shipment or a job; if tracking has not heard of it
+        (NotFound) and ``wait``, again once it has, waiting SHIPMENT_GRACE_SECONDS at
+        most."""
 
         def heard() -> bool:
             with self.db.reading() as s:
@@ -1367,8 +1368,17 @@ class Tracking:
                 raise NotFound(f"no shipment {shipment_id}")
             return eta_resource(self._snapshot(s, shipment, now, _Lanes()))
 
-    def job_view(self, job_id: str) -> dict[str, Any]:
-        """The job as its owner needs it: each part, where it is, when it arrives."""
+    def job_view(self, job_id: str, *, wait_for_job: bool = False) -> dict[str, Any]:
+        """The job as its owner needs it: each part, where it is, when it arrives.
+        ``wait_for_job``: a job whose first reservation was just made may still be on
+        its way from inventory; wait a moment for it before answering that it is unknown."""
+        return self._once_heard_of(
+            lambda: self._job_view_now(job_id),
+            lambda s: s.scalar(select(Job.job_id).where(Job.job_id == job_id)),
+            wait_for_job,
+        )
+
+    def _job_view_now(self, job_id: str) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.reading() as s:
             job = s.get(Job, job_id)

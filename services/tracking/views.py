@@ -223,7 +223,7 @@ def job(job_id: str) -> Any:
         return pages.forbidden(user)
     return render_template(
         "tracking/job.html",
-        job=tracking().job_view(job_id),
+        job=tracking().job_view(job_id, wait_for_job=True),
         share_link=job_link(job_id) if user is not None else None,
         link_days=JOB_LINK_DAYS,
         refresh_seconds=REFRESH_SECONDS,

@@ -25,6 +25,7 @@ from tests.integration.tracking_support import (
     shipment_data,
     start_tracking,
 )
+from tests.support import reservation_body
 
 
 @pytest.fixture
@@ -778,6 +779,19 @@ class TestAShipmentJustCreated:
             shipment_id = self.create_shipment(embedded)
             reply = engineer.get(f"{V1}/shipments/{shipment_id}/events")
             assert (reply.status, reply.body) == (200, [])
+
+    def test_a_job_just_reserved_for_is_shown_at_once(self, embedded: RunningSystem) -> None:
+        logistics, engineer = embedded.api("logistics"), embedded.api("engineer")
+        receipt = {"warehouse": "CDU", "part_number": "XRT-2000", "quantity": 3}
+        assert logistics.post("/inventory/api/v1/receipts", receipt).status == 201
+        for n in range(3):
+            body = reservation_body(part_number="XRT-2000", warehouse="CDU", job_id=f"JUST-{n}")
+            reserved = logistics.post("/inventory/api/v1/reservations", body)
+            assert reserved.status == 201, reserved
+            reply = engineer.get(f"{V1}/jobs/JUST-{n}")
+            assert reply.status == 200, reply
+            assert [p["reservation_id"] for p in reply.body["parts"]] == [reserved.body["id"]]
+        assert embedded.api().get(f"{V1}/jobs/NO-SUCH-JOB").status == 404
 
     def test_a_shipment_never_created_is_still_404_soon(self, embedded: RunningSystem) -> None:
         started = time.monotonic()
