@@ -485,6 +485,10 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
             return response
         g.user = user
         structlog.contextvars.bind_contextvars(user=user.name)
+        # The role is checked before anything is said about the body.
+        permission = _permission_asked(app)
+        if permission is not None and not user.can(permission):
+            return _forbidden(user, permission)
         if request.method in ("POST", "PUT", "PATCH") and _has_body() and not request.is_json:
             return problem(
                 415,
@@ -776,6 +780,18 @@ def current_user() -> User:
     return g.user
 
 
+def _forbidden(user: User, permission: str) -> Response:
+    return problem(403, "Forbidden", f"The role {user.role!r} may not do this ({permission}).")
+
+
+def _permission_asked(app: Flask) -> str | None:
+    """The permission the view this request is routed to asks for (see :func:`requires`)."""
+    view = app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    handler = getattr(view_class, request.method.lower(), None) if view_class else view
+    return getattr(handler, "required_permission", None)
+
+
 def requires(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A view that needs ``permission``; the API's before-request hook has already
     turned a missing or unknown token into 401."""
@@ -787,9 +803,7 @@ def requires(permission: str) -> Callable[[Callable[..., Any]], Callable[..., An
             if user is None:
                 return problem(401, "Unauthorized", "Sign in first.")
             if not user.can(permission):
-                return problem(
-                    403, "Forbidden", f"The role {user.role!r} may not do this ({permission})."
-                )
+                return _forbidden(user, permission)
             return view(*args, **kwargs)
 
         wrapper.required_permission = permission  # type: ignore[attr-defined]

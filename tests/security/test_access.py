@@ -90,16 +90,21 @@ class TestWritesByRole:
                 if route.permission in PERMISSIONS[role]:
                     continue
                 checked += 1
-                response = client.open(
-                    route.path, method=route.method, json={}, headers=bearer(system.tokens[role])
-                )
-                body = response.get_json(silent=True) or {}
-                if (
-                    response.status_code != 403
-                    or response.mimetype != PROBLEM_JSON
-                    or body.get("status") != 403
-                ):
-                    wrong.append(f"{route} as {role}: {response.status_code}")
+                # Refused for who sent it before anything is said of what was sent.
+                for sent in ({"json": {}}, {"data": "garbage", "content_type": "text/plain"}):
+                    response = client.open(
+                        route.path,
+                        method=route.method,
+                        headers=bearer(system.tokens[role]),
+                        **sent,
+                    )
+                    body = response.get_json(silent=True) or {}
+                    if (
+                        response.status_code != 403
+                        or response.mimetype != PROBLEM_JSON
+                        or body.get("status") != 403
+                    ):
+                        wrong.append(f"{route} as {role}, {sent}: {response.status_code}")
         assert wrong == []
         assert checked > 20
         assert system.announced() == before
