@@ -252,13 +252,7 @@ class TestRescue:
         assert job["risk"] == "lost"
         # Reserved again by hand (from stock received since, say): that one answers.
         by_hand = probe_from_chengdu(warehouse="CTU")
-        tracking.reservation("confirmed", by_hand)
-        (alert,) = tracking.open_alerts(kind="lost")
-        assert "a replacement TEE-P7 is reserved at CTU" in alert["message"]
-        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
-        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
-        assert fresh["replaces"] == probe["id"]
-        assert job["risk"] == fresh["risk"] != "lost"
+        answers_by_hand(tracking, by_hand, probe, "a replacement TEE-P7 is reserved at CTU")
 
     def test_a_replacement_lost_too_is_replaced_in_turn(self, tracking: TrackingUnderTest) -> None:
         _, shipment, replacement = replaced_from_chengdu(tracking)
@@ -301,17 +295,10 @@ class TestRescue:
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         # A probe arrives at CDU; logistics reserves it for the job by hand.
         by_hand = probe_from_chengdu()
-        tracking.reservation("confirmed", by_hand)
-        (alert,) = tracking.open_alerts(kind="lost")
-        assert "reserved at CDU" in alert["message"]
-        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
-        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
-        assert fresh["replaces"] == probe["id"]
-        assert job["risk"] == fresh["risk"] != "lost"
+        answers_by_hand(tracking, by_hand, probe, "reserved at CDU")
         # A later version of it (its shipment planned, say) keeps it a replacement.
         tracking.reservation("confirmed", {**by_hand, "version": 2, "shipment_id": "s-9"})
-        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
-        fresh = next(p for p in job["parts"] if p["reservation_id"] == by_hand["id"])
+        _, fresh = job_part(tracking, by_hand["id"])
         assert fresh["replaces"] == probe["id"]
 
     def test_the_lost_alert_follows_the_job_to_its_new_owner(
@@ -413,3 +400,22 @@ class TestLostReportAfterTheDelivery:
             if m["data"]["id"] == alert["id"]
         ]
         assert announced["resolved_at"] == alert["resolved_at"]
+
+
+def job_part(tracking: TrackingUnderTest, reservation_id: str) -> tuple[dict, dict]:
+    """JOB-TEE's view as its engineer sees it, and its part for ``reservation_id``."""
+    job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+    return job, next(p for p in job["parts"] if p["reservation_id"] == reservation_id)
+
+
+def answers_by_hand(
+    tracking: TrackingUnderTest, by_hand: dict, lost: dict, alert_words: str
+) -> None:
+    """``by_hand``, reserved by people for the job, answers the rescue of ``lost``: the
+    lost alert says so, and the job shows it as the replacement, no longer lost."""
+    tracking.reservation("confirmed", by_hand)
+    (alert,) = tracking.open_alerts(kind="lost")
+    assert alert_words in alert["message"]
+    job, fresh = job_part(tracking, by_hand["id"])
+    assert fresh["replaces"] == lost["id"]
+    assert job["risk"] == fresh["risk"] != "lost"
