@@ -101,7 +101,12 @@ class AdjustmentIn(Schema):
         ],
     )
     reason = Text(required=True, max_length=500)
-    serials = SerialList()
+    serials = SerialList(
+        metadata={
+            "description": "For a serialized part, one per unit: required for units added; "
+            "for units taken off, without it units no job was promised are taken"
+        }
+    )
 
     @validates_schema
     def _serials(self, data: dict, **_: object) -> None:
@@ -124,7 +129,9 @@ class ReceiptOut(Schema):
 
 
 class AdjustmentOut(ReceiptOut):
-    pass
+    serials = fields.List(
+        fields.String(), metadata={"description": "The serial units added or written off"}
+    )
 
 
 class StockQuery(Schema):

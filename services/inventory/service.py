@@ -312,7 +312,10 @@ class Inventory:
                         f"reserved ({current.reserved}) or below zero",
                         stock=stock_resource(warehouse.code, part, current),
                     )
-                # Which units are gone matters only once the count allows it at all.
+                # Which units are gone matters only once the count allows it at all. Not
+                # named, they are units on the shelf that no one has been promised.
+                if part.serialized and not serials:
+                    serials = self._pick_units(s, part.id, warehouse.id, -delta)
                 _check_serials_given(part, serials, -delta, "delta")
                 if part.serialized:
                     removed = (
@@ -368,7 +371,7 @@ class Inventory:
                 reason=reference,
                 serials=serials,
                 actor=actor,
-            )
+            ) | {"serials": serials}
 
     def list_stock(
         self,
@@ -654,7 +657,17 @@ class Inventory:
         quantity: int,
         now: datetime,
     ) -> list[str]:
-        # The stock row is locked already, so no other reservation picks units here now.
+        serials = self._pick_units(s, part_id, warehouse_id, quantity)
+        s.execute(
+            update(unit_t)
+            .where(unit_t.c.serial.in_(serials))
+            .values(status="reserved", reservation_id=reservation_id, updated_at=now)
+        )
+        return serials
+
+    def _pick_units(self, s: Session, part_id: int, warehouse_id: int, quantity: int) -> list[str]:
+        """Units on the shelf and promised to no one, in serial order. The caller has
+        locked the stock row already, so no one else picks units here meanwhile."""
         pick = (
             select(unit_t.c.serial)
             .where(
@@ -670,11 +683,6 @@ class Inventory:
         serials = list(s.scalars(pick).all())
         if len(serials) < quantity:
             raise Conflict("the stock count and the serial units disagree; count the units")
-        s.execute(
-            update(unit_t)
-            .where(unit_t.c.serial.in_(serials))
-            .values(status="reserved", reservation_id=reservation_id, updated_at=now)
-        )
         return serials
 
     def _preempt(

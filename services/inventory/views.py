@@ -246,9 +246,12 @@ def adjust() -> Any:
         )
         if result:
             level = result["stock"]
+            serials = result["serials"]
             return succeed(
                 f"Adjusted {data['part_number']} at {data['warehouse']} by {data['delta']:+d} "
-                f"({data['reason']}). On hand {level['on_hand']}, "
+                f"({data['reason']}"
+                + (f"; serials {', '.join(serials)}" if serials else "")
+                + f"). On hand {level['on_hand']}, "
                 f"available {level['available']}.",
                 url_for(".stock", part_number=data["part_number"], warehouse=data["warehouse"]),
             )

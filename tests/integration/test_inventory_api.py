@@ -196,6 +196,34 @@ class TestAdjustments:
         assert reply.status == 201
         assert api.get(f"{V1}/units/T-2").body["status"] == "written_off"
 
+    def test_serialized_write_down_without_serials_takes_units_no_one_was_promised(
+        self, api: ApiClient
+    ) -> None:
+        receive_tubes(api, "CDU", "T-1", "T-2", "T-3")
+        held = api.post(
+            f"{V1}/reservations", reservation_body(part_number="XRT-2000", warehouse="CDU")
+        )
+        assert held.status == 201
+        reply = api.post(
+            f"{V1}/adjustments",
+            {"warehouse": "CDU", "part_number": "XRT-2000", "delta": -2, "reason": "flood"},
+        )
+        assert reply.status == 201
+        assert reply.body["stock"] | {} == {**reply.body["stock"], "on_hand": 1, "available": 0}
+        statuses = {s: api.get(f"{V1}/units/{s}").body["status"] for s in ("T-1", "T-2", "T-3")}
+        assert statuses[held.body["serials"][0]] == "reserved"
+        assert sorted(statuses.values()) == ["reserved", "written_off", "written_off"]
+        lines = api.get(f"{V1}/movements", part_number="XRT-2000").body
+        written_off = {line["serial"] for line in lines if line["kind"] == "adjustment"}
+        assert written_off == {s for s, status in statuses.items() if status == "written_off"}
+        assert set(reply.body["serials"]) == written_off
+        # A count that would take the promised unit is still refused.
+        reply = api.post(
+            f"{V1}/adjustments",
+            {"warehouse": "CDU", "part_number": "XRT-2000", "delta": -1, "reason": "flood"},
+        )
+        assert reply.status == 409
+
     def test_a_unit_written_off_that_turns_up_again_comes_back(self, api: ApiClient) -> None:
         receive_tubes(api, "CDU", "T-1", "T-2")
         write_off = {
@@ -227,10 +255,10 @@ class TestAdjustments:
         assert api.post(f"{V1}/adjustments", write_down).status == 409
         assert api.post(f"{V1}/adjustments", {**write_down, "warehouse": "SHA"}).status == 409
         receive_tubes(api, "CDU", "T-2")
-        # The count allows it now: which unit is gone must be said.
-        refused = api.post(f"{V1}/adjustments", write_down)
-        assert refused.status == 422
-        assert "serials" in refused.body["errors"]
+        # The count allows it now: the unit no one was promised is the one written off.
+        assert api.post(f"{V1}/adjustments", write_down).status == 201
+        assert api.get(f"{V1}/units/T-2").body["status"] == "written_off"
+        assert api.get(f"{V1}/units/T-1").body["status"] == "reserved"
 
     def test_zero_delta_is_refused(self, api: ApiClient) -> None:
         reply = api.post(
