@@ -200,7 +200,14 @@ class ReservationOut(Schema):
     serials = fields.List(fields.String())
     replaces = fields.String(allow_none=True)
     preempted_by = fields.String(allow_none=True)
-    shipment_id = fields.String(allow_none=True)
+    shipment_id = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The shipment planned by hand that this reservation was made "
+            "for; a shipment planned for it by itself is found with GET "
+            "/shipments/api/v1/shipments?reservation_id=<id>"
+        },
+    )
     request_id = fields.String(allow_none=True)
     route = fields.Nested(RouteOut, allow_none=True)
     version = fields.Integer()
