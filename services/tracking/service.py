@@ -893,13 +893,13 @@ class Tracking:
             )
         reservations = _reservations(s, [ln.reservation_id for ln in lines if ln.reservation_id])
         job = s.get(Job, shipment.job_id) if shipment.job_id else None
+        # Judged against its own time, or its job's when it carries the job's
+        # reservations: another shipment of the job may have another time.
         required_by = shipment.required_by
         if reservations:
             required_by = (job.required_by if job else None) or min(
                 r.required_by for r in reservations
             )
-        elif required_by is None and job is not None:
-            required_by = job.required_by
         # The job's reservations say who owns it now (a job handed over keeps its
         # shipments); the shipment's own owner is for jobs no reservation told of.
         owner = (job.owner if job else None) or shipment.owner

@@ -70,6 +70,20 @@ class TestRaisedOnceResolvedWhenGone:
         assert published["tracking.alert.raised"] == 3
         assert published["tracking.alert.resolved"] == 3
 
+    def test_a_shipment_without_reservations_is_judged_by_its_own_time_not_the_job_s(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        # Two shipments planned by hand for one job: the first must be there in 2 h,
+        # the second names no time.
+        urgent = shipment_data(required_by=iso(at(2)), promised_delivery_at=iso(at(13)))
+        untimed = shipment_data(required_by=None, promised_delivery_at=iso(at(13)))
+        tracking.shipment("dispatched", urgent)
+        tracking.shipment("dispatched", untimed)
+        eta = tracking.api().get(f"{V1}/shipments/{untimed['id']}/eta").body
+        assert (eta["required_by"], eta["risk"]) == (None, "on_track")
+        late = tracking.open_alerts(kind="late")
+        assert [a["shipment_id"] for a in late] == [urgent["id"]]
+
     def test_late_and_at_risk_take_over_from_each_other_as_the_estimate_moves(
         self, tracking: TrackingUnderTest
     ) -> None:
