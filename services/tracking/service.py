@@ -1041,14 +1041,16 @@ class Tracking:
     def _lane(self, s: Session, key: LaneKey, lanes: _Lanes) -> eta.LaneStats:
         if key not in lanes.stats:
             origin, destination, mode, carrier = key
-            lanes.stats[key] = self._cached_lane_stats(
-                s,
-                key,
+            conditions = [
                 LaneTransit.origin_region == origin,
                 LaneTransit.destination_region == destination,
                 LaneTransit.mode == mode,
-                LaneTransit.carrier == carrier,
-            )
+            ]
+            # A carrier shipment gets its carrier at dispatch; until then every
+            # carrier's deliveries on the route say more than none.
+            if carrier or mode != "carrier":
+                conditions.append(LaneTransit.carrier == carrier)
+            lanes.stats[key] = self._cached_lane_stats(s, key, *conditions)
         return lanes.stats[key]
 
     def _region_lane(
@@ -1110,7 +1112,11 @@ class Tracking:
         transit.delivered_at = shipment.delivered_at
         s.add(transit)
         s.flush()
-        self._lane_cache.forget((origin, destination, mode, carrier), (origin, destination))
+        self._lane_cache.forget(
+            (origin, destination, mode, carrier),
+            (origin, destination, mode, ""),
+            (origin, destination),
+        )
 
     # ==================================================================================
     # The lost-part rescue

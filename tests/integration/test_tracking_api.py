@@ -529,6 +529,33 @@ class TestEta:
         tracking.shipment("dispatched", other)
         assert tracking.api().get(f"{V1}/shipments/{other['id']}/eta").body["basis"] == "default"
 
+    def test_a_carrier_shipment_not_dispatched_reads_every_carrier_on_its_route(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        for carrier, hours in (("SF", 20), ("SF", 22), ("SF", 24), ("EMS", 26), ("EMS", 30)):
+            past = shipment_data(
+                mode="carrier",
+                carrier=carrier,
+                tracking_number=f"{carrier}{hours}",
+                status="delivered",
+                promised_delivery_at=None,
+                dispatched_at=iso(T0 - timedelta(days=30)),
+                delivered_at=iso(T0 - timedelta(days=30) + timedelta(hours=hours)),
+            )
+            tracking.shipment("delivered", past)
+        planned = shipment_data(
+            mode="carrier", status="planned", dispatched_at=None, promised_delivery_at=None
+        )
+        tracking.shipment("planned", planned)
+        eta = tracking.api().get(f"{V1}/shipments/{planned['id']}/eta").body
+        assert eta["basis"] == "lane_history"
+        assert eta["eta"] == iso(at(24))
+        # Dispatched with its carrier, it reads that carrier's deliveries alone.
+        dispatched = {**planned, "status": "in_transit", "dispatched_at": iso(T0)}
+        tracking.shipment("dispatched", dispatched | {"carrier": "SF", "tracking_number": "SF1"})
+        eta = tracking.api().get(f"{V1}/shipments/{planned['id']}/eta").body
+        assert eta["basis"] != "lane_history" and "3 past deliveries" in eta["reason"]
+
     def test_an_out_for_delivery_scan_brings_the_eta_within_the_day(
         self, tracking: TrackingUnderTest
     ) -> None:
