@@ -55,6 +55,9 @@ class CheckpointOut(Schema):
     due_at = fields.DateTime()
     passed_at = fields.DateTime(allow_none=True)
     overdue = fields.Boolean()
+    missed = fields.Boolean(
+        metadata={"description": "Not scanned, but a later checkpoint was passed"}
+    )
 
 
 class LastEventOut(Schema):

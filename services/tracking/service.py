@@ -1548,16 +1548,30 @@ def alert_resource(a: Alert) -> dict[str, Any]:
     }
 
 
+def _checkpoint_resources(
+    checkpoints: Sequence[eta.Checkpoint], now: datetime, *, ended: bool
+) -> list[dict]:
+    passed = [i for i, c in enumerate(checkpoints) if c.passed_at is not None]
+    last_passed = passed[-1] if passed else -1
+    return [
+        _checkpoint_resource(c, now, ended=ended, missed=i < last_passed)
+        for i, c in enumerate(checkpoints)
+    ]
+
+
 def _checkpoint_resource(
-    c: eta.Checkpoint | ShipmentCheckpoint, now: datetime, *, ended: bool = False
+    c: eta.Checkpoint, now: datetime, *, ended: bool = False, missed: bool = False
 ) -> dict:
     """``ended``: the journey is over (delivered, lost, cancelled), so a checkpoint it
-    never passed is no longer overdue: nothing is coming to pass it."""
+    never passed is no longer overdue: nothing is coming to pass it. ``missed``: a
+    later checkpoint was passed, so the shipment went by this one unscanned."""
+    missed = missed and c.passed_at is None
     return {
         "name": c.name,
         "due_at": c.due_at,
         "passed_at": c.passed_at,
-        "overdue": not ended and c.passed_at is None and c.due_at < now,
+        "overdue": not ended and not missed and c.passed_at is None and c.due_at < now,
+        "missed": missed,
     }
 
 
@@ -1587,7 +1601,11 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
         "required_by": snap.required_by,
         "risk": snap.risk,
         "next_checkpoint": (
-            _checkpoint_resource(estimate.next_checkpoint, snap.now)
+            _checkpoint_resource(
+                estimate.next_checkpoint,
+                snap.now,
+                missed=estimate.next_checkpoint is not estimate.checkpoint_ahead,
+            )
             if estimate.next_checkpoint
             else None
         ),
@@ -1597,7 +1615,7 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
         "dispatched_at": snap.shipment.dispatched_at,
         "delivered_at": snap.shipment.delivered_at,
         "promised_delivery_at": snap.shipment.promised_delivery_at,
-        "checkpoints": [_checkpoint_resource(c, snap.now, ended=ended) for c in snap.checkpoints],
+        "checkpoints": _checkpoint_resources(snap.checkpoints, snap.now, ended=ended),
         "last_event": _last_event_resource(snap.last_event),
     }
 

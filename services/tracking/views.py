@@ -174,9 +174,10 @@ def acknowledge(alert_id: str) -> Any:
 @page_requires(RECORD_EVENTS)
 def record_scan(shipment_id: str) -> Any:
     eta = tracking().shipment_eta(shipment_id)
-    next_checkpoint = eta.get("next_checkpoint") or {}
+    # The first checkpoint ahead: one gone by unscanned can still be chosen by hand.
+    ahead = next((c for c in eta["checkpoints"] if not (c["passed_at"] or c["missed"])), None)
     form = ScanForm(
-        data={"checkpoint": next_checkpoint.get("name")} if request.method == "GET" else None
+        data={"checkpoint": ahead["name"] if ahead else None} if request.method == "GET" else None
     )
     pages.form_defaults(form)
     if request.method == "GET":
@@ -196,7 +197,7 @@ def record_scan(shipment_id: str) -> Any:
                 url_for(".shipment_scans", shipment_id=shipment_id),
             )
     return render_template(
-        "tracking/scan.html", form=form, eta=eta, shipment_id=shipment_id
+        "tracking/scan.html", form=form, eta=eta, ahead=ahead, shipment_id=shipment_id
     ), form.status_code
 
 

@@ -151,6 +151,30 @@ class TestScans:
             ("checkpoint", "Kangding", "dispatcher")
         ]
 
+    def test_a_checkpoint_gone_by_unscanned_is_shown_as_not_scanned(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=11))
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        assert staff.get(form).value("checkpoint") == "Kangding"
+        reply = staff.submit(
+            form,
+            {
+                "kind": "checkpoint",
+                "checkpoint": "Ganzi",
+                "occurred_at": "2026-11-23T16:50",
+                "utc_offset": "+00:00",
+            },
+        )
+        assert reply.status == 302
+        page = staff.get(reply.location)
+        assert "Not scanned Kangding" in page.body_text
+        assert "Passed Ganzi" in page.body_text
+        assert "Overdue" not in page.body_text
+        # No checkpoint is ahead any more: the form names none.
+        assert not staff.get(form).value("checkpoint")
+
     def test_a_scan_entered_in_new_zealand_summer_time(self, site: Site, staff: PageClient) -> None:
         shipment = dispatched_tube(site)
         site.clock.advance(timedelta(hours=1))

@@ -637,6 +637,31 @@ class TestEta:
         (part,) = job["parts"]
         assert [c["overdue"] for c in part["checkpoints"]] == [False] * 12
 
+    def test_a_checkpoint_gone_by_unscanned_is_missed_not_overdue(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        shipment = shipment_data(checkpoints=hourly_checkpoints(5))
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(3.5))
+        for name, hours in (("CP1", 1), ("CP3", 3)):
+            body = event_body(shipment["id"], "checkpoint", at(hours), checkpoint=name)
+            assert tracking.api("service").post(f"{V1}/events", body).status == 201
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        states = [(c["name"], c["overdue"], c["missed"]) for c in eta["checkpoints"]]
+        assert states == [
+            ("CP1", False, False),
+            ("CP2", False, True),
+            ("CP3", False, False),
+            ("CP4", False, False),
+            ("CP5", False, False),
+        ]
+        # Still the first not passed, as the contract says, but known to be behind.
+        assert (eta["next_checkpoint"]["name"], eta["next_checkpoint"]["missed"]) == ("CP2", True)
+        assert not eta["next_checkpoint"]["overdue"]
+        tracking.clock.set(at(4.5))
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert [c["name"] for c in eta["checkpoints"] if c["overdue"]] == ["CP4"]
+
 
 class TestJobView:
     def test_parts_reservations_and_shipments_of_a_job(self, tracking: TrackingUnderTest) -> None:
