@@ -207,6 +207,5 @@ def run_names(settings: Settings) -> tuple[list[str], list[str]]:
         topology.exchange_name("event"),
         topology.exchange_name("command"),
         topology.dead_letter_exchange_name,
-        topology.unrouted_name,
     ]
     return topology.all_queue_names(), exchanges

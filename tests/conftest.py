@@ -132,7 +132,6 @@ class RabbitPrefixes:
                     topology.exchange_name("event"),
                     topology.exchange_name("command"),
                     topology.dead_letter_exchange_name,
-                    topology.unrouted_name,
                 ):
                     try:
                         channel.exchange_delete(name)

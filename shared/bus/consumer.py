@@ -35,7 +35,7 @@ from shared.bus.connection import connect, connection_errors
 from shared.bus.context import MessageContext, NewsOnItsWay, message_context
 from shared.bus.envelope import MalformedMessage, decode, usable_id
 from shared.bus.store import NO_REPLY_QUEUE, DuplicateDelivery
-from shared.bus.topology import COMMAND, QueueSpec, Topology, TopologyError
+from shared.bus.topology import COMMAND, EVENT, QueueSpec, Topology, TopologyError
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
 from shared.errors import InvalidInput
@@ -320,6 +320,12 @@ class MessageConsumer:
                 {"type": [f"{envelope['type']} is not a command this service takes"]},
             )
             return Outcome.DEAD, f"no handler for {envelope['type']}"
+        misrouted = self._misrouted(message, envelope["type"], route)
+        if misrouted is not None:
+            self._reject_unreadable(
+                _routing_key(message), envelope["id"], properties, {"type": [misrouted]}
+            )
+            return Outcome.DEAD, misrouted
         data = envelope["data"]
         schema = self._schemas.get(envelope["type"])
         if schema is not None:
@@ -427,6 +433,32 @@ class MessageConsumer:
             )
         )
         return Outcome.REQUEUE, reason
+
+    def _misrouted(self, message: Any, message_type: str, route: Route) -> str | None:
+        """A message is taken only as what it was sent as: its routing key is its
+        type, and an event cannot come in through the commands exchange (which outside
+        systems may be allowed to write to), nor a command through the events one."""
+        info = getattr(message, "delivery_info", None) or {}
+        exchange, routing_key = info.get("exchange"), info.get("routing_key")
+        kind = {
+            self.topology.exchange_name(COMMAND): COMMAND,
+            self.topology.exchange_name(EVENT): EVENT,
+        }.get(exchange)
+        if kind is None:
+            # Put straight into a queue (a dead letter moved back): its queue says.
+            kind = next(
+                (
+                    spec.exchange_kind
+                    for spec in self.topology.queues
+                    if self.topology.queue_name(spec) == routing_key
+                ),
+                None,
+            )
+        elif routing_key != message_type:
+            return f"{message_type} sent under the routing key {routing_key}"
+        if kind is not None and kind != route.kind:
+            return f"{message_type} is not a {kind} this service takes"
+        return None
 
     def _reject_unreadable(
         self,

@@ -1,10 +1,10 @@
 """The outbox relay: publishes committed outbox rows and marks them sent only once
 the broker has confirmed them.
 
-On RabbitMQ a batch is published on a confirm-mode channel with ``mandatory`` set,
-and the relay then waits once for all the confirms (waiting per message costs an
-order of magnitude). A row is marked sent only if every publish of it was acked
-and the primary one was not returned as unroutable. Rows are claimed with
+On RabbitMQ a batch is published on a confirm-mode channel, commands with
+``mandatory`` set, and the relay then waits once for all the confirms (waiting per
+message costs an order of magnitude). A row is marked sent only if every publish of
+it was acked and a command was not returned as unroutable. Rows are claimed with
 ``FOR UPDATE SKIP LOCKED``, so several relays of one service can run at once.
 Rows are picked by ``sent_at IS NULL``, never by a high-water mark, so a transaction
 that commits out of id order is still published.
@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection as SQLConnection
 
 from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
 from shared.bus.envelope import CONTENT_TYPE
-from shared.bus.store import OUTBOX_CHANNEL
+from shared.bus.store import COMMANDS, OUTBOX_CHANNEL
 from shared.bus.topology import Topology
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
@@ -364,7 +364,9 @@ class OutboxRelay:
         channel.events["basic_return"].add(on_return)
         try:
             for row in rows:
-                targets = [(self.topology.exchange_name(row.exchange), row.routing_key, True)]
+                # Only a command must reach a queue; an event nobody listens to is fine.
+                mandatory = row.exchange == COMMANDS
+                targets = [(self.topology.exchange_name(row.exchange), row.routing_key, mandatory)]
                 if row.reply_to:
                     targets.append(("", row.reply_to, False))
                 for exchange, routing_key, mandatory in targets:

@@ -4,9 +4,11 @@
 routing key is the message type. Every service has a work queue per purpose
 (``<prefix>.<service>.commands``, ``<prefix>.<service>.events``): quorum by default,
 with an explicit delivery limit and the dead-letter exchange ``<prefix>.dlx``, which
-routes to ``<prefix>.<service>.dead``. Events nobody listens to go to the events
-exchange's alternate exchange (``<prefix>.unrouted``, a bounded queue), so that only
-an unroutable *command* comes back to the publisher as an error.
+routes to ``<prefix>.<service>.dead``. Both exchanges are declared exactly as the
+contract names them (topic, durable, no arguments), so that any client may declare
+them too. Events are published without ``mandatory`` (one nobody listens to is
+dropped, as on any topic); a command is published with it, so an unroutable one comes
+back to the publisher as an error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from shared.config import Settings
 
 EVENT = "event"
 COMMAND = "command"
-UNROUTED_MAX_LENGTH = 10_000
 
 
 class TopologyError(RuntimeError):
@@ -67,10 +68,6 @@ class Topology:
     def dead_letter_exchange_name(self) -> str:
         return f"{self.prefix}.dlx"
 
-    @property
-    def unrouted_name(self) -> str:
-        return f"{self.prefix}.unrouted"
-
     def queue_name(self, spec: QueueSpec) -> str:
         return f"{self.prefix}.{spec.service}.{spec.purpose}"
 
@@ -85,12 +82,7 @@ class Topology:
 
     # -- kombu entities ----------------------------------------------------------------
     def events_exchange(self) -> Exchange:
-        return Exchange(
-            self.exchange_name(EVENT),
-            type="topic",
-            durable=True,
-            arguments={"alternate-exchange": self.unrouted_name},
-        )
+        return Exchange(self.exchange_name(EVENT), type="topic", durable=True)
 
     def commands_exchange(self) -> Exchange:
         return Exchange(self.exchange_name(COMMAND), type="topic", durable=True)
@@ -130,23 +122,9 @@ class Topology:
             queue_arguments={"x-queue-type": self.queue_type},
         )
 
-    def unrouted_queue(self) -> Queue:
-        return Queue(
-            self.unrouted_name,
-            exchange=Exchange(self.unrouted_name, type="fanout", durable=True),
-            routing_key="",
-            durable=True,
-            queue_arguments={
-                "x-queue-type": "classic",
-                "x-max-length": UNROUTED_MAX_LENGTH,
-                "x-overflow": "drop-head",
-            },
-        )
-
     def all_queue_names(self) -> list[str]:
         names = [self.queue_name(spec) for spec in self.queues]
         names += [self.dead_queue_name(service) for service in self.services()]
-        names.append(self.unrouted_name)
         return names
 
     # -- declaration -------------------------------------------------------------------
@@ -166,8 +144,6 @@ class Topology:
                 channel.close()
 
     def _declare_on(self, channel: Any) -> None:
-        Exchange(self.unrouted_name, type="fanout", durable=True)(channel).declare()
-        self.unrouted_queue()(channel).declare()
         self.events_exchange()(channel).declare()
         self.commands_exchange()(channel).declare()
         self.dead_letter_exchange()(channel).declare()

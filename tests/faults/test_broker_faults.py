@@ -226,7 +226,7 @@ class TestUnroutablePublish:
                     select(outbox).where(outbox.c.message_id == message_id)
                 ).one()
 
-        # An event nobody listens to is routed (to the unrouted queue) and so is sent.
+        # An event nobody listens to is dropped by the broker, as on any topic: sent.
         wait_until(lambda: row(event_id).sent_at, timeout=20, message="the event sent")
         wait_until(lambda: row(command_id).attempts >= 2, timeout=20, message="two tries")
         refused = row(command_id)

@@ -24,6 +24,7 @@ import shared.db as shared_db
 from services import bootstrap
 from services.inventory.models import Reservation, ReservationUnit
 from services.inventory.schemas import ReserveCommand
+from shared.bus.envelope import make_envelope
 from shared.bus.store import Transaction
 from shared.db import PING_AFTER_IDLE_SECONDS
 from tests.busclient import BusClient
@@ -227,6 +228,40 @@ class TestConcurrentReservationsOverHttp:
         stock = system.api().get(f"{V1}/stock", part_number="GEL-250", warehouse="CDU").body[0]
         assert (stock["on_hand"], stock["reserved"]) == (on_hand, 1)
         assert_books_balance(system)
+
+
+class TestOutsideListeners:
+    def test_a_listener_declares_the_exchanges_as_the_contract_names_them(
+        self, pg_inventory
+    ) -> None:
+        """A control tower declares `<prefix>.events` and `<prefix>.commands` as topic
+        and durable, with no arguments, binds its queue and hears the events."""
+        from kombu import Connection, Exchange, Queue
+
+        system = pg_inventory
+        prefix = system.settings.bus_prefix
+        heard = f"{prefix}.control-tower"
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            channel = conn.channel()
+            for name in ("events", "commands"):
+                Exchange(f"{prefix}.{name}", type="topic", durable=True)(channel).declare()
+            Queue(
+                heard,
+                exchange=Exchange(f"{prefix}.events", type="topic", durable=True),
+                routing_key="inventory.stock.#",
+                durable=True,
+            )(channel).declare()
+            try:
+                receive(system, "GEL-250", "CDU", 3)
+                queue = Queue(heard, no_declare=True)(channel)
+                message = wait_until(
+                    lambda: queue.get(no_ack=True), timeout=20, message="the receipt's event"
+                )
+                assert json.loads(message.body)["type"] == "inventory.stock.received"
+                # The services declare them again (a restart) without a quarrel.
+                bootstrap.bus_topology(system.settings).declare(conn)
+            finally:
+                channel.queue_delete(heard)
 
 
 class TestReserveCommands:
@@ -518,6 +553,61 @@ class TestBadMessages:
         }
         assert len(dead) == 4
         assert system.api().get(f"{V1}/reservations", job_id="J-BLANK").body == []
+
+    def test_an_event_sent_as_a_command_is_refused_and_changes_nothing(self, pg_inventory) -> None:
+        """Outside systems write to the commands exchange: one that dresses a
+        shipment's dispatch up as a command must not take stock off the shelf."""
+        system = pg_inventory
+        prefix = system.settings.bus_prefix
+        receive(system, "GEL-250", "CDU", 5)
+        reservation = (
+            system.api()
+            .post(
+                f"{V1}/reservations",
+                reservation_body(part_number="GEL-250", warehouse="CDU", job_id="J-FAKE"),
+            )
+            .body
+        )
+        shipment = {
+            "id": str(uuid.uuid4()),
+            "status": "in_transit",
+            "origin": "CDU",
+            "destination": reservation["site"],
+            "mode": "hand_carry",
+            "lines": [
+                {"part_number": "GEL-250", "quantity": 1, "reservation_id": reservation["id"]}
+            ],
+            "dispatched_at": "2026-11-20T06:00:00+00:00",
+            "version": 2,
+        }
+        client = BusClient(AMQP_URL, prefix).open()
+        try:
+            sent = []
+            for routing_key in ("inventory.reserve", "inventory.release"):
+                dispatched = make_envelope(
+                    "shipments.shipment.dispatched", source="outside/test", data=shipment
+                )
+                client.publish_raw(
+                    json.dumps(dispatched).encode(),
+                    type=routing_key,
+                    message_id=dispatched["id"],
+                )
+                sent.append(dispatched["id"])
+            replies = client.collect_replies(lambda r: len(r) >= 2, timeout=20)
+            dead = dead_letters(client, prefix, 2)
+        finally:
+            client.close()
+        assert len(dead) == 2
+        assert sorted(r["type"] for r in replies) == [
+            "inventory.release.rejected",
+            "inventory.reservation.rejected",
+        ]
+        assert sorted(r["correlationid"] for r in replies) == sorted(sent)
+        assert system.api().get(f"{V1}/reservations/{reservation['id']}").body["status"] == (
+            "confirmed"
+        )
+        (stock,) = system.api().get(f"{V1}/stock", part_number="GEL-250", warehouse="CDU").body
+        assert (stock["on_hand"], stock["reserved"]) == (5, 1)
 
     def test_poison_message_is_dead_lettered_after_the_delivery_limit(
         self, pg_inventory, monkeypatch
