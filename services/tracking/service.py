@@ -277,19 +277,7 @@ class Tracking:
                     errors={"shipment_id": ["unknown shipment"]},
                 )
             return shipment
-        found = s.scalars(
-            select(TrackedShipment.id)
-            .where(
-                TrackedShipment.carrier == data["carrier"],
-                TrackedShipment.tracking_number == data["tracking_number"],
-            )
-            .order_by(
-                TrackedShipment.status.in_(SCANNED).desc(),
-                TrackedShipment.dispatched_at.desc().nulls_last(),
-                TrackedShipment.first_seen_at.desc(),
-            )
-            .limit(1)
-        ).first()
+        found = _carried(s, data["carrier"], data["tracking_number"])
         shipment = _shipment_for_update(s, found, self.db.is_postgres) if found else None
         if shipment is None:
             raise NotFound(
@@ -1751,14 +1739,7 @@ def _shipment_named(s: Session, data: Mapping[str, Any]) -> str | None:
     """The id of the shipment an event names, by id or by carrier and tracking number."""
     if data.get("shipment_id"):
         return s.scalar(_shipment_id_query(data["shipment_id"]))
-    return s.scalar(
-        select(TrackedShipment.id)
-        .where(
-            TrackedShipment.carrier == data["carrier"],
-            TrackedShipment.tracking_number == data["tracking_number"],
-        )
-        .limit(1)
-    )
+    return _carried(s, data["carrier"], data["tracking_number"])
 
 
 def _same_carriage(shipment: TrackedShipment, data: Mapping[str, Any]) -> None:
@@ -1774,7 +1755,7 @@ def _same_carriage(shipment: TrackedShipment, data: Mapping[str, Any]) -> None:
             ("carrier", shipment.carrier),
             ("tracking_number", shipment.tracking_number),
         )
-        if data.get(name) and known is not None and data[name] != known
+        if data.get(name) and known is not None and data[name].casefold() != known.casefold()
     }
     if errors:
         raise InvalidInput(
@@ -1806,6 +1787,31 @@ def _merged_status(before: str | None, incoming: str, event_type: str) -> str:
     ):
         return before
     return incoming
+
+
+def _carried(s: Session, carrier: str, number: str) -> str | None:
+    """The shipment a carrier's tracking number names: the one on its way, else the
+    latest dispatched. Carriers' systems do not always write their name or a tracking
+    number in the case staff did at dispatch: the exact spelling first, then any case."""
+
+    def named(*conditions: Any) -> str | None:
+        return s.scalars(
+            select(TrackedShipment.id)
+            .where(*conditions)
+            .order_by(
+                TrackedShipment.status.in_(SCANNED).desc(),
+                TrackedShipment.dispatched_at.desc().nulls_last(),
+                TrackedShipment.first_seen_at.desc(),
+            )
+            .limit(1)
+        ).first()
+
+    return named(
+        TrackedShipment.carrier == carrier, TrackedShipment.tracking_number == number
+    ) or named(
+        func.lower(TrackedShipment.carrier) == carrier.lower(),
+        func.lower(TrackedShipment.tracking_number) == number.lower(),
+    )
 
 
 def _touch_job(

@@ -86,6 +86,14 @@ class TestRecordEvent:
         assert reply.status == 201, reply
         assert reply.body["shipment_id"] == shipment["id"]
         assert reply.body["tracking_number"] == "SF1234567"
+        # A carrier's system writing its name or the number in another case.
+        tracking.clock.set(at(5))
+        later = {**body, "carrier": "sf", "tracking_number": "sf1234567", "occurred_at": iso(at(4))}
+        reply = tracking.api("service").post(f"{V1}/events", later)
+        assert reply.status == 201, reply
+        assert reply.body["shipment_id"] == shipment["id"]
+        named = event_body(shipment["id"], "in_transit", at(4.5), carrier="sf")
+        assert tracking.api("service").post(f"{V1}/events", named).status == 201
 
     def test_an_unknown_shipment_is_404(self, tracking: TrackingUnderTest) -> None:
         reply = tracking.api("service").post(
