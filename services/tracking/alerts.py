@@ -325,6 +325,14 @@ def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str 
     return f"inventory refused the replacement {part_number} ({detail}): reserve one by hand"
 
 
+def arrival_words(part_number: str, warehouse: str, available: int) -> str:
+    """The lost alert's clause once a part no warehouse had has come into stock."""
+    return (
+        f"none was in stock when it was lost, but {available} {part_number} "
+        f"{_are(available)} free at {warehouse} now: reserve one by hand for the job"
+    )
+
+
 def _named(items: Iterable[str]) -> str:
     names = list(items)
     more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""

@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.contracts.inventory import (
     ReservationData,
     ReservationRejectedData,
+    StockChangeData,
     StockData,
     WarehouseData,
 )
@@ -53,6 +54,10 @@ def reservation_rejected(
 
 def warehouse_changed(tracking: Tracking, data: dict[str, Any], envelope: dict[str, Any]) -> None:
     tracking.apply_warehouse(data)
+
+
+def stock_arrived(tracking: Tracking, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    tracking.apply_stock_arrival(data["stock"])
 
 
 def stock_low(tracking: Tracking, data: dict[str, Any], envelope: dict[str, Any]) -> None:
@@ -99,6 +104,8 @@ ROUTES: dict[str, Route] = {
     "inventory.reservation.rejected": Route(reservation_rejected, ReservationRejectedData),
     "inventory.warehouse.created": Route(warehouse_changed, WarehouseData),
     "inventory.warehouse.updated": Route(warehouse_changed, WarehouseData),
+    "inventory.stock.received": Route(stock_arrived, StockChangeData),
+    "inventory.stock.adjusted": Route(stock_arrived, StockChangeData),
     "inventory.stock.low": Route(stock_low, StockData),
     "inventory.stock.replenished": Route(stock_replenished, StockData),
 }

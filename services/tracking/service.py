@@ -644,6 +644,34 @@ class Tracking:
             warehouse.region = data["region"]
             warehouse.kind = data["kind"]
 
+    def apply_stock_arrival(self, stock: Mapping[str, Any]) -> None:
+        """``inventory.stock.received``/``.adjusted``: a part that no warehouse had
+        when a rescue asked for it has come into stock. The lost alert says where, for
+        people to reserve it (a reservation made by hand answers the rescue); taking it
+        by itself would race the very reservation they are about to make."""
+        if stock["available"] <= 0:
+            return
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            still_lost = select(Alert.shipment_id).where(
+                Alert.kind == "lost", Alert.status.in_(alerts.ACTIVE)
+            )
+            rescues = s.scalars(
+                select(Rescue).where(
+                    Rescue.part_number == stock["part_number"],
+                    Rescue.status == "rejected",
+                    Rescue.shipment_id.in_(still_lost),
+                )
+            ).all()
+            lanes = _Lanes()
+            for rescue in rescues:
+                rescue.detail = alerts.arrival_words(
+                    rescue.part_number, stock["warehouse"], stock["available"]
+                )
+                s.flush()
+                self._revisit(tx, rescue.shipment_id, now, lanes)
+
     def apply_stock_signal(
         self, data: Mapping[str, Any], envelope: Mapping[str, Any], *, low: bool
     ) -> None:

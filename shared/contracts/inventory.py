@@ -100,6 +100,17 @@ class StockData(Schema):
     reorder_point = fields.Integer(allow_none=True, load_default=None)
 
 
+class StockChangeData(Schema):
+    """``inventory.stock.{received,adjusted}``: what changed, and the stock row now."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    warehouse = fields.String(required=True)
+    part_number = fields.String(required=True)
+    stock = fields.Nested(StockData, required=True)
+
+
 class StockShortfallData(Schema):
     """``inventory.stock.shortfall``: a shipment left with more than its origin had
     available, so inventory issued nothing for that line."""

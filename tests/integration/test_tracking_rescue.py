@@ -293,7 +293,26 @@ class TestRescue:
         )
         (alert,) = tracking.open_alerts(kind="lost")
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
-        # A probe arrives at CDU; logistics reserves it for the job by hand.
+        # A probe arrives at CDU: the alert says so, and nothing is reserved by itself.
+        received = {
+            "warehouse": "CDU",
+            "part_number": "TEE-P7",
+            "quantity": 1,
+            "stock": {
+                "warehouse": "CDU",
+                "part_number": "TEE-P7",
+                "on_hand": 1,
+                "reserved": 0,
+                "available": 1,
+            },
+        }
+        tracking.deliver("inventory.stock.received", received, source="partsflow/inventory")
+        (alert,) = tracking.open_alerts(kind="lost")
+        assert "1 TEE-P7 is free at CDU now: reserve one by hand" in alert["message"]
+        assert "in any warehouse" not in alert["message"]
+        assert len(tracking.published("inventory.reserve")) == 1
+        assert tracking.published("tracking.alert.updated")[-1]["data"]["id"] == alert["id"]
+        # Logistics reserves it for the job by hand.
         by_hand = probe_from_chengdu()
         answers_by_hand(tracking, by_hand, probe, "reserved at CDU")
         # A later version of it (its shipment planned, say) keeps it a replacement.
