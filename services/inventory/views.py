@@ -348,6 +348,10 @@ def reserve() -> Any:
         # A button of the alternatives offered after a refusal: reserve from there.
         form.warehouse.data = request.form["use_warehouse"]
         preempt = []
+    elif preempt:
+        # The reservations taken say where the part comes from: the warehouse first
+        # chosen (which had none) would refuse them.
+        form.warehouse.data = ""
     if form.validate_on_submit():
         data = load_form(form, schemas.ReservationIn(), form.payload(preempt))
         reservation = (

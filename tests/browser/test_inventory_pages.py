@@ -192,11 +192,17 @@ class TestReserve:
         refused = client.submit("/inventory/reservations/new", RESERVATION)
         assert refused.status == 409
         assert "PM-1" in refused.text("alternatives")
+        # Asked first of a warehouse with none, as the refusal left the form.
+        refused = client.submit("/inventory/reservations/new", dict(RESERVATION, warehouse="CDU"))
+        assert refused.status == 409 and "PM-1" in refused.text("alternatives")
         taken = client.submit(
-            "/inventory/reservations/new", dict(RESERVATION, preempt=routine["id"])
+            "/inventory/reservations/new",
+            dict(RESERVATION, warehouse="CDU", preempt=routine["id"], action="preempt"),
         )
         assert taken.status == 302
         assert site.inventory.get_reservation(routine["id"])["status"] == "preempted"
+        (mine,) = site.inventory.list_reservations(job_id="JOB-7").items
+        assert mine["warehouse"] == routine["warehouse"]
         page = client.get(taken.location)
         assert f"it takes {routine['id']}" in page.body_text
 
