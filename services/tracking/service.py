@@ -1662,7 +1662,7 @@ def _reservation_part(
         and not (cancelled and r.status == "confirmed")
         and r.status not in SET_ASIDE
     ):
-        return {**part, **_shipment_fields(snap)}
+        return {**part, **_shipment_fields(snap, r.part_number)}
     if r.status == "confirmed":
         estimate = unshipped()
         judged = eta.risk("planned", estimate, r.required_by, None)
@@ -1703,12 +1703,19 @@ def _shipment_part(
         "reservation_status": None,
         "warehouse": snap.shipment.origin,
         "replaces": None,
-        **_shipment_fields(snap),
+        **_shipment_fields(snap, part_number),
     }
 
 
-def _shipment_fields(snap: _Snapshot) -> dict[str, Any]:
+def _shipment_fields(snap: _Snapshot, part_number: str) -> dict[str, Any]:
     resource = eta_resource(snap)
+    reason = resource["reason"]
+    if snap.shipment.status == "lost":
+        # Where its replacement comes from, and when: what the engineer needs next.
+        rescue = alerts.replacement_sentence(
+            snap.situation.replacements, part_number, snap.required_by
+        )
+        reason = f"{reason} {rescue}" if rescue else reason
     return {
         "shipment_id": snap.shipment.id,
         "shipment_status": snap.shipment.status,
@@ -1717,7 +1724,7 @@ def _shipment_fields(snap: _Snapshot) -> dict[str, Any]:
         "eta_latest": resource["eta_latest"],
         "basis": resource["basis"],
         "risk": snap.risk,
-        "reason": resource["reason"],
+        "reason": reason,
         "next_checkpoint": resource["next_checkpoint"],
         "checkpoints": resource["checkpoints"],
         "last_event": resource["last_event"],

@@ -148,6 +148,10 @@ class TestRescue:
         job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
         by_reservation = {p["reservation_id"]: p for p in job["parts"]}
         assert by_reservation[probe["id"]]["risk"] == "lost"
+        assert by_reservation[probe["id"]]["reason"].endswith(
+            "A replacement TEE-P7 is reserved at CDU, ETA 21 Nov 08:00 UTC, in time for the "
+            "required-by 22 Nov 06:00 UTC."
+        )
         fresh = by_reservation[replacement["id"]]
         assert fresh["replaces"] == probe["id"]
         assert (fresh["shipment_id"], fresh["shipment_status"]) == (planned["id"], "planned")
@@ -168,7 +172,7 @@ class TestRescue:
         assert tracking.open_alerts(kind="lost") == []
 
     def test_no_stock_anywhere_is_said_plainly(self, tracking: TrackingUnderTest) -> None:
-        _, shipment = probe_on_its_way(tracking)
+        probe, shipment = probe_on_its_way(tracking)
         lose(tracking, shipment)
         (command,) = tracking.published("inventory.reserve")
         rejected = {
@@ -190,6 +194,12 @@ class TestRescue:
         (alert,) = tracking.open_alerts(kind="lost")
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         assert "found outside Partsflow" in alert["message"]
+        # The engineer's view of the job says it too, under the lost part.
+        _, lost = job_part(tracking, probe["id"])
+        assert lost["reason"] == (
+            "Lost on the way: this shipment will not arrive. No TEE-P7 is in stock in any "
+            "warehouse: a unit must be found outside Partsflow."
+        )
 
     def test_stock_held_by_routine_reservations_is_not_called_absent(
         self, tracking: TrackingUnderTest
