@@ -55,6 +55,13 @@ def run(demo: bool, host: str, port: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
     with _configured():
         system = EmbeddedSystem(settings)
+    try:
+        server = system.listen(host, port)
+    except OSError as error:
+        system.close()
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; choose another with --port"
+        ) from None
     lines = [f"Partsflow is running on http://{host}:{port}/  (data in {settings.data_dir})"]
     if demo:
         from services.demo import load_demo
@@ -67,7 +74,7 @@ def run(demo: bool, host: str, port: int) -> None:
     system.start_background()
     click.echo("\n".join(lines), err=True)
     try:
-        system.serve(host, port)
+        system.serve(server)
     except KeyboardInterrupt:
         pass
     finally:

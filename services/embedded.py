@@ -7,9 +7,10 @@ The code paths are those of production; only the URLs in the settings differ.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from sqlalchemy.engine import make_url
@@ -19,6 +20,9 @@ from services import bootstrap
 from shared.clock import Clock
 from shared.config import ConfigError, Settings, ensure_data_dir, ensure_embedded_secret
 from shared.worker import Worker
+
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
 log = logging.getLogger("partsflow.embedded")
 
@@ -77,10 +81,17 @@ class EmbeddedSystem:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def serve(self, host: str, port: int) -> None:
-        from werkzeug.serving import make_server
+    def listen(self, host: str, port: int) -> BaseWSGIServer:
+        """Take the address now, so that one in use stops start-up before anything
+        (demo users' one-time passwords, say) is said."""
+        from werkzeug.serving import make_server, select_address_family
 
-        server = make_server(host, port, self.wsgi, threaded=True)
+        # Bound here rather than by werkzeug, which prints and exits on a port in use.
+        family = select_address_family(host, port)
+        with socket.create_server((host, port), family=family) as bound:
+            return make_server(host, port, self.wsgi, threaded=True, fd=bound.fileno())
+
+    def serve(self, server: BaseWSGIServer) -> None:
         stopper = threading.Thread(
             target=lambda: (self.stop.wait(), server.shutdown()), daemon=True
         )

@@ -4,6 +4,7 @@ never a traceback."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -83,6 +84,18 @@ class TestPorts:
         assert "port" in error
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "secret_key").exists()
+
+    def test_a_port_in_use_stops_start_up_before_demo_users_are_made(self, tmp_path: Path) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = cli("run", "--demo", "--port", str(port), env=embedded_env(tmp_path))
+        assert_one_line_refusal(result, f"127.0.0.1:{port}", "--port")
+        # The demo users' one-time passwords were not spent on a start that failed.
+        assert not (tmp_path / "users.json").exists() or not json.loads(
+            (tmp_path / "users.json").read_text()
+        ).get("users")
 
 
 class TestStartUpWithBadSettings:
