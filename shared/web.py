@@ -40,6 +40,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed, NotFound
 from werkzeug.http import parse_set_header
 
+from shared import api_docs
 from shared.auth import User, UserStore, parse_bearer
 from shared.bus.connection import connect
 from shared.bus.context import MessageContext, current_message
@@ -361,8 +362,6 @@ def create_service_app(
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX=f"{prefix}/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearerAuth": []}],
@@ -384,6 +383,7 @@ def create_service_app(
     _install_request_hooks(app, prefix, context)
     _install_error_handlers(app)
     _install_probes(app, prefix, context)
+    api_docs.install(app, prefix, title)
     return app, api
 
 

@@ -108,3 +108,18 @@ def test_forms_work_without_javascript(stocked: Site, browser: Any) -> None:
         assert "On hand 10" in page.locator(".flash-success").inner_text()
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("service", ["inventory", "shipments", "tracking"])
+def test_the_api_documentation_shows_each_operation(
+    live_site: Site, desk: Any, service: str
+) -> None:
+    """Swagger UI from this origin, under the pages' Content-Security-Policy."""
+    refused: list[str] = []
+    desk.on("console", lambda m: refused.append(m.text) if m.type == "error" else None)
+    desk.on("requestfailed", lambda r: refused.append(f"{r.url} {r.failure}"))
+    desk.goto(f"{live_site.base_url}/{service}/api/docs")
+    desk.locator(".opblock").first.wait_for()
+    paths = desk.locator(".opblock-summary-path").all_inner_texts()
+    assert any(path.startswith(f"/{service}/api/v1/") for path in paths), paths
+    assert refused == []
