@@ -190,7 +190,7 @@ def db() -> None:
 @click.argument("services", nargs=-1, type=SERVICE_NAMES)
 def db_upgrade(services: tuple[str, ...]) -> None:
     """Bring the services' schemas up to date (all of them when none is named)."""
-    settings = _settings(embedded=True) if _embedded_defaults() else _settings()
+    settings = _administrative_settings()
     for service in services or tuple(bootstrap.SERVICES):
         try:
             bootstrap.upgrade_databases(settings, [service])
@@ -216,7 +216,7 @@ def users_add(name: str, role: str, ask_password: bool) -> None:
     """Create a user and print a new API token (the last line of output). A user that
     exists with this role gets another token; with another role it is refused, and its
     role, password and tokens stay as they are."""
-    settings = _settings(embedded=True) if _embedded_defaults() else _settings()
+    settings = _administrative_settings()
     store = UserStore(settings.users_path)
     existing = store.get(name)
     if existing is not None and existing.role != role:
@@ -248,10 +248,10 @@ def _read_password() -> str:
     return first
 
 
-def _embedded_defaults() -> bool:
-    """Administrative commands work on the embedded data dir unless a secret key
-    says this is a production installation."""
-    return not os.environ.get("PARTSFLOW_SECRET_KEY")
+def _administrative_settings() -> Settings:
+    """Administrative commands use no secret key, so they never refuse one: a key
+    `partsflow run` takes (any, in the embedded mode) must not stop `users add`."""
+    return _settings(embedded=True)
 
 
 if __name__ == "__main__":

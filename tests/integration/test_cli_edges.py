@@ -62,6 +62,15 @@ class TestUsersAdd:
         assert users["ana"]["role"] == "viewer" and len(users["ana"]["tokens"]) == 2
 
 
+    def test_a_short_secret_key_the_embedded_mode_takes_does_not_stop_it(
+        self, tmp_path: Path
+    ) -> None:
+        env = embedded_env(tmp_path, PARTSFLOW_SECRET_KEY="short")
+        result = cli("users", "add", "ana", "--role", "viewer", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1].startswith("pf_")
+
+
 class TestPorts:
     @pytest.mark.parametrize(
         "args",
