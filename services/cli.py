@@ -241,8 +241,9 @@ def _read_password() -> str:
         first = getpass.getpass("Password: ")
         second = getpass.getpass("Password again: ")
     else:
-        first = sys.stdin.readline().rstrip("\n")
-        second = sys.stdin.readline().rstrip("\n")
+        # A file written on Windows ends its lines with \r\n: neither is the password's.
+        first = sys.stdin.readline().rstrip("\r\n")
+        second = sys.stdin.readline().rstrip("\r\n")
     if first != second:
         raise click.ClickException("the two passwords differ")
     return first

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import requests
 
+from shared.auth import UserStore
 from tests import processes
 from tests.conftest import wait_until
 from tests.processes import cli, free_port, json_headers, partsflow, wait_for_http
@@ -41,6 +42,14 @@ class TestCommandLine:
         users = json.loads((tmp_path / "users.json").read_text())["users"]
         assert users["ana"]["role"] == "logistics"
         assert token not in (tmp_path / "users.json").read_text()
+
+    def test_a_password_from_a_windows_file_has_no_line_ending(self, tmp_path) -> None:
+        env = embedded_env(tmp_path)
+        stdin = "s3cret-pass\r\ns3cret-pass\r\n"
+        result = cli("users", "add", "ana", "--role", "viewer", "--password", env=env, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        users = UserStore(tmp_path / "users.json")
+        assert users.by_password("ana", "s3cret-pass") is not None
 
     def test_mismatched_passwords_are_refused(self, tmp_path) -> None:
         result = cli(

@@ -61,7 +61,6 @@ class TestUsersAdd:
         users = json.loads((tmp_path / "users.json").read_bytes())["users"]
         assert users["ana"]["role"] == "viewer" and len(users["ana"]["tokens"]) == 2
 
-
     def test_a_short_secret_key_the_embedded_mode_takes_does_not_stop_it(
         self, tmp_path: Path
     ) -> None:
