@@ -224,6 +224,41 @@ class TestJobPage:
         assert view["parts"][0]["reason"] in text
         assert "Planned Kangding" in text
 
+    def test_a_delivered_part_says_when_it_came_not_a_range(self, site: Site) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=10))
+        site.shipments.deliver(shipment["id"], {"received_by": "li.wei"})
+        wait_until(
+            lambda: site.tracking.job_view("JOB-7")["parts"][0]["shipment_status"] == "delivered",
+            message="tracking to hear of the delivery",
+        )
+        text = site.client("engineer").get("/tracking/jobs/JOB-7").body_text
+        assert "Delivered" in text
+        assert "between" not in text and "ETA" not in text
+        text = site.client("engineer").get(f"/tracking/shipments/{shipment['id']}").body_text
+        assert "Delivered" in text and "between" not in text.lower()
+
+    def test_a_released_part_is_not_said_to_be_anywhere(self, site: Site) -> None:
+        reservation = site.inventory.reserve_part(
+            {
+                "job_id": "JOB-8",
+                "part_number": "GEL-250",
+                "quantity": 2,
+                "required_by": site.clock.now() + timedelta(hours=30),
+                "priority": "routine",
+                "owner": "li.wei",
+                "site": {"name": "Ganzi County Hospital", "region": "sichuan"},
+            }
+        )
+        site.inventory.release_reservation(reservation["id"], "fixed without it")
+        wait_until(
+            lambda: site.tracking.job_view("JOB-8")["parts"][0]["reservation_status"] == "released",
+            message="tracking to hear of the release",
+        )
+        text = site.client("engineer").get("/tracking/jobs/JOB-8").body_text
+        assert "Released: no longer on its way to this job." in text
+        assert "Where" not in text and "ETA" not in text
+
     def test_a_work_order_number_with_slashes_has_its_page(self, site: Site) -> None:
         dispatched_tube(site, "WO/2026/1042")
         page = site.client("engineer").get("/tracking/jobs/WO/2026/1042")
