@@ -184,6 +184,21 @@ def record_scan(shipment_id: str) -> Any:
         form.occurred_at.data = pages.page_now().astimezone(pages.offset_zone(form.utc_offset.data))
     if form.validate_on_submit():
         data = pages.load_form(form, EventIn(), form.payload(shipment_id))
+        if data and not _on_the_route(data.get("checkpoint"), eta["checkpoints"]):
+            # Typed by hand, a name not on the route is most likely a slip: recorded, it
+            # would leave the checkpoint meant unpassed and its alert open.
+            route = ", ".join(c["name"] for c in eta["checkpoints"])
+            pages.add_errors(
+                form,
+                {
+                    "checkpoint": [
+                        f"not a checkpoint of this route ({route}): choose one of them, "
+                        "or give the place as the location"
+                    ]
+                },
+            )
+            form.refused_status = 422
+            data = None
         recorded = (
             carry_out(form, lambda: tracking().record_event(data, source=page_actor()))
             if data
@@ -199,6 +214,11 @@ def record_scan(shipment_id: str) -> Any:
     return render_template(
         "tracking/scan.html", form=form, eta=eta, ahead=ahead, shipment_id=shipment_id
     ), form.status_code
+
+
+def _on_the_route(name: str | None, checkpoints: list[dict[str, Any]]) -> bool:
+    """A scan names no checkpoint, one of its route's, or any for a route unplanned."""
+    return not name or not checkpoints or any(c["name"] == name for c in checkpoints)
 
 
 @blueprint.get("/shipments/<shipment_id>")

@@ -206,6 +206,22 @@ class TestScans:
         assert reply.value("note") == "bus"
         assert site.tracking.shipment_events(shipment["id"]) == []
 
+    def test_a_checkpoint_not_on_the_route_is_refused_as_a_slip(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=1))
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        scan = {"kind": "checkpoint", "occurred_at": "2026-11-23T06:50", "utc_offset": "+00:00"}
+        reply = staff.submit(form, dict(scan, checkpoint="Kangdin"))
+        assert reply.status == 422
+        assert "not a checkpoint of this route (Kangding, Ganzi)" in reply.text("checkpoint-error")
+        assert reply.value("checkpoint") == "Kangdin"
+        assert site.tracking.shipment_events(shipment["id"]) == []
+        # A place off the route is welcome as the location.
+        reply = staff.submit(form, dict(scan, kind="in_transit", location="Yaan bus station"))
+        assert reply.status == 302
+
     def test_an_engineer_may_not_enter_scans(self, site: Site) -> None:
         shipment = dispatched_tube(site)
         engineer = site.client("engineer")
