@@ -362,7 +362,10 @@ def reserve() -> Any:
         if reservation:
             pages.remember_offset(form.utc_offset.data)
             serials = reservation["serials"]
-            taken = f"; it takes {', '.join(data['preempt'])}" if data.get("preempt") else ""
+            taken = ""
+            if data.get("preempt"):
+                jobs = [inventory().get_reservation(i)["job_id"] for i in data["preempt"]]
+                taken = f"; it takes the reservation of {', '.join(jobs)}"
             return succeed(
                 f"Reserved {reservation['quantity']} × {reservation['part_number']} at "
                 f"{reservation['warehouse']} for {reservation['job_id']}"

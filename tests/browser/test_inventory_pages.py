@@ -204,7 +204,7 @@ class TestReserve:
         (mine,) = site.inventory.list_reservations(job_id="JOB-7").items
         assert mine["warehouse"] == routine["warehouse"]
         page = client.get(taken.location)
-        assert f"it takes {routine['id']}" in page.body_text
+        assert "it takes the reservation of PM-1" in page.body_text
 
     def test_a_time_and_a_site_are_required(self, site: Site) -> None:
         reply = site.client("dispatcher").submit(
