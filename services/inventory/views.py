@@ -352,8 +352,10 @@ def reserve() -> Any:
         # The reservations taken say where the part comes from: the warehouse first
         # chosen (which had none) would refuse them.
         form.warehouse.data = ""
+    required_by = None  # the refusal's alternatives are weighed against it
     if form.validate_on_submit():
         data = load_form(form, schemas.ReservationIn(), form.payload(preempt))
+        required_by = data["required_by"] if data else None
         reservation = (
             carry_out(form, lambda: inventory().reserve_part(data, actor=page_actor()))
             if data
@@ -375,11 +377,17 @@ def reserve() -> Any:
                 url_for(".reservation", reservation_id=reservation["id"]),
             )
     rejection = form.problem if isinstance(form.problem, ReservationRejected) else None
+    alternatives = rejection.extra.get("alternatives", []) if rejection else []
     return render_template(
         "inventory/reserve.html",
+        too_late={
+            alt["warehouse"]
+            for alt in alternatives
+            if required_by and pages.as_datetime(alt["estimated_arrival"]) > required_by
+        },
         form=form,
         parts=inventory().list_parts(),
-        alternatives=rejection.extra.get("alternatives", []) if rejection else [],
+        alternatives=alternatives,
         preemptible=rejection.extra.get("preemptible", []) if rejection else [],
         preempt=preempt,
     ), form.status_code

@@ -166,7 +166,15 @@ class TestReserve:
         assert "not enough XRT-2000" in reply.text("main")
         alternatives = reply.text("alternatives")
         assert "SHA: 1 available" in alternatives
+        assert "after the required-by" not in alternatives
         assert reply.value("job_id") == "JOB-7"
+        # Needed sooner than SHA can deliver: the page says so beside it.
+        sooner = client.submit(
+            "/inventory/reservations/new",
+            dict(RESERVATION, warehouse="CDU", required_by="2026-11-23T20:00"),
+        )
+        assert "SHA: 1 available" in sooner.text("alternatives")
+        assert "after the required-by" in sooner.text("alternatives")
         assert reply.value("site.name") == "Ganzi County Hospital"
         taken = client.submit(
             "/inventory/reservations/new",
