@@ -66,6 +66,14 @@ def low_on_gel(site: Site) -> dict[str, Any]:
     return alert
 
 
+def enter_checkpoint(
+    staff: PageClient, form: str, name: str, occurred_at: str, utc_offset: str = "+00:00"
+) -> Any:
+    """Logistics staff enter a checkpoint scan by hand on a shipment's scan form."""
+    scan = {"kind": "checkpoint", "checkpoint": name, "occurred_at": occurred_at}
+    return staff.submit(form, {**scan, "utc_offset": utc_offset})
+
+
 @pytest.fixture
 def staff(site: Site) -> PageClient:
     return site.client("dispatcher")
@@ -133,15 +141,7 @@ class TestScans:
         site.clock.advance(timedelta(hours=1))
         form = f"/tracking/shipments/{shipment['id']}/scans/new"
         assert staff.get(form).value("checkpoint") == "Kangding"
-        reply = staff.submit(
-            form,
-            {
-                "kind": "checkpoint",
-                "checkpoint": "Kangding",
-                "occurred_at": "2026-11-23T06:50",
-                "utc_offset": "+00:00",
-            },
-        )
+        reply = enter_checkpoint(staff, form, "Kangding", "2026-11-23T06:50")
         assert reply.status == 302
         page = staff.get(reply.location)
         assert "Recorded checkpoint at Kangding." in page.body_text
@@ -158,15 +158,7 @@ class TestScans:
         site.clock.advance(timedelta(hours=11))
         form = f"/tracking/shipments/{shipment['id']}/scans/new"
         assert staff.get(form).value("checkpoint") == "Kangding"
-        reply = staff.submit(
-            form,
-            {
-                "kind": "checkpoint",
-                "checkpoint": "Ganzi",
-                "occurred_at": "2026-11-23T16:50",
-                "utc_offset": "+00:00",
-            },
-        )
+        reply = enter_checkpoint(staff, form, "Ganzi", "2026-11-23T16:50")
         assert reply.status == 302
         page = staff.get(reply.location)
         assert "Not scanned Kangding" in page.body_text
@@ -180,15 +172,7 @@ class TestScans:
         site.clock.advance(timedelta(hours=1))
         form = f"/tracking/shipments/{shipment['id']}/scans/new"
         assert '<option value="+13:00">' in staff.get(form).html
-        reply = staff.submit(
-            form,
-            {
-                "kind": "checkpoint",
-                "checkpoint": "Kangding",
-                "occurred_at": "2026-11-23T19:50",
-                "utc_offset": "+13:00",
-            },
-        )
+        reply = enter_checkpoint(staff, form, "Kangding", "2026-11-23T19:50", "+13:00")
         assert reply.status == 302
         (event,) = site.tracking.shipment_events(shipment["id"])
         assert event["occurred_at"].isoformat() == "2026-11-23T06:50:00+00:00"
@@ -268,7 +252,10 @@ class TestJobPage:
         )
         site.inventory.release_reservation(reservation["id"], "fixed without it")
         wait_until(
-            lambda: site.tracking.job_view("JOB-8")["parts"][0]["reservation_status"] == "released",
+            lambda: (
+                site.tracking.job_view("JOB-8", wait_for_job=True)["parts"][0]["reservation_status"]
+                == "released"
+            ),
             message="tracking to hear of the release",
         )
         text = site.client("engineer").get("/tracking/jobs/JOB-8").body_text
