@@ -322,8 +322,14 @@ class MessageConsumer:
             return Outcome.DEAD, f"no handler for {envelope['type']}"
         misrouted = self._misrouted(message, envelope["type"], route)
         if misrouted is not None:
+            # Not that command, so not recorded as handled: the message whose id it
+            # bears may yet come the way it should.
             self._reject_unreadable(
-                _routing_key(message), envelope["id"], properties, {"type": [misrouted]}
+                _routing_key(message),
+                envelope["id"],
+                properties,
+                {"type": [misrouted]},
+                recorded=False,
             )
             return Outcome.DEAD, misrouted
         data = envelope["data"]
@@ -466,12 +472,22 @@ class MessageConsumer:
         command_id: str | None,
         properties: Mapping[str, Any],
         errors: dict[str, list[str]],
+        *,
+        recorded: bool = True,
     ) -> None:
         route = self.routes.get(command_type or "")
         if not (command_id and command_type and route is not None and route.rejected):
             return
         try:
-            self._answer_rejected(route, command_id, command_type, properties, errors, request=None)
+            self._answer_rejected(
+                route,
+                command_id,
+                command_type,
+                properties,
+                errors,
+                request=None,
+                recorded=recorded,
+            )
         except Exception:
             # The message goes to the dead-letter queue all the same.
             log.exception("could not answer an unreadable command", extra={"id": command_id})
@@ -485,11 +501,14 @@ class MessageConsumer:
         errors: Any,
         *,
         request: Mapping[str, Any] | None,
+        recorded: bool = True,
     ) -> None:
+        """``recorded``: the answer also records the command as handled (its inbox
+        row), so that a repeat is answered again rather than judged anew."""
         self.stats.rejected += 1
         context = MessageContext(
             correlation_id=command_id,
-            inbox_message_id=command_id,
+            inbox_message_id=command_id if recorded else None,
             inbox_message_type=command_type,
             reply_to=_reply_to(properties),
         )
