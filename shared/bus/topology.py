@@ -14,6 +14,7 @@ back to the publisher as an error.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 
 from shared.config import Settings
+
+log = logging.getLogger("partsflow.bus.topology")
 
 EVENT = "event"
 COMMAND = "command"
@@ -106,6 +109,10 @@ class Topology:
 
     def work_queue(self, spec: QueueSpec) -> Queue:
         exchange = self.exchange_for(spec.exchange_kind)
+        # Declared before the queues, each on its own: a binding only names it (so an
+        # events exchange an earlier version made, taken as it is, is not declared
+        # again with other arguments).
+        exchange.no_declare = True
         return Queue(
             self.queue_name(spec),
             bindings=[binding(exchange, routing_key=key) for key in spec.routing_keys],
@@ -131,6 +138,7 @@ class Topology:
     def declare(self, connection: Connection) -> None:
         """Declare everything (idempotent). A queue that exists with other settings —
         say, without its dead-letter exchange — stops the start-up with a clear error."""
+        self._declare_events_exchange(connection)
         channel = connection.channel()
         try:
             self._declare_on(channel)
@@ -143,8 +151,26 @@ class Topology:
             with contextlib.suppress(Exception):
                 channel.close()
 
+    def _declare_events_exchange(self, connection: Connection) -> None:
+        """One made by an earlier version, with an alternate exchange, is taken as it
+        is: the broker refuses to declare it again without one, and deleting it would
+        drop the other services' bindings while they run (docs/operations.md says how
+        to replace it, all workers stopped)."""
+        channel = connection.channel()
+        try:
+            self.events_exchange()(channel).declare()
+        except PreconditionFailed:
+            channel = connection.channel()  # the refusal closed the first one
+            self.events_exchange()(channel).declare(passive=True)
+            log.warning(
+                "%s has arguments of an earlier version; taken as it is",
+                self.exchange_name(EVENT),
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
+
     def _declare_on(self, channel: Any) -> None:
-        self.events_exchange()(channel).declare()
         self.commands_exchange()(channel).declare()
         self.dead_letter_exchange()(channel).declare()
         for service in self.services():

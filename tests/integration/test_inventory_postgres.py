@@ -263,6 +263,39 @@ class TestOutsideListeners:
             finally:
                 channel.queue_delete(heard)
 
+    def test_an_events_exchange_an_earlier_version_made_is_taken_as_it_is(
+        self, rabbitmq, tmp_path: Path
+    ) -> None:
+        from kombu import Connection, Exchange, Queue
+
+        settings = make_settings(tmp_path, broker_url=AMQP_URL, bus_prefix=rabbitmq.prefix("old"))
+        topology = bootstrap.bus_topology(settings)
+        rabbitmq.track(topology)
+        prefix = settings.bus_prefix
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            channel = conn.channel()
+            Exchange(
+                f"{prefix}.events",
+                type="topic",
+                durable=True,
+                arguments={"alternate-exchange": f"{prefix}.unrouted"},
+            )(channel).declare()
+            # Every worker declares it at start; the second time as the first.
+            topology.declare(conn)
+            topology.declare(conn)
+            producer = conn.Producer(channel)
+            producer.publish(
+                b"{}",
+                exchange=f"{prefix}.events",
+                routing_key="shipments.shipment.dispatched",
+                retry=False,
+            )
+            queue = Queue(f"{prefix}.inventory.events", no_declare=True)(channel)
+            message = wait_until(
+                lambda: queue.get(no_ack=True), timeout=20, message="the event routed"
+            )
+            assert message.body == b"{}"
+
 
 class TestReserveCommands:
     def test_200_commands_5_units_exactly_5_confirmed(self, pg_inventory) -> None:
