@@ -339,11 +339,15 @@ def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str 
     return f"inventory refused the replacement {part_number} ({detail}): reserve one by hand"
 
 
-def arrival_words(part_number: str, warehouse: str, available: int) -> str:
-    """The lost alert's clause once a part no warehouse had has come into stock."""
+def arrival_words(
+    part_number: str, needed: int, warehouse: str, available: int, at: datetime
+) -> str:
+    """The lost alert's clause once a part no warehouse had has come into stock: a
+    fact with its time, which stays true when the unit is taken since."""
+    some = f"{available} of the {needed}" if available < needed else f"{available}"
     return (
-        f"none was in stock when it was lost, but {available} {part_number} "
-        f"{_are(available)} free at {warehouse} now: reserve one by hand for the job"
+        f"none was in stock when it was lost, but {some} {part_number} came into stock "
+        f"at {warehouse} on {when(at)}: reserve by hand for the job"
     )
 
 

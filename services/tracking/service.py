@@ -646,9 +646,11 @@ class Tracking:
 
     def apply_stock_arrival(self, stock: Mapping[str, Any]) -> None:
         """``inventory.stock.received``/``.adjusted``: a part that no warehouse had
-        when a rescue asked for it has come into stock. The lost alert says where, for
-        people to reserve it (a reservation made by hand answers the rescue); taking it
-        by itself would race the very reservation they are about to make."""
+        when a rescue asked for it has come into stock. The lost alert says where and
+        when, for people to reserve it (a reservation made by hand answers the rescue);
+        taking it by itself would race the very reservation they are about to make.
+        A refusal that named stock elsewhere (spread, or held by routine work) keeps
+        its words, and the first arrival is the one told."""
         if stock["available"] <= 0:
             return
         now = self.clock.now()
@@ -661,13 +663,18 @@ class Tracking:
                 select(Rescue).where(
                     Rescue.part_number == stock["part_number"],
                     Rescue.status == "rejected",
+                    Rescue.detail.is_(None),  # nothing anywhere, as it was refused
                     Rescue.shipment_id.in_(still_lost),
                 )
             ).all()
             lanes = _Lanes()
             for rescue in rescues:
                 rescue.detail = alerts.arrival_words(
-                    rescue.part_number, stock["warehouse"], stock["available"]
+                    rescue.part_number,
+                    rescue.quantity,
+                    stock["warehouse"],
+                    stock["available"],
+                    now,
                 )
                 s.flush()
                 self._revisit(tx, rescue.shipment_id, now, lanes)

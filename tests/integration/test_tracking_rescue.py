@@ -238,6 +238,10 @@ class TestRescue:
         ) in alert["message"]
         assert "in stock in any warehouse" not in alert["message"]
         assert "outside Partsflow" not in alert["message"]
+        # Stock coming in elsewhere does not make it "none was in stock".
+        tracking.deliver("inventory.stock.received", probe_received("URC"), source="inventory")
+        (after,) = tracking.open_alerts(kind="lost")
+        assert after["message"] == alert["message"]
 
     @pytest.mark.parametrize(
         ("ended", "words"),
@@ -304,21 +308,12 @@ class TestRescue:
         (alert,) = tracking.open_alerts(kind="lost")
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         # A probe arrives at CDU: the alert says so, and nothing is reserved by itself.
-        received = {
-            "warehouse": "CDU",
-            "part_number": "TEE-P7",
-            "quantity": 1,
-            "stock": {
-                "warehouse": "CDU",
-                "part_number": "TEE-P7",
-                "on_hand": 1,
-                "reserved": 0,
-                "available": 1,
-            },
-        }
-        tracking.deliver("inventory.stock.received", received, source="partsflow/inventory")
+        tracking.deliver("inventory.stock.received", probe_received("CDU"), source="inventory")
         (alert,) = tracking.open_alerts(kind="lost")
-        assert "1 TEE-P7 is free at CDU now: reserve one by hand" in alert["message"]
+        assert (
+            "none was in stock when it was lost, but 1 TEE-P7 came into stock at CDU on "
+            "21 Nov 02:00 UTC: reserve by hand for the job"
+        ) in alert["message"]
         assert "in any warehouse" not in alert["message"]
         assert len(tracking.published("inventory.reserve")) == 1
         assert tracking.published("tracking.alert.updated")[-1]["data"]["id"] == alert["id"]
@@ -429,6 +424,17 @@ class TestLostReportAfterTheDelivery:
             if m["data"]["id"] == alert["id"]
         ]
         assert announced["resolved_at"] == alert["resolved_at"]
+
+
+def probe_received(warehouse: str) -> dict:
+    """``inventory.stock.received``: a TEE-P7 probe taken into ``warehouse``."""
+    stock = {"on_hand": 1, "reserved": 0, "available": 1}
+    return {
+        "warehouse": warehouse,
+        "part_number": "TEE-P7",
+        "quantity": 1,
+        "stock": {"warehouse": warehouse, "part_number": "TEE-P7", **stock},
+    }
 
 
 def job_part(tracking: TrackingUnderTest, reservation_id: str) -> tuple[dict, dict]:
