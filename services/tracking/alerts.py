@@ -255,18 +255,15 @@ def _lost(s: ShipmentSituation, who: str, what: str) -> list[Problem]:
     return [Problem("lost", s.shipment_id, f"{who}: {what} is lost{how}; {rescue}.", fingerprint)]
 
 
-def replacement_sentence(
+def replacement_clause(
     replacements: Sequence[Replacement], part_number: str, required_by: datetime | None
 ) -> str | None:
-    """What the lost alert says of a lost part's replacement, as a sentence of its own
-    (for the job's view, where the engineer reads it)."""
+    """What the lost alert says of a lost part's replacement (for the job's view,
+    where the engineer reads it), as a clause to end the part's reason with."""
     words = [
         _replacement_words(r, required_by) for r in replacements if r.part_number == part_number
     ]
-    if not words:
-        return None
-    text = "; ".join(words)
-    return text[0].upper() + text[1:] + "."
+    return "; ".join(words) or None
 
 
 def _replacement_words(r: Replacement, required_by: datetime | None) -> str:

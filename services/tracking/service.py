@@ -1718,11 +1718,12 @@ def _shipment_fields(snap: _Snapshot, part_number: str) -> dict[str, Any]:
     resource = eta_resource(snap)
     reason = resource["reason"]
     if snap.shipment.status == "lost":
-        # Where its replacement comes from, and when: what the engineer needs next.
-        rescue = alerts.replacement_sentence(
+        # Where its replacement comes from, and when: what the engineer needs next,
+        # in the one sentence the reason is.
+        rescue = alerts.replacement_clause(
             snap.situation.replacements, part_number, snap.required_by
         )
-        reason = f"{reason} {rescue}" if rescue else reason
+        reason = f"{reason.removesuffix('.')}; {rescue}." if rescue else reason
     return {
         "shipment_id": snap.shipment.id,
         "shipment_status": snap.shipment.status,

@@ -149,7 +149,8 @@ class TestRescue:
         by_reservation = {p["reservation_id"]: p for p in job["parts"]}
         assert by_reservation[probe["id"]]["risk"] == "lost"
         assert by_reservation[probe["id"]]["reason"].endswith(
-            "A replacement TEE-P7 is reserved at CDU, ETA 21 Nov 08:00 UTC, in time for the "
+            "will not arrive; a replacement TEE-P7 is reserved at CDU, ETA 21 Nov 08:00 UTC, "
+            "in time for the "
             "required-by 22 Nov 06:00 UTC."
         )
         fresh = by_reservation[replacement["id"]]
@@ -197,7 +198,7 @@ class TestRescue:
         # The engineer's view of the job says it too, under the lost part.
         _, lost = job_part(tracking, probe["id"])
         assert lost["reason"] == (
-            "Lost on the way: this shipment will not arrive. No TEE-P7 is in stock in any "
+            "Lost on the way: this shipment will not arrive; no TEE-P7 is in stock in any "
             "warehouse: a unit must be found outside Partsflow."
         )
 
