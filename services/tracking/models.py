@@ -77,7 +77,7 @@ class TrackedShipment(Base):
 
     __tablename__ = "shipments"
     __table_args__ = (
-        Index("ix_shipments_tracking_number", "carrier", "tracking_number"),
+        Index("ix_shipments_tracking_number", "tracking_number", "carrier"),
         Index("ix_shipments_status", "status"),
     )
 

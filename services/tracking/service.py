@@ -1798,7 +1798,7 @@ def _same_carriage(shipment: TrackedShipment, data: Mapping[str, Any]) -> None:
             ("carrier", shipment.carrier),
             ("tracking_number", shipment.tracking_number),
         )
-        if data.get(name) and known is not None and data[name].casefold() != known.casefold()
+        if data.get(name) and known is not None and data[name].lower() != known.lower()
     }
     if errors:
         raise InvalidInput(
@@ -1835,7 +1835,8 @@ def _merged_status(before: str | None, incoming: str, event_type: str) -> str:
 def _carried(s: Session, carrier: str, number: str) -> str | None:
     """The shipment a carrier's tracking number names: the one on its way, else the
     latest dispatched. Carriers' systems do not always write their name or a tracking
-    number in the case staff did at dispatch: the exact spelling first, then any case."""
+    number in the case staff did at dispatch: the exact spelling first, then the number
+    as written, in capitals or in small letters, with the name in any case."""
 
     def named(*conditions: Any) -> str | None:
         return s.scalars(
@@ -1850,10 +1851,10 @@ def _carried(s: Session, carrier: str, number: str) -> str | None:
         ).first()
 
     return named(
-        TrackedShipment.carrier == carrier, TrackedShipment.tracking_number == number
+        TrackedShipment.tracking_number == number, TrackedShipment.carrier == carrier
     ) or named(
+        TrackedShipment.tracking_number.in_({number, number.upper(), number.lower()}),
         func.lower(TrackedShipment.carrier) == carrier.lower(),
-        func.lower(TrackedShipment.tracking_number) == number.lower(),
     )
 
 
