@@ -492,6 +492,13 @@ def carry_out(form: PageForm, action: Callable[[], T]) -> T | None:
         return None
 
 
+def named(items: Sequence[str], most: int = 10) -> str:
+    """Items for a message that goes into the session cookie (a flash), which must
+    stay small: the first few, then how many more."""
+    shown = ", ".join(items[:most])
+    return f"{shown} and {len(items) - most} more" if len(items) > most else shown
+
+
 def split_list(text: str | None) -> list[str]:
     """Serial numbers and the like, typed one per line or separated by commas."""
     return [item for item in re.split(r"[\s,;]+", text or "") if item]

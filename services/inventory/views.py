@@ -223,7 +223,7 @@ def receive() -> Any:
             serials = data.get("serials") or []
             return succeed(
                 f"Received {data['quantity']} × {data['part_number']} at {data['warehouse']}"
-                + (f" (serials {', '.join(serials)})" if serials else "")
+                + (f" (serials {pages.named(serials)})" if serials else "")
                 + f". On hand {level['on_hand']}, available {level['available']}.",
                 url_for(".stock", part_number=data["part_number"], warehouse=data["warehouse"]),
             )
@@ -250,7 +250,7 @@ def adjust() -> Any:
             return succeed(
                 f"Adjusted {data['part_number']} at {data['warehouse']} by {data['delta']:+d} "
                 f"({data['reason']}"
-                + (f"; serials {', '.join(serials)}" if serials else "")
+                + (f"; serials {pages.named(serials)}" if serials else "")
                 + f"). On hand {level['on_hand']}, "
                 f"available {level['available']}.",
                 url_for(".stock", part_number=data["part_number"], warehouse=data["warehouse"]),
@@ -371,7 +371,7 @@ def reserve() -> Any:
             return succeed(
                 f"Reserved {reservation['quantity']} × {reservation['part_number']} at "
                 f"{reservation['warehouse']} for {reservation['job_id']}"
-                + (f" (serials {', '.join(serials)})" if serials else "")
+                + (f" (serials {pages.named(serials)})" if serials else "")
                 + taken
                 + ".",
                 url_for(".reservation", reservation_id=reservation["id"]),

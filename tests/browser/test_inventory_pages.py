@@ -76,6 +76,20 @@ class TestReceive:
         assert on_hand(site, "XRT-2000", "CDU") == 1
         assert site.inventory.get_unit("XRT-C-9")["status"] == "available"
 
+    def test_a_large_receipt_names_a_few_serials_in_a_cookie_a_browser_keeps(
+        self, site: Site
+    ) -> None:
+        client = site.client("dispatcher")
+        serials = [f"XRT-LONG-SERIAL-NUMBER-{i:04d}" for i in range(200)]
+        receipt = {"warehouse": "CDU", "part_number": "XRT-2000", "quantity": "200"}
+        reply = client.submit("/inventory/receipts/new", {**receipt, "serials": "\n".join(serials)})
+        assert reply.status == 302
+        # Browsers drop a cookie over 4 KB: the flash rides in the session cookie.
+        assert len(client.cookie("partsflow_session").value) < 4096
+        page = client.get(reply.location)
+        assert f"{serials[9]} and 190 more)" in page.body_text
+        assert on_hand(site, "XRT-2000", "CDU") == 200
+
     def test_a_bad_quantity_is_shown_next_to_it_and_nothing_is_lost(self, site: Site) -> None:
         reply = site.client("dispatcher").submit(
             "/inventory/receipts/new",
