@@ -18,7 +18,7 @@ from services.tracking.alerts import SEVERITY_ORDER, severity
 from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
-from shared.auth import ACKNOWLEDGE_ALERTS, READ, RECORD_EVENTS
+from shared.auth import ACKNOWLEDGE_ALERTS, MANAGE_SHIPMENTS, READ, RECORD_EVENTS
 from shared.pages import PageForm, carry_out, page_actor, page_requires, page_user, succeed
 from shared.web import service_context
 
@@ -245,7 +245,9 @@ def job(job_id: str) -> Any:
     return render_template(
         "tracking/job.html",
         job=tracking().job_view(job_id, wait_for_job=True),
-        share_link=job_link(job_id) if user is not None else None,
+        # Those who send engineers their parts mint the link that opens the page
+        # without signing in; a reader (or the engineer) does not hand out access.
+        share_link=job_link(job_id) if user is not None and user.can(MANAGE_SHIPMENTS) else None,
         link_days=JOB_LINK_DAYS,
         refresh_seconds=REFRESH_SECONDS,
         checked_at=pages.page_now(),

@@ -282,6 +282,15 @@ class TestJobPage:
         assert other.status == 302
         assert site.client().get("/tracking/control-tower").status == 302
 
+    def test_only_those_who_send_parts_hand_out_the_link(self, site: Site) -> None:
+        dispatched_tube(site)
+        assert site.client("dispatcher").get("/tracking/jobs/JOB-7").value("share-link")
+        for reader in ("engineer", "auditor"):
+            page = site.client(reader).get("/tracking/jobs/JOB-7")
+            assert page.status == 200
+            assert "Text this page" not in page.body_text
+            assert page.value("share-link") is None
+
     def test_a_tampered_link_leads_to_the_login_form(self, site: Site) -> None:
         dispatched_tube(site)
         reply = site.client().get("/tracking/jobs/JOB-7", key="forged")
