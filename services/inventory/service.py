@@ -1138,21 +1138,6 @@ class Inventory:
         )
         return sorted(set(serials) - here)
 
-    def _pick_units(self, s: Session, part_id: int, warehouse_id: int, quantity: int) -> list[str]:
-        """Any ``quantity`` units of the part available here."""
-        return sorted(
-            s.scalars(
-                select(unit_t.c.serial)
-                .where(
-                    unit_t.c.part_id == part_id,
-                    unit_t.c.warehouse_id == warehouse_id,
-                    unit_t.c.status == "available",
-                )
-                .order_by(unit_t.c.serial)
-                .limit(quantity)
-            )
-        )
-
     def _end_reservation(
         self,
         tx: Transaction,
