@@ -65,6 +65,8 @@ IDEMPOTENCY_POLL_SECONDS = 0.05
 MAX_PAGE = 1_000_000
 PROBLEM_BASE = "https://partsflow.example/problems/"
 PROBES = ("healthz", "readyz", "metrics")
+# Where a request's correlation id is left in the WSGI environ.
+CORRELATION_ENVIRON_KEY = "partsflow.correlation_id"
 
 
 class ProblemSchema(ma.Schema):
@@ -464,6 +466,8 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         g.request_id = usable_id(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
         correlation_id = usable_id(request.headers.get("X-Correlation-ID")) or g.request_id
         g.message_token = current_message.set(MessageContext(correlation_id=correlation_id))
+        # For a server in front that waits until what the request caused is applied.
+        request.environ[CORRELATION_ENVIRON_KEY] = correlation_id
         structlog.contextvars.bind_contextvars(
             request_id=g.request_id, correlation_id=correlation_id, service=context.name
         )

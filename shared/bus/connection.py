@@ -9,6 +9,7 @@ from amqp.exceptions import ConnectionError as AMQPConnectionError
 from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection
 
+from shared.bus.in_process import InProcessTransport
 from shared.config import Settings
 
 HEARTBEAT_SECONDS = 20
@@ -27,7 +28,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 def connect(settings: Settings, *, name: str) -> Connection:
     """A new, not yet opened connection; the caller owns it (one per thread)."""
     if settings.is_memory_bus:
-        return Connection("memory://", transport_options={"polling_interval": 0.005})
+        return Connection(
+            "memory://", transport=InProcessTransport, transport_options={"polling_interval": 0.005}
+        )
     return Connection(
         settings.broker_url,
         heartbeat=HEARTBEAT_SECONDS,

@@ -199,10 +199,13 @@ class MessageConsumer:
             self.connected.set()
             errors = connection_errors(connection)
             last_heartbeat = time.monotonic()
+            # In process, a handled message is acknowledged within a poll of the queues:
+            # the embedded system answers a write once what it caused is acknowledged.
+            drain_seconds = 0.005 if self.settings.is_memory_bus else 0.05
             while not stop.is_set():
                 self._settle(generation, channel)
                 with contextlib.suppress(TimeoutError):
-                    connection.drain_events(timeout=0.05)
+                    connection.drain_events(timeout=drain_seconds)
                 if time.monotonic() - last_heartbeat > 1.0:
                     connection.heartbeat_check()
                     last_heartbeat = time.monotonic()
