@@ -287,10 +287,21 @@ def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, 
                 f"{duration(lane.median_hours)} at the median"
             )
         return model, "lane_history", why
+    planned = _planned_hours(facts)
     if promised is not None:
         assumed = TransitModel(promised, PROMISE_SPREAD[mode])
         beside = f" beside the promised {duration(promised)}"
         alone = ("promised", f"delivery was promised {duration(promised)} after dispatch")
+    elif planned is not None:
+        # A route planned checkpoint by checkpoint says more than a mode's default.
+        assumed = TransitModel(planned, PROMISE_SPREAD[mode])
+        beside = f" beside the route's plan of {duration(planned)}"
+        count = len(facts.checkpoints)
+        alone = (
+            "checkpoints",
+            f"the route's {count} {_plural(count, 'checkpoint', 'checkpoints')} plan arrival "
+            f"{duration(planned)} after dispatch",
+        )
     else:
         hours = DEFAULT_HOURS[mode] * REGION_FACTOR[facts.same_region]
         assumed = TransitModel(hours, DEFAULT_SPREAD)
@@ -671,6 +682,17 @@ def _earliest(moment: datetime, now: datetime) -> datetime:
 
 def _hours(delta: timedelta) -> float:
     return delta.total_seconds() / 3600
+
+
+def _planned_hours(facts: ShipmentFacts) -> float | None:
+    """The transit a route's checkpoints plan: to the last one, and one leg of the
+    route's average length beyond it to the destination."""
+    if not facts.checkpoints or facts.dispatched_at is None:
+        return None
+    to_last = _hours(max(c.due_at for c in facts.checkpoints) - facts.dispatched_at)
+    if to_last <= 0:
+        return None
+    return to_last * (1 + 1 / len(facts.checkpoints))
 
 
 def _promised_hours(facts: ShipmentFacts) -> float | None:

@@ -218,6 +218,37 @@ class TestCheckpoints:
         # ...and what lies ahead of it (what overdue alerts watch) is CP4.
         assert e.checkpoint_ahead is not None and e.checkpoint_ahead.name == "CP4"
 
+    def test_without_promise_or_history_the_route_plan_is_the_centre(self) -> None:
+        """Story 1 as first played: a hand-carry with a dozen checkpoints over 13 h on a
+        lane never travelled before is expected about when its route ends (the last
+        checkpoint at 12 h, and a leg beyond it), not after a mode's default of a day and
+        a half."""
+        facts, _ = self.hand_carry({}, now=0)
+        unpromised = ShipmentFacts(
+            mode="hand_carry",
+            status="in_transit",
+            dispatched_at=T0,
+            checkpoints=facts.checkpoints,
+            same_region=False,
+        )
+        e = eta.estimate(unpromised, eta.LaneStats(), at(0.1))
+        assert e.basis == "checkpoints"
+        assert hours_of(e.eta) == pytest.approx(13, abs=0.05)
+        assert hours_of(e.earliest) < 11.5 and 15 < hours_of(e.latest) < 20
+        assert "the route's 12 checkpoints plan arrival 13.0 h after dispatch" in e.reason
+
+        late_at_4, _ = self.hand_carry({1: 1, 2: 2, 3: 3, 4: 4 + 40 / 60}, now=0)
+        unpromised = ShipmentFacts(
+            mode="hand_carry",
+            status="in_transit",
+            dispatched_at=T0,
+            checkpoints=late_at_4.checkpoints,
+            same_region=False,
+        )
+        e = eta.estimate(unpromised, eta.LaneStats(), at(4.7))
+        assert hours_of(e.eta) == pytest.approx(13 + 40 / 60, abs=0.05)
+        assert "CP4 (checkpoint 4 of 12) was passed 40 min late" in e.reason
+
     def test_past_the_plan_with_no_news_it_is_still_ahead_of_now(self) -> None:
         facts, _ = self.hand_carry({i: i for i in range(1, 13)}, now=0)
         e = eta.estimate(facts, eta.LaneStats(), at(16))
