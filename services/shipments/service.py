@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -865,9 +866,24 @@ def _check_dispatch(
     promised = data.get("promised_delivery_at")
     if promised is not None and promised < dispatched_at:
         errors["promised_delivery_at"] = ["must not be before the dispatch"]
-    names = [c["name"] for c in data.get("checkpoints") or []]
+    checkpoints = data.get("checkpoints") or []
+    names = [c["name"] for c in checkpoints]
     if len(set(names)) != len(names):
-        errors["checkpoints"] = ["checkpoint names must be unique within a shipment"]
+        errors.setdefault("checkpoints", []).append(
+            "checkpoint names must be unique within a shipment"
+        )
+    # The list is the route in order: a due time before the one ahead of it is a slip
+    # that would make the next checkpoint and every overdue alert wrong.
+    out_of_order = [
+        f"{later['name']} is due before {earlier['name']}, which comes before it on the route"
+        for earlier, later in pairwise(checkpoints)
+        if later["due_at"] < earlier["due_at"]
+    ]
+    if out_of_order:
+        errors.setdefault("checkpoints", []).append(
+            "list the checkpoints in route order, each due no earlier than the one before: "
+            + "; ".join(out_of_order[:3])
+        )
     if errors:
         raise InvalidInput("the dispatch has invalid fields; see errors", errors=errors)
 

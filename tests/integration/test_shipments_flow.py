@@ -270,6 +270,21 @@ class TestDispatchAndDelivery:
         assert api.post(f"{SHP}/{first['id']}/deliver", {}).status == 200
         assert api.post(f"{SHP}/{second['id']}/dispatch", carrier).status == 200
 
+    def test_checkpoints_are_listed_in_route_order(self, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        now = datetime.now(UTC)
+        route = [
+            {"name": "Kangding", "due_at": (now + timedelta(hours=2)).isoformat()},
+            {"name": "Luding", "due_at": (now + timedelta(hours=1)).isoformat()},
+        ]
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry(checkpoints=route))
+        assert reply.status == 422
+        assert "Luding is due before Kangding" in reply.body["errors"]["checkpoints"][0]
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "planned"
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry(checkpoints=route[::-1]))
+        assert reply.status == 200
+        assert [c["name"] for c in reply.body["checkpoints"]] == ["Luding", "Kangding"]
+
     def test_actions_in_the_wrong_status_are_409_naming_it(self, api: ApiClient) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
         reply = api.post(f"{SHP}/{shipment['id']}/deliver", {})
