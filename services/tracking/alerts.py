@@ -111,8 +111,15 @@ def severity(kind: str) -> str:
     return SEVERITY.get(kind, "warning")
 
 
-def stall_after_hours(mode: str, typical_hours: float) -> float:
+def stall_after_hours(
+    mode: str, typical_hours: float, usual_silence_hours: float | None = None
+) -> float:
+    """How long a shipment may go without news before it is stalled: what its lane's
+    deliveries kept (a lane whose carrier scans nothing on the way allows its whole
+    transit), else a share of its typical transit within the mode's bounds."""
     low, high = SILENCE_BOUNDS_HOURS.get(mode, SILENCE_BOUNDS_HOURS["carrier"])
+    if usual_silence_hours is not None:
+        return max(usual_silence_hours, low)
     return min(max(SILENCE_SHARE * typical_hours, low), high)
 
 
@@ -136,7 +143,7 @@ def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
         # A dispatch recorded late: the silence before it was heard of was nobody's
         # to act on, so it is stalled at once but lost only after a wait of its own.
         watched = min(silent, (now - s.dispatch_heard_at).total_seconds() / 3600)
-    limit = stall_after_hours(s.mode, s.estimate.typical_hours)
+    limit = stall_after_hours(s.mode, s.estimate.typical_hours, s.estimate.usual_silence_hours)
     overdue = s.estimate.overdue_after is not None and now > s.estimate.overdue_after
     if (watched > LOST_SILENCE_FACTOR * limit and overdue) or watched > LONG_SILENCE_FACTOR * limit:
         return (
@@ -188,7 +195,7 @@ def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
             )
         )
     silent = silent_hours(s, now)
-    limit = stall_after_hours(s.mode, s.estimate.typical_hours)
+    limit = stall_after_hours(s.mode, s.estimate.typical_hours, s.estimate.usual_silence_hours)
     if silent is not None and silent > limit:
         since = max(m for m in (s.last_scan_at, s.dispatched_at) if m is not None)
         problems.append(

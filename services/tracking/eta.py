@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from statistics import NormalDist
 
 MODES = ("carrier", "courier", "hand_carry")
@@ -81,6 +82,7 @@ class Transit:
     promised_hours: float | None = None
     midway_delay_hours: float | None = None
     final_delay_hours: float | None = None
+    longest_silence_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class LaneStats:
     promise_ratio: float = 1.0
     promise_spread: float = DEFAULT_SPREAD
     carry: DelayCarry | None = None
+    # How long a shipment on this lane may go without news and still be as usual (None:
+    # too few deliveries say).
+    usual_silence_hours: float | None = None
 
 
 def lane_stats(transits: Sequence[Transit]) -> LaneStats:
@@ -131,7 +136,29 @@ def lane_stats(transits: Sequence[Transit]) -> LaneStats:
         promise_ratio=float(statistics.median(ratios)) if ratios else 1.0,
         promise_spread=_predictive_spread(ratios) if ratios else DEFAULT_SPREAD,
         carry=_delay_carry(pairs) if len(pairs) >= MIN_CARRY_PAIRS else None,
+        usual_silence_hours=_usual_silence(
+            [t.longest_silence_hours for t in transits if t.longest_silence_hours is not None]
+        ),
     )
+
+
+def _usual_silence(silences: Sequence[float]) -> float | None:
+    """The longest silence the next shipment may keep as usual: the 90 % point of
+    the delivered ones' longest, widened as a prediction from few is."""
+    if len(silences) < MIN_LANE_HISTORY:
+        return None
+    high = statistics.quantiles(silences, n=10, method="inclusive")[-1]
+    return high * _widening(len(silences))
+
+
+def longest_silence_hours(
+    dispatched_at: datetime, delivered_at: datetime, news: Sequence[datetime]
+) -> float:
+    """The longest stretch without news between a dispatch and its delivery."""
+    moments = sorted(
+        [dispatched_at, delivered_at, *(m for m in news if dispatched_at < m < delivered_at)]
+    )
+    return max(_hours(later - earlier) for earlier, later in pairwise(moments))
 
 
 def _delay_carry(pairs: Sequence[tuple[float, float]]) -> DelayCarry:
@@ -261,6 +288,7 @@ class Estimate:
     # The typical transit on this lane, and when the shipment should have arrived at
     # the latest, judged at dispatch: what "silent for too long" is measured against.
     typical_hours: float = DEFAULT_HOURS["carrier"]
+    usual_silence_hours: float | None = None
     overdue_after: datetime | None = None
     checkpoint_delay_hours: float | None = None
 
@@ -331,7 +359,10 @@ def estimate(facts: ShipmentFacts, lane: LaneStats, now: datetime) -> Estimate:
     model, basis, why = transit_model(facts, lane)
     start = facts.dispatched_at or now
     overdue_after = start + timedelta(hours=model.quantile(0.9))
-    common: dict = {"typical_hours": model.median_hours}
+    common: dict = {
+        "typical_hours": model.median_hours,
+        "usual_silence_hours": lane.usual_silence_hours,
+    }
     if facts.status not in ("delivered", "cancelled", "lost"):
         # A journey that has ended has no checkpoint to come.
         common["next_checkpoint"] = next_checkpoint(facts.checkpoints)

@@ -185,6 +185,9 @@ class LaneTransit(Base):
     promised_hours: Mapped[float | None]
     midway_delay_hours: Mapped[float | None]
     final_delay_hours: Mapped[float | None]
+    # The longest time without news between dispatch and delivery: what the lane
+    # allows before a shipment on it is stalled.
+    longest_silence_hours: Mapped[float | None]
     delivered_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

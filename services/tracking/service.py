@@ -1132,6 +1132,12 @@ class Tracking:
         )
         transit.midway_delay_hours = midway
         transit.final_delay_hours = final
+        news = s.scalars(
+            select(TrackingEvent.occurred_at).where(TrackingEvent.shipment_id == shipment.id)
+        ).all()
+        transit.longest_silence_hours = eta.longest_silence_hours(
+            shipment.dispatched_at, shipment.delivered_at, news
+        )
         transit.delivered_at = shipment.delivered_at
         s.add(transit)
         s.flush()
@@ -2046,6 +2052,7 @@ def _lane_stats(s: Session, *conditions: Any) -> eta.LaneStats:
             LaneTransit.promised_hours,
             LaneTransit.midway_delay_hours,
             LaneTransit.final_delay_hours,
+            LaneTransit.longest_silence_hours,
         )
         .where(*conditions)
         .order_by(LaneTransit.delivered_at.desc())

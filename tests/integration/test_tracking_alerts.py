@@ -332,6 +332,58 @@ class TestScheduler:
         assert tracking.service.scan(at(30 + 60))["declared_lost"] == 1
         assert "lost" in kinds_open(tracking)
 
+    def test_a_lane_whose_deliveries_are_never_scanned_allows_its_transit_in_silence(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        """Courier deliveries on a lane took 3 to 5 h with no scan on the way: silence
+        is stalled only past what they kept, not after the mode's usual 2 h. A lane
+        whose couriers scan every half hour keeps the short limit."""
+
+        def deliver_history(destination: str, scans_every: float | None) -> None:
+            for n in range(20):
+                hours = 3 + 2 * n / 19
+                past = shipment_data(
+                    mode="courier",
+                    destination={"site": "Hospital", "warehouse": None, "region": destination},
+                    promised_delivery_at=None,
+                    dispatched_at=iso(at(-100 + n)),
+                )
+                tracking.shipment("dispatched", past)
+                if scans_every is not None:
+                    for k in range(1, int(hours / scans_every)):
+                        moment = at(-100 + n + k * scans_every)
+                        post(tracking, event_body(past["id"], "in_transit", moment))
+                delivered = at(-100 + n + hours)
+                tracking.shipment(
+                    "delivered", {**past, "status": "delivered", "delivered_at": iso(delivered)}
+                )
+
+        deliver_history("yunnan", scans_every=None)
+        deliver_history("tibet", scans_every=0.5)
+        quiet = shipment_data(
+            mode="courier",
+            destination={"site": "Hospital", "warehouse": None, "region": "yunnan"},
+            promised_delivery_at=None,
+            required_by=iso(at(48)),
+            job_id="JOB-QUIET",
+        )
+        chatty = {
+            **quiet,
+            "id": str(uuid.uuid4()),
+            "destination": {"site": "Hospital", "warehouse": None, "region": "tibet"},
+            "job_id": "JOB-CHATTY",
+        }
+        tracking.shipment("dispatched", quiet)
+        tracking.shipment("dispatched", chatty)
+
+        tracking.service.scan(at(2.5))
+        assert kinds_open(tracking, job_id="JOB-QUIET") == []
+        assert kinds_open(tracking, job_id="JOB-CHATTY") == ["stalled"]
+        tracking.service.scan(at(7))
+        assert kinds_open(tracking, job_id="JOB-QUIET") == ["stalled"]
+        [stalled] = tracking.open_alerts(job_id="JOB-QUIET")
+        assert "longer than this lane allows" in stalled["message"]
+
     def test_low_stock_raised_and_resolved_in_the_order_sent(
         self, tracking: TrackingUnderTest
     ) -> None:
