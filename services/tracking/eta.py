@@ -41,6 +41,8 @@ MIN_SPREAD = 0.05
 # beside a real one) must not make a range of centuries: beyond this spread the 80 %
 # range is already about 1/13 to 13 times the median.
 MAX_SPREAD = 2.0
+# A delivered transit shorter than this share of its lane's median is not counted.
+RECORDING_SHARE = 0.1
 # No estimate reaches further than this from dispatch.
 MAX_TRANSIT_HOURS = 24.0 * 365
 # Real lanes have heavier tails than a log-normal (a strike, a storm): a little margin
@@ -118,6 +120,13 @@ def lane_stats(transits: Sequence[Transit]) -> LaneStats:
     hours = [t.hours for t in transits if t.hours > 0]
     if not hours:
         return LaneStats()
+    if len(hours) >= MIN_LANE_HISTORY:
+        # A transit of a small share of the lane's usual one is a recording (a
+        # delivery entered with its dispatch), not a journey: one in twenty made the
+        # range several times wider than all the others needed.
+        shortest = statistics.median(hours) * RECORDING_SHARE
+        transits = [t for t in transits if t.hours >= shortest]
+        hours = [t.hours for t in transits]
     ratios = [
         t.hours / t.promised_hours
         for t in transits

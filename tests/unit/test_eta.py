@@ -85,6 +85,19 @@ class TestWhereTheEstimateStarts:
         assert hours_of(odd.latest) >= hours_of(nothing.latest) * 0.9
         assert hours_of(odd.earliest) < hours_of(nothing.earliest)
 
+    def test_a_delivery_recorded_with_its_dispatch_does_not_widen_a_lane(self) -> None:
+        transits = [3 + 2 * n / 19 for n in range(20)]
+        usual = eta.estimate(carrier(mode="courier"), lane(*transits), T0)
+        with_a_recording = eta.estimate(carrier(mode="courier"), lane(*transits, 2 / 60), T0)
+        assert with_a_recording.basis == "lane_history"
+        assert "20 past deliveries" in with_a_recording.reason
+        assert (with_a_recording.earliest, with_a_recording.eta, with_a_recording.latest) == (
+            usual.earliest,
+            usual.eta,
+            usual.latest,
+        )
+        assert hours_of(usual.earliest) > 2.5 and hours_of(usual.latest) < 6.5
+
     def test_a_promise_beside_a_little_history_is_not_falsely_narrow(self) -> None:
         # Three deliveries promised in 24 h took 48 to 50 h: the promise alone would say
         # 16 to 35 h, a range none of them fell in.
