@@ -344,14 +344,33 @@ def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str 
 
 
 def arrival_words(
-    part_number: str, needed: int, warehouse: str, available: int, at: datetime
+    part_number: str,
+    needed: int,
+    warehouse: str,
+    available: int,
+    at: datetime,
+    *,
+    arrival: Estimate | None = None,
+    required_by: datetime | None = None,
 ) -> str:
     """The lost alert's clause once a part no warehouse had has come into stock: a
-    fact with its time, which stays true when the unit is taken since."""
+    fact with its time, which stays true when the unit is taken since, and when it
+    could arrive had it left then (``arrival``), against the job's required-by."""
     some = f"{available} of the {needed}" if available < needed else f"{available}"
+    could = ""
+    if arrival is not None and arrival.eta is not None:
+        could = f"; leaving then, it could arrive on {when(arrival.eta)}"
+        if arrival.latest is not None and arrival.latest > arrival.eta:
+            could += f" ({when(arrival.latest)} at the latest)"
+        if required_by is not None:
+            if arrival.eta <= required_by:
+                could += f", in time for the required-by {when(required_by)}"
+            else:
+                late = duration((arrival.eta - required_by).total_seconds() / 3600)
+                could += f", {late} after the required-by {when(required_by)}"
     return (
         f"none was in stock when it was lost, but {some} {part_number} came into stock "
-        f"at {warehouse} on {when(at)}: reserve by hand for the job"
+        f"at {warehouse} on {when(at)}{could}: reserve by hand for the job"
     )
 
 

@@ -668,13 +668,23 @@ class Tracking:
                 )
             ).all()
             lanes = _Lanes()
+            origin = _warehouse_region(s, stock["warehouse"])
             for rescue in rescues:
+                lost = s.get(TrackedShipment, rescue.shipment_id) if rescue.shipment_id else None
+                job = s.get(Job, rescue.job_id)
+                arrival = None
+                if origin is not None and lost is not None and lost.destination_region:
+                    arrival = self._estimate_leaving_now(
+                        s, origin, lost.destination_region, now, lanes
+                    )
                 rescue.detail = alerts.arrival_words(
                     rescue.part_number,
                     rescue.quantity,
                     stock["warehouse"],
                     stock["available"],
                     now,
+                    arrival=arrival,
+                    required_by=job.required_by if job else None,
                 )
                 s.flush()
                 self._revisit(tx, rescue.shipment_id, now, lanes)
@@ -1051,13 +1061,19 @@ class Tracking:
         self, s: Session, reservation: JobReservation, now: datetime, lanes: _Lanes
     ) -> eta.Estimate:
         origin = reservation.warehouse_region or _warehouse_region(s, reservation.warehouse)
-        stats = self._region_lane(
-            s, origin or reservation.warehouse, reservation.site_region, lanes
+        return self._estimate_leaving_now(
+            s, origin or reservation.warehouse, reservation.site_region, now, lanes
         )
+
+    def _estimate_leaving_now(
+        self, s: Session, origin: str, destination: str | None, now: datetime, lanes: _Lanes
+    ) -> eta.Estimate:
+        """A part leaving a region now by carrier, from the lanes between the two."""
+        stats = self._region_lane(s, origin, destination, lanes)
         facts = eta.ShipmentFacts(
             mode="carrier",
             status="planned",
-            same_region=None if origin is None else origin == reservation.site_region,
+            same_region=None if destination is None else origin == destination,
         )
         return eta.estimate(facts, stats, now)
 
