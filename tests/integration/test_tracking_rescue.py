@@ -329,7 +329,7 @@ class TestRescue:
     def test_stock_come_in_since_says_when_it_could_arrive_against_the_required_by(
         self, tracking: TrackingUnderTest
     ) -> None:
-        probe, shipment = probe_on_its_way(tracking)
+        _, shipment = probe_on_its_way(tracking)
         lose(tracking, shipment)
         (command,) = tracking.published("inventory.reserve")
         tracking.deliver(
