@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -68,6 +68,7 @@ class Promise:
     quantity: int
     priority: str
     status: str = "confirmed"
+    serials: tuple[str, ...] = ()
 
 
 @dataclass
@@ -78,9 +79,15 @@ class StockModel:
     reserved: Counter[tuple[str, str]] = field(default_factory=Counter)
     # In the order they were made: the rules choose from it by position.
     reservations: dict[str, Promise] = field(default_factory=dict)
-    # Per shipment inventory has seen leave: (reservation id, part, origin, quantity).
-    issued: dict[str, list[tuple[str | None, str, str, int]]] = field(default_factory=dict)
+    # Per shipment inventory has seen leave: (reservation id, part, origin, quantity,
+    # the units that left).
+    issued: dict[str, list[tuple[str | None, str, str, int, tuple[str, ...]]]] = field(
+        default_factory=dict
+    )
     settled: set[str] = field(default_factory=set)
+    # Where each serial unit is on a shelf; None while it is away (on its way, written
+    # off, lost).
+    unit_at: dict[str, str | None] = field(default_factory=dict)
 
     def available(self, warehouse: str, part: str) -> int:
         return self.on_hand[warehouse, part] - self.reserved[warehouse, part]
@@ -103,7 +110,11 @@ class StockModel:
         key = (reservation["warehouse"], reservation["part_number"])
         self.reserved[key] += reservation["quantity"]
         self.reservations[reservation["id"]] = Promise(
-            reservation["part_number"], reservation["warehouse"], reservation["quantity"], priority
+            reservation["part_number"],
+            reservation["warehouse"],
+            reservation["quantity"],
+            priority,
+            serials=tuple(reservation.get("serials") or ()),
         )
 
     def release(self, reservation_id: str) -> None:
@@ -124,9 +135,10 @@ class StockModel:
             return
         self.settled.add(shipment_id)
         target = shipment["destination"].get("warehouse")
-        for reservation_id, part, _, quantity in self.issued[shipment_id]:
+        for reservation_id, part, _, quantity, serials in self.issued[shipment_id]:
             if kind == "delivered" and target and quantity:
                 self.on_hand[target, part] += quantity
+                self.unit_at.update(dict.fromkeys(serials, target))
             if reservation_id is not None:
                 self.reservations[reservation_id].status = (
                     "fulfilled" if kind == "delivered" else "lost"
@@ -136,18 +148,32 @@ class StockModel:
         reservation_id = line.get("reservation_id")
         if reservation_id:
             promise = self.reservations[reservation_id]
-            if promise.status != "confirmed":
-                return (None, promise.part, promise.warehouse, 0)
-            key = (promise.warehouse, promise.part)
-            self.on_hand[key] -= promise.quantity
-            self.reserved[key] -= promise.quantity
-            promise.status = "issued"
-            return (reservation_id, promise.part, promise.warehouse, promise.quantity)
+            if promise.status == "confirmed":
+                key = (promise.warehouse, promise.part)
+                self.on_hand[key] -= promise.quantity
+                self.reserved[key] -= promise.quantity
+                promise.status = "issued"
+                self.unit_at.update(dict.fromkeys(promise.serials))
+                return (
+                    reservation_id,
+                    promise.part,
+                    promise.warehouse,
+                    promise.quantity,
+                    promise.serials,
+                )
+            if promise.status not in ("released", "preempted"):
+                return (None, promise.part, promise.warehouse, 0, ())
+            # Released or preempted while the dispatch was on its way: the part left all
+            # the same, and leaves the stock as a line of its own.
         origin, part, quantity = shipment["origin"], line["part_number"], line["quantity"]
-        if self.available(origin, part) < quantity:
-            return (None, part, origin, 0)  # a shortfall: nothing leaves the books
+        named = tuple(line.get("serials") or ()) if PARTS[part] else ()
+        held = {u for p in self.reservations.values() if p.status == "confirmed" for u in p.serials}
+        absent = [u for u in named if self.unit_at.get(u) != origin or u in held]
+        if absent or self.available(origin, part) < quantity:
+            return (None, part, origin, 0, ())  # a shortfall: nothing leaves the books
         self.on_hand[origin, part] -= quantity
-        return (None, part, origin, quantity)
+        self.unit_at.update(dict.fromkeys(named))
+        return (None, part, origin, quantity, named)
 
 
 class StockMachine(RuleBasedStateMachine):
@@ -207,6 +233,7 @@ class StockMachine(RuleBasedStateMachine):
             body["serials"] = self.new_serials(quantity)
         self.inventory.receive_stock(inventory_schemas.ReceiptIn().load(body), actor="model")
         self.model.on_hand[warehouse, part] += quantity
+        self.model.unit_at.update(dict.fromkeys(body.get("serials", ()), warehouse))
         self.note("receive")
         self.world.bus.collect()
 
@@ -237,6 +264,9 @@ class StockMachine(RuleBasedStateMachine):
             return
         assert expected, f"adjusting {part}@{warehouse} by {delta} went below what is promised"
         self.model.on_hand[warehouse, part] += delta
+        self.model.unit_at.update(
+            dict.fromkeys(body.get("serials", ()), warehouse if delta > 0 else None)
+        )
         self.note("adjust")
         self.world.bus.collect()
 
@@ -603,6 +633,9 @@ def test_stock_model_holds_through_random_histories(world: World) -> None:
                 max_examples=20,
                 stateful_step_count=25,
                 deadline=None,
+                # No "explain" phase: its line tracing on Python 3.11 takes longer than the
+                # test's time limit, and the timeout would hide the failing history.
+                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
             ),
         )
