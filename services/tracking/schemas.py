@@ -58,6 +58,12 @@ class CheckpointOut(Schema):
     missed = fields.Boolean(
         metadata={"description": "Not scanned, but a later checkpoint was passed"}
     )
+    ahead = fields.Boolean(
+        metadata={
+            "description": "The first checkpoint ahead of the shipment (after the last one "
+            "passed): the one to scan next; none once the journey has ended"
+        }
+    )
 
 
 class LastEventOut(Schema):

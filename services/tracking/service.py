@@ -1594,22 +1594,38 @@ def alert_resource(a: Alert) -> dict[str, Any]:
 
 
 def _checkpoint_resources(
-    checkpoints: Sequence[eta.Checkpoint], now: datetime, *, ended: bool
+    checkpoints: Sequence[eta.Checkpoint],
+    now: datetime,
+    *,
+    ended: bool,
+    ahead: eta.Checkpoint | None,
 ) -> list[dict]:
     passed = [i for i, c in enumerate(checkpoints) if c.passed_at is not None]
     last_passed = passed[-1] if passed else -1
     return [
-        _checkpoint_resource(c, now, ended=ended, missed=i < last_passed)
+        _checkpoint_resource(
+            c,
+            now,
+            ended=ended,
+            missed=i < last_passed,
+            ahead=ahead is not None and c.name == ahead.name,
+        )
         for i, c in enumerate(checkpoints)
     ]
 
 
 def _checkpoint_resource(
-    c: eta.Checkpoint, now: datetime, *, ended: bool = False, missed: bool = False
+    c: eta.Checkpoint,
+    now: datetime,
+    *,
+    ended: bool = False,
+    missed: bool = False,
+    ahead: bool = False,
 ) -> dict:
     """``ended``: the journey is over (delivered, lost, cancelled), so a checkpoint it
     never passed is no longer overdue: nothing is coming to pass it. ``missed``: a
-    later checkpoint was passed, so the shipment went by this one unscanned."""
+    later checkpoint was passed, so the shipment went by this one unscanned.
+    ``ahead``: the first checkpoint ahead of the shipment, the one scanned next."""
     missed = missed and c.passed_at is None
     return {
         "name": c.name,
@@ -1617,6 +1633,7 @@ def _checkpoint_resource(
         "passed_at": c.passed_at,
         "overdue": not ended and not missed and c.passed_at is None and c.due_at < now,
         "missed": missed,
+        "ahead": ahead,
     }
 
 
@@ -1650,6 +1667,7 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
                 estimate.next_checkpoint,
                 snap.now,
                 missed=estimate.next_checkpoint is not estimate.checkpoint_ahead,
+                ahead=estimate.next_checkpoint is estimate.checkpoint_ahead,
             )
             if estimate.next_checkpoint
             else None
@@ -1660,7 +1678,9 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
         "dispatched_at": snap.shipment.dispatched_at,
         "delivered_at": snap.shipment.delivered_at,
         "promised_delivery_at": snap.shipment.promised_delivery_at,
-        "checkpoints": _checkpoint_resources(snap.checkpoints, snap.now, ended=ended),
+        "checkpoints": _checkpoint_resources(
+            snap.checkpoints, snap.now, ended=ended, ahead=estimate.checkpoint_ahead
+        ),
         "last_event": _last_event_resource(snap.last_event),
     }
 

@@ -174,8 +174,8 @@ def acknowledge(alert_id: str) -> Any:
 @page_requires(RECORD_EVENTS)
 def record_scan(shipment_id: str) -> Any:
     eta = tracking().shipment_eta(shipment_id)
-    # The first checkpoint ahead: one gone by unscanned can still be chosen by hand.
-    ahead = next((c for c in eta["checkpoints"] if not (c["passed_at"] or c["missed"])), None)
+    # Offered first; one gone by unscanned can still be chosen by hand.
+    ahead = next((c for c in eta["checkpoints"] if c["ahead"]), None)
     form = ScanForm(
         data={"checkpoint": ahead["name"] if ahead else None} if request.method == "GET" else None
     )

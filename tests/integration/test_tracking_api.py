@@ -655,20 +655,27 @@ class TestEta:
             body = event_body(shipment["id"], "checkpoint", at(hours), checkpoint=name)
             assert tracking.api("service").post(f"{V1}/events", body).status == 201
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
-        states = [(c["name"], c["overdue"], c["missed"]) for c in eta["checkpoints"]]
+        states = [(c["name"], c["overdue"], c["missed"], c["ahead"]) for c in eta["checkpoints"]]
         assert states == [
-            ("CP1", False, False),
-            ("CP2", False, True),
-            ("CP3", False, False),
-            ("CP4", False, False),
-            ("CP5", False, False),
+            ("CP1", False, False, False),
+            ("CP2", False, True, False),
+            ("CP3", False, False, False),
+            ("CP4", False, False, True),
+            ("CP5", False, False, False),
         ]
         # Still the first not passed, as the contract says, but known to be behind.
-        assert (eta["next_checkpoint"]["name"], eta["next_checkpoint"]["missed"]) == ("CP2", True)
-        assert not eta["next_checkpoint"]["overdue"]
+        nxt = eta["next_checkpoint"]
+        assert (nxt["name"], nxt["missed"], nxt["ahead"]) == ("CP2", True, False)
+        assert not nxt["overdue"]
         tracking.clock.set(at(4.5))
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
         assert [c["name"] for c in eta["checkpoints"] if c["overdue"]] == ["CP4"]
+        # Once delivered, nothing is ahead.
+        tracking.shipment(
+            "delivered", {**shipment, "status": "delivered", "delivered_at": iso(at(5))}
+        )
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert [c["name"] for c in eta["checkpoints"] if c["ahead"]] == []
 
 
 class TestJobView:
