@@ -520,7 +520,8 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         requests_total.labels(request.method, endpoint, str(response.status_code)).inc()
         latency.labels(request.method, endpoint).observe(elapsed)
-        response.headers["X-Request-ID"] = g.get("request_id", "")
+        # A replay keeps the first answer's.
+        response.headers.setdefault("X-Request-ID", g.get("request_id", ""))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault(
@@ -673,6 +674,8 @@ def _idempotency_begin(context: ServiceContext, user: User) -> Response | None:
     if row.status_code >= 400:
         response.mimetype = PROBLEM_JSON
     response.headers["Idempotent-Replayed"] = "true"
+    if row.request_id:
+        response.headers["X-Request-ID"] = row.request_id
     return response
 
 
@@ -702,7 +705,11 @@ def _claim_idempotency_key(
                 with tx.session.begin_nested():
                     tx.session.execute(
                         insert(table).values(
-                            principal=user.name, key=key, request_hash=request_hash, created_at=now
+                            principal=user.name,
+                            key=key,
+                            request_hash=request_hash,
+                            request_id=g.request_id,
+                            created_at=now,
                         )
                     )
             except IntegrityError:

@@ -78,6 +78,23 @@ def drop_reply_index() -> None:
     op.drop_index("ix_outbox_replies", table_name="outbox")
 
 
+def add_idempotency_request_id() -> None:
+    """Migrations: the request id of the first answer under an Idempotency-Key, which
+    its replays answer with too (null for keys recorded before)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.add_column(sa.Column("request_id", sa.String(64), nullable=True))
+
+
+def drop_idempotency_request_id() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.drop_column("request_id")
+
+
 class DuplicateDelivery(Exception):
     """The message was applied before (its id is in the inbox)."""
 
@@ -138,6 +155,9 @@ def define_bus_tables(metadata: MetaData) -> BusTables:
         Column("request_hash", String(64), nullable=False),
         Column("status_code", Integer),
         Column("response_body", Text),
+        # The first request's id: a replay answers with it, so the events it caused
+        # (correlated to it) are found from the replay's answer too.
+        Column("request_id", String(64)),
         Column("created_at", UTCDateTime, nullable=False),
     )
     return BusTables(outbox=outbox, inbox=inbox, idempotency_keys=idempotency_keys)

@@ -325,9 +325,13 @@ class TestIdempotencyKey:
         assert first.status == second.status == 201
         assert first.body == second.body
         assert second.headers.get("Idempotent-Replayed") == "true"
+        # The events the first caused carry its request id: the replay names it too.
+        assert second.headers["X-Request-ID"] == first.headers["X-Request-ID"]
         stock = api.get(f"{V1}/stock", part_number="GEL-250").body[0]
         assert stock["reserved"] == 5
         assert len(api.get(f"{V1}/reservations").body) == 1
+        other = api.post(f"{V1}/reservations", body, headers={"Idempotency-Key": "k-2"})
+        assert other.headers["X-Request-ID"] != first.headers["X-Request-ID"]
 
     def test_the_same_json_spaced_or_ordered_otherwise_is_a_replay(self, api: ApiClient) -> None:
         body = reservation_body(part_number="GEL-250", quantity=2)

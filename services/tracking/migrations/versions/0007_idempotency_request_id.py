@@ -1,0 +1,23 @@
+"""the request id of an idempotency key's first answer
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-25 02:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+from shared.bus.store import add_idempotency_request_id, drop_idempotency_request_id
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    add_idempotency_request_id()
+
+
+def downgrade() -> None:
+    drop_idempotency_request_id()
