@@ -82,6 +82,21 @@ def lose(tracking: TrackingUnderTest, shipment: dict) -> None:
     assert tracking.api("service").post(f"{V1}/events", body).status == 201
 
 
+def lost_with_none_anywhere(tracking: TrackingUnderTest) -> tuple[dict, dict]:
+    """The probe lost on its way, and inventory's answer to the rescue: no TEE-P7 in
+    any warehouse."""
+    probe, shipment = probe_on_its_way(tracking)
+    lose(tracking, shipment)
+    (command,) = tracking.published("inventory.reserve")
+    tracking.deliver(
+        "inventory.reservation.rejected",
+        {"command_id": command["id"], "reason": "not-enough-stock", "alternatives": []},
+        correlation_id=command["id"],
+        source="partsflow/inventory",
+    )
+    return probe, shipment
+
+
 def replaced_from_chengdu(tracking: TrackingUnderTest) -> tuple[dict, dict, dict]:
     """The probe lost on its way, and inventory's answer to the rescue: a replacement
     reserved at CDU."""
@@ -297,15 +312,7 @@ class TestRescue:
     def test_a_replacement_reserved_by_hand_answers_the_rescue(
         self, tracking: TrackingUnderTest
     ) -> None:
-        probe, shipment = probe_on_its_way(tracking)
-        lose(tracking, shipment)
-        (command,) = tracking.published("inventory.reserve")
-        tracking.deliver(
-            "inventory.reservation.rejected",
-            {"command_id": command["id"], "reason": "not-enough-stock", "alternatives": []},
-            correlation_id=command["id"],
-            source="partsflow/inventory",
-        )
+        probe, _ = lost_with_none_anywhere(tracking)
         (alert,) = tracking.open_alerts(kind="lost")
         assert "no TEE-P7 is in stock in any warehouse" in alert["message"]
         # A probe arrives at CDU: the alert says so, and nothing is reserved by itself.
@@ -329,15 +336,7 @@ class TestRescue:
     def test_stock_come_in_since_says_when_it_could_arrive_against_the_required_by(
         self, tracking: TrackingUnderTest
     ) -> None:
-        _, shipment = probe_on_its_way(tracking)
-        lose(tracking, shipment)
-        (command,) = tracking.published("inventory.reserve")
-        tracking.deliver(
-            "inventory.reservation.rejected",
-            {"command_id": command["id"], "reason": "not-enough-stock", "alternatives": []},
-            correlation_id=command["id"],
-            source="partsflow/inventory",
-        )
+        lost_with_none_anywhere(tracking)
         chengdu = {"code": "CTU", "name": "Chengdu", "region": "sichuan", "kind": "depot"}
         tracking.deliver("inventory.warehouse.created", chengdu, source="partsflow/inventory")
         tracking.deliver("inventory.stock.received", probe_received("CTU"), source="inventory")

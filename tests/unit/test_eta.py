@@ -176,7 +176,11 @@ class TestElapsedTime:
 
 class TestCheckpoints:
     @staticmethod
-    def hand_carry(passed: dict[int, float], now: float) -> tuple[ShipmentFacts, datetime]:
+    def hand_carry(
+        passed: dict[int, float], now: float, *, promised: bool = True
+    ) -> tuple[ShipmentFacts, datetime]:
+        """Twelve hourly checkpoints; delivery promised at 13 h, or (``promised``
+        False) no promise, between regions."""
         checkpoints = [
             Checkpoint(f"CP{i}", at(i), at(passed[i]) if i in passed else None)
             for i in range(1, 13)
@@ -185,8 +189,9 @@ class TestCheckpoints:
             mode="hand_carry",
             status="in_transit",
             dispatched_at=T0,
-            promised_delivery_at=at(13),
+            promised_delivery_at=at(13) if promised else None,
             checkpoints=checkpoints,
+            same_region=None if promised else False,
         )
         return facts, at(now)
 
@@ -236,29 +241,15 @@ class TestCheckpoints:
         lane never travelled before is expected about when its route ends (the last
         checkpoint at 12 h, and a leg beyond it), not after a mode's default of a day and
         a half."""
-        facts, _ = self.hand_carry({}, now=0)
-        unpromised = ShipmentFacts(
-            mode="hand_carry",
-            status="in_transit",
-            dispatched_at=T0,
-            checkpoints=facts.checkpoints,
-            same_region=False,
-        )
-        e = eta.estimate(unpromised, eta.LaneStats(), at(0.1))
+        unpromised, now = self.hand_carry({}, now=0.1, promised=False)
+        e = eta.estimate(unpromised, eta.LaneStats(), now)
         assert e.basis == "checkpoints"
         assert hours_of(e.eta) == pytest.approx(13, abs=0.05)
         assert hours_of(e.earliest) < 11.5 and 15 < hours_of(e.latest) < 20
         assert "the route's 12 checkpoints plan arrival 13.0 h after dispatch" in e.reason
 
-        late_at_4, _ = self.hand_carry({1: 1, 2: 2, 3: 3, 4: 4 + 40 / 60}, now=0)
-        unpromised = ShipmentFacts(
-            mode="hand_carry",
-            status="in_transit",
-            dispatched_at=T0,
-            checkpoints=late_at_4.checkpoints,
-            same_region=False,
-        )
-        e = eta.estimate(unpromised, eta.LaneStats(), at(4.7))
+        late_at_4, now = self.hand_carry({1: 1, 2: 2, 3: 3, 4: 4 + 40 / 60}, 4.7, promised=False)
+        e = eta.estimate(late_at_4, eta.LaneStats(), now)
         assert hours_of(e.eta) == pytest.approx(13 + 40 / 60, abs=0.05)
         assert "CP4 (checkpoint 4 of 12) was passed 40 min late" in e.reason
 
