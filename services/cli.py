@@ -135,10 +135,10 @@ def web(service: str, bind: str, workers: int) -> None:
             str(workers),
             "--worker-class",
             "sync",
-            "--access-logfile",
-            "-",
             "--graceful-timeout",
             "20",
+            # No access log here: the app writes one line per request itself, with its
+            # request id, user and time taken.
             # Several gunicorns on one machine would share (and remove) one control
             # socket; nothing here uses it.
             "--no-control-socket",

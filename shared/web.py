@@ -458,6 +458,7 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     )
     api_prefix = f"{prefix}/api/v1/"
+    probe_paths = {f"{prefix}/{probe}" for probe in PROBES}
 
     @app.before_request
     def _begin() -> Response | None:
@@ -530,7 +531,9 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
             "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
         )
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if response.status_code >= 500 or request.path.startswith(api_prefix):
+        # The one access log line of a request (gunicorn keeps none): every request
+        # but the probes' answers, which come every few seconds.
+        if response.status_code >= 500 or request.path not in probe_paths:
             log.info(
                 "request",
                 extra={

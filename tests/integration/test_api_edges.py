@@ -396,6 +396,25 @@ class TestProbes:
         assert "partsflow_http_requests_total" in metrics
         assert "partsflow_outbox_unsent" in metrics
 
+    def test_every_request_but_the_probes_is_logged_once(
+        self, inventory, api: ApiClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        client = inventory.app.test_client()
+        with caplog.at_level("INFO", logger="partsflow.web"):
+            client.get("/inventory/healthz")
+            client.get("/inventory/metrics")
+            page = client.get("/inventory/stock")
+            reply = api.get(f"{V1}/stock")
+        logged = [
+            (r.method, r.path, r.status)  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage() == "request"
+        ]
+        assert logged == [
+            ("GET", "/inventory/stock", page.status_code),
+            ("GET", f"{V1}/stock", reply.status),
+        ]
+
     @pytest.mark.parametrize("probe", ["healthz", "readyz", "metrics"])
     def test_probes_answer_other_methods_with_405(self, inventory, probe: str) -> None:
         reply = inventory.app.test_client().post(f"/inventory/{probe}")
