@@ -30,6 +30,7 @@ from services.shipments.models import (
 from shared.bus.context import current_correlation_id, once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
+from shared.contracts.shipments import checkpoint_key
 from shared.db import Database
 from shared.errors import Conflict, InvalidInput, NotFound
 
@@ -479,13 +480,14 @@ class Shipments:
             shipment.version += 1
             shipment.updated_at = now
             s.execute(delete(Checkpoint).where(Checkpoint.shipment_id == shipment.id))
-            early = dict(
-                s.execute(
-                    select(EarlyCheckpointScan.name, EarlyCheckpointScan.at).where(
-                        EarlyCheckpointScan.shipment_id == shipment.id
-                    )
-                ).all()
-            )
+            early: dict[str, datetime] = {}
+            for name, at in s.execute(
+                select(EarlyCheckpointScan.name, EarlyCheckpointScan.at).where(
+                    EarlyCheckpointScan.shipment_id == shipment.id
+                )
+            ):
+                key = checkpoint_key(name)
+                early[key] = min(at, early.get(key, at))
             for seq, checkpoint in enumerate(data.get("checkpoints") or [], start=1):
                 s.add(
                     Checkpoint(
@@ -493,7 +495,7 @@ class Shipments:
                         seq=seq,
                         name=checkpoint["name"],
                         due_at=checkpoint["due_at"],
-                        passed_at=early.get(checkpoint["name"]),
+                        passed_at=early.get(checkpoint_key(checkpoint["name"])),
                     )
                 )
             _history(s, shipment, dispatched_at, f"dispatched by {mode}", actor)
@@ -867,10 +869,10 @@ def _check_dispatch(
     if promised is not None and promised < dispatched_at:
         errors["promised_delivery_at"] = ["must not be before the dispatch"]
     checkpoints = data.get("checkpoints") or []
-    names = [c["name"] for c in checkpoints]
+    names = [checkpoint_key(c["name"]) for c in checkpoints]
     if len(set(names)) != len(names):
         errors.setdefault("checkpoints", []).append(
-            "checkpoint names must be unique within a shipment"
+            "checkpoint names must be unique within a shipment (whatever their case)"
         )
     # The list is the route in order: a due time before the one ahead of it is a slip
     # that would make the next checkpoint and every overdue alert wrong.
@@ -1006,8 +1008,14 @@ def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) ->
         elif at < early.at:
             early.at = at
         return
-    checkpoint = s.scalar(
-        select(Checkpoint).where(Checkpoint.shipment_id == shipment.id, Checkpoint.name == name)
+    key = checkpoint_key(name)
+    checkpoint = next(
+        (
+            c
+            for c in s.scalars(select(Checkpoint).where(Checkpoint.shipment_id == shipment.id))
+            if checkpoint_key(c.name) == key
+        ),
+        None,
     )
     if checkpoint is not None and (checkpoint.passed_at is None or at < checkpoint.passed_at):
         checkpoint.passed_at = at

@@ -40,6 +40,7 @@ from services.tracking.models import (
 from shared.bus.context import once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
+from shared.contracts.shipments import checkpoint_key
 from shared.db import Database
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound
 
@@ -333,11 +334,18 @@ class Tracking:
         """Put an event where it belongs by ``occurred_at``: it passes its checkpoint,
         and it moves the shipment's status only if nothing later is known already."""
         if event.checkpoint and event.kind in PASSING_KINDS:
-            checkpoint = s.scalar(
-                select(ShipmentCheckpoint).where(
-                    ShipmentCheckpoint.shipment_id == shipment.id,
-                    ShipmentCheckpoint.name == event.checkpoint,
-                )
+            key = checkpoint_key(event.checkpoint)
+            checkpoint = next(
+                (
+                    c
+                    for c in s.scalars(
+                        select(ShipmentCheckpoint).where(
+                            ShipmentCheckpoint.shipment_id == shipment.id
+                        )
+                    )
+                    if checkpoint_key(c.name) == key
+                ),
+                None,
             )
             if checkpoint is not None and (
                 checkpoint.passed_at is None or event.occurred_at < checkpoint.passed_at
@@ -478,31 +486,32 @@ class Tracking:
         scanned: dict[str, datetime] = {}
         if known:
             passed = {
-                c.name: c.passed_at
+                checkpoint_key(c.name): c.passed_at
                 for c in s.scalars(
                     select(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
                 )
             }
-            scanned = dict(
-                s.execute(
-                    select(TrackingEvent.checkpoint, func.min(TrackingEvent.occurred_at))
-                    .where(
-                        TrackingEvent.shipment_id == shipment_id,
-                        TrackingEvent.checkpoint.is_not(None),
-                        TrackingEvent.kind.in_(PASSING_KINDS),
-                    )
-                    .group_by(TrackingEvent.checkpoint)
-                ).all()
-            )
+            for name, at in s.execute(
+                select(TrackingEvent.checkpoint, func.min(TrackingEvent.occurred_at))
+                .where(
+                    TrackingEvent.shipment_id == shipment_id,
+                    TrackingEvent.checkpoint.is_not(None),
+                    TrackingEvent.kind.in_(PASSING_KINDS),
+                )
+                .group_by(TrackingEvent.checkpoint)
+            ):
+                key = checkpoint_key(name)
+                scanned[key] = min(at, scanned.get(key, at))
             s.execute(
                 delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
             )
             s.flush()
         merged = []
         for seq, c in enumerate(checkpoints):
-            moments = [m for m in (c.get("passed_at"), passed.get(c["name"])) if m is not None]
-            if scanned.get(c["name"]) is not None:
-                moments.append(scanned[c["name"]])
+            key = checkpoint_key(c["name"])
+            moments = [m for m in (c.get("passed_at"), passed.get(key)) if m is not None]
+            if scanned.get(key) is not None:
+                moments.append(scanned[key])
             merged.append(
                 ShipmentCheckpoint(
                     shipment_id=shipment_id,

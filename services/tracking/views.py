@@ -19,6 +19,7 @@ from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
 from shared.auth import ACKNOWLEDGE_ALERTS, MANAGE_SHIPMENTS, READ, RECORD_EVENTS
+from shared.contracts.shipments import checkpoint_key
 from shared.pages import PageForm, carry_out, page_actor, page_requires, page_user, succeed
 from shared.web import service_context
 
@@ -218,7 +219,11 @@ def record_scan(shipment_id: str) -> Any:
 
 def _on_the_route(name: str | None, checkpoints: list[dict[str, Any]]) -> bool:
     """A scan names no checkpoint, one of its route's, or any for a route unplanned."""
-    return not name or not checkpoints or any(c["name"] == name for c in checkpoints)
+    return (
+        not name
+        or not checkpoints
+        or any(checkpoint_key(c["name"]) == checkpoint_key(name) for c in checkpoints)
+    )
 
 
 @blueprint.get("/shipments/<shipment_id>")

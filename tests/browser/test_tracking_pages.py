@@ -205,6 +205,11 @@ class TestScans:
         # A place off the route is welcome as the location.
         reply = staff.submit(form, dict(scan, kind="in_transit", location="Yaan bus station"))
         assert reply.status == 302
+        # The name typed in small letters is the checkpoint all the same.
+        reply = staff.submit(form, dict(scan, checkpoint="kangding"))
+        assert reply.status == 302
+        eta = site.tracking.shipment_eta(shipment["id"])
+        assert eta["checkpoints"][0]["passed_at"] is not None
 
     def test_an_engineer_may_not_enter_scans(self, site: Site) -> None:
         shipment = dispatched_tube(site)

@@ -285,6 +285,16 @@ class TestDispatchAndDelivery:
         assert reply.status == 200
         assert [c["name"] for c in reply.body["checkpoints"]] == ["Luding", "Kangding"]
 
+    def test_two_checkpoints_whose_names_differ_only_in_case_are_refused(
+        self, api: ApiClient
+    ) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        due = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        route = [{"name": "Luding", "due_at": due}, {"name": "LUDING ", "due_at": due}]
+        reply = api.post(f"{SHP}/{shipment['id']}/dispatch", hand_carry(checkpoints=route))
+        assert reply.status == 422
+        assert "unique" in reply.body["errors"]["checkpoints"][0]
+
     def test_actions_in_the_wrong_status_are_409_naming_it(self, api: ApiClient) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
         reply = api.post(f"{SHP}/{shipment['id']}/deliver", {})
@@ -864,7 +874,9 @@ class TestTrackingScans:
         body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "in_transit")
         assert body["history"][-1]["note"] == "in transit: released"
 
-    def test_a_scan_naming_a_checkpoint_passes_it(self, embedded, api: ApiClient) -> None:
+    def test_a_scan_naming_a_checkpoint_in_any_case_passes_it(
+        self, embedded, api: ApiClient
+    ) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
         left = datetime.now(UTC) - timedelta(hours=4)
         reply = api.post(
@@ -877,7 +889,8 @@ class TestTrackingScans:
                 shipment["id"],
                 kind,
                 left + timedelta(hours=hours),
-                checkpoint=f"checkpoint {hours}",
+                # As a scanner or a hurried hand writes the planned "checkpoint N".
+                checkpoint=f"CHECKPOINT  {hours}" if hours == 2 else f"Checkpoint {hours}",
             )
         body = api.wait_for(
             f"{SHP}/{shipment['id']}",
@@ -901,8 +914,9 @@ class TestTrackingScans:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
         left = datetime.now(UTC) - timedelta(hours=4)
         scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=2), checkpoint="C2")
-        scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=1), checkpoint="C1")
-        heard(embedded, api, shipment["id"], 2)
+        scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=1), checkpoint="c1")
+        scan(embedded, shipment["id"], "checkpoint", left + timedelta(hours=1.5), checkpoint="C1")
+        heard(embedded, api, shipment["id"], 3)
         checkpoints = [
             {"name": f"C{i}", "due_at": (left + timedelta(hours=i)).isoformat()} for i in (1, 2, 3)
         ]

@@ -234,7 +234,7 @@ class TestRecordEvent:
         shipment = shipment_data(status="planned", dispatched_at=None, checkpoints=[])
         tracking.shipment("planned", shipment)
         tracking.clock.set(at(1.5))
-        body = event_body(shipment["id"], "checkpoint", at(1.2), checkpoint="CP1")
+        body = event_body(shipment["id"], "checkpoint", at(1.2), checkpoint="cp1")
         assert tracking.api("service").post(f"{V1}/events", body).status == 201
         tracking.shipment("dispatched", {**shipment, "checkpoints": hourly_checkpoints(3)})
         eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
