@@ -244,22 +244,33 @@ class Shipments:
                 "reservation_id": reservation["id"],
                 "serials": ",".join(reservation.get("serials") or []),
             }
-            shipment = self._planned_shipment_for(s, reservation)
+            under_way = self._open_shipments_of_job(s, reservation["job_id"])
+            shipment = next((x for x in under_way if _takes(x, reservation)), None)
+            # A new reservation says who holds the job now: a job handed over (a
+            # dispatcher's to its field engineer) names the new owner on every shipment
+            # still on its way, as tracking's alerts and job view do.
+            handed_over = [x for x in under_way if x.owner != reservation["owner"]]
+            for other in handed_over:
+                other.owner = reservation["owner"]
+                other.version += 1
+                other.updated_at = now
             if shipment is None:
                 self._plan_new_shipment(tx, reservation, line, correlation_id, now)
-                return
-            shipment.version += 1
-            shipment.updated_at = now
-            # A shipment planned by hand may not say when it is needed, or for whom.
-            required_by = reservation["required_by"]
-            if shipment.required_by is not None:
-                required_by = min(shipment.required_by, required_by)
-            shipment.required_by = required_by
-            shipment.priority = shipment.priority or reservation["priority"]
-            shipment.owner = shipment.owner or reservation["owner"]
-            s.add(ShipmentLine(shipment_id=shipment.id, **line))
+            else:
+                if shipment not in handed_over:
+                    shipment.version += 1
+                    shipment.updated_at = now
+                    handed_over.append(shipment)
+                # A shipment planned by hand may not say when it is needed.
+                required_by = reservation["required_by"]
+                if shipment.required_by is not None:
+                    required_by = min(shipment.required_by, required_by)
+                shipment.required_by = required_by
+                shipment.priority = shipment.priority or reservation["priority"]
+                s.add(ShipmentLine(shipment_id=shipment.id, **line))
             s.flush()
-            self._announce(tx, shipment, "updated")
+            for changed in handed_over:
+                self._announce(tx, changed, "updated")
 
     def _plan_new_shipment(
         self,
@@ -319,25 +330,21 @@ class Shipments:
             correlation_id=correlation_id,
         )
 
-    def _planned_shipment_for(self, s: Session, reservation: Mapping[str, Any]) -> Shipment | None:
-        """The job's planned shipment from the reservation's warehouse to its site; a
-        transfer to a warehouse or a shipment to another site does not take it."""
+    def _open_shipments_of_job(self, s: Session, job_id: str) -> list[Shipment]:
+        """The job's shipments not at their journey's end yet, oldest first, locked (in
+        that order, by every caller): the planned one a reservation joins, and those a
+        handover names the new owner on."""
         query = (
             select(Shipment)
             .where(
-                Shipment.job_id == reservation["job_id"],
-                Shipment.origin == reservation["warehouse"],
-                Shipment.status == states.PLANNED,
-                Shipment.destination_warehouse.is_(None),
-                Shipment.destination_site == reservation["site"]["name"],
-                Shipment.destination_region == reservation["site"]["region"],
+                Shipment.job_id == job_id,
+                Shipment.status.in_((states.PLANNED, *OPEN_STATUSES)),
             )
-            .order_by(Shipment.created_at)
-            .limit(1)
+            .order_by(Shipment.created_at, Shipment.id)
         )
         if self.db.is_postgres:
             query = query.with_for_update()
-        return s.scalar(query)
+        return list(s.scalars(query))
 
     def unplan_reservation(self, reservation: Mapping[str, Any]) -> None:
         """A released or preempted reservation leaves its planned shipment; a shipment
@@ -925,6 +932,20 @@ def _note_reservation(tx: Transaction, reservation: Mapping[str, Any]) -> bool:
         known.site_region = reservation["site"]["region"]
         known.serials = ",".join(reservation.get("serials") or [])
     return True
+
+
+def _takes(shipment: Shipment, reservation: Mapping[str, Any]) -> bool:
+    """Whether a reservation joins this shipment: its job's planned shipment from the
+    reservation's warehouse to its site (a transfer to a warehouse, or a shipment to
+    another site, does not take it)."""
+    site = reservation["site"]
+    return (
+        shipment.status == states.PLANNED
+        and shipment.origin == reservation["warehouse"]
+        and shipment.destination_warehouse is None
+        and shipment.destination_site == site["name"]
+        and shipment.destination_region == site["region"]
+    )
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def api(embedded) -> ApiClient:
 
 
 def reserve(api: ApiClient, **changes) -> dict:
-    reply = api.post(f"{INV}/reservations", reservation_body(warehouse="CDU", **changes))
+    reply = api.post(f"{INV}/reservations", reservation_body(**{"warehouse": "CDU", **changes}))
     assert reply.status == 201, reply
     return reply.body
 
@@ -97,6 +97,33 @@ class TestPlanningBesideShipmentsMadeByHand:
         body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: len(x["lines"]) == 2)
         assert body["lines"][1]["reservation_id"] == second["id"]
         assert len(api.get(SHP, job_id="JOB-1").body) == 4
+
+
+class TestHandover:
+    def test_a_job_handed_over_names_its_new_owner_on_every_shipment_on_its_way(
+        self, api: ApiClient
+    ) -> None:
+        # The dispatcher reserves the tube and it leaves; the job then goes to its
+        # field engineer, who reserves gel from the same depot and from Shanghai.
+        tube = reserve(api, owner="desk.tier1")
+        on_its_way = planned_shipment(api, tube["id"])
+        reply = api.post(f"{SHP}/{on_its_way['id']}/dispatch", {"mode": "hand_carry"})
+        assert reply.status == 200, reply
+        gel_here = reserve(api, owner="eng.primary", part_number="GEL-250", quantity=2)
+        joined = planned_shipment(api, gel_here["id"])
+        reply = api.post(
+            f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 5}
+        )
+        assert reply.status == 201, reply
+        gel_there = reserve(api, owner="eng.primary", part_number="GEL-250", warehouse="SHA")
+        from_shanghai = planned_shipment(api, gel_there["id"])
+        for shipment in (on_its_way, joined, from_shanghai):
+            body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["owner"] == "eng.primary")
+            assert body["job_id"] == "JOB-1"
+        assert api.get(f"{SHP}/{on_its_way['id']}").body["status"] == "in_transit"
+        # Tracking, which heard the same, names the same owner.
+        job = api.get("/tracking/api/v1/jobs/JOB-1").body
+        assert job["owner"] == "eng.primary"
 
 
 class TestShipmentsMadeByHandForReservations:
