@@ -351,7 +351,17 @@ class Tracking:
                 checkpoint.passed_at is None or event.occurred_at < checkpoint.passed_at
             ):
                 checkpoint.passed_at = event.occurred_at
-        latest = shipment.last_event_at is None or event.occurred_at >= shipment.last_event_at
+        # A scan after the delivery (a carrier's belated "lost", a stray hub scan) says
+        # nothing of the journey: it is kept, but the part's last news stays its arrival.
+        after_arrival = (
+            shipment.status == "delivered"
+            and event.kind != "delivered"
+            and shipment.delivered_at is not None
+            and event.occurred_at > shipment.delivered_at
+        )
+        latest = not after_arrival and (
+            shipment.last_event_at is None or event.occurred_at >= shipment.last_event_at
+        )
         if latest:
             shipment.last_event_id = event.id
             shipment.last_event_at = event.occurred_at

@@ -645,6 +645,29 @@ class TestEta:
         (part,) = job["parts"]
         assert [c["overdue"] for c in part["checkpoints"]] == [False] * 12
 
+    def test_a_scan_after_the_delivery_is_kept_but_the_last_news_stays_the_arrival(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        reservation = reservation_data()
+        tracking.reservation("confirmed", reservation)
+        line = {"part_number": "XRT-2000", "quantity": 1, "reservation_id": reservation["id"]}
+        shipment = shipment_data(lines=[line])
+        tracking.shipment("dispatched", shipment)
+        tracking.clock.set(at(14))
+        api = tracking.api("service")
+        assert (
+            api.post(f"{V1}/events", event_body(shipment["id"], "delivered", at(12))).status == 201
+        )
+        # The carrier's system reports the parcel lost after it was signed for.
+        late = event_body(shipment["id"], "lost", at(13), note="parcel not found at hub")
+        assert api.post(f"{V1}/events", late).status == 201
+        eta = api.get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["status"], eta["risk"]) == ("delivered", "delivered")
+        (part,) = api.get(f"{V1}/jobs/JOB-7").body["parts"]
+        assert part["last_event"]["kind"] == "delivered"
+        events = api.get(f"{V1}/shipments/{shipment['id']}/events").body
+        assert [e["kind"] for e in events] == ["delivered", "lost"]
+
     def test_a_checkpoint_gone_by_unscanned_is_missed_not_overdue(
         self, tracking: TrackingUnderTest
     ) -> None:
