@@ -50,6 +50,7 @@ from services.inventory.models import (
 from shared.bus.context import handled_message_id
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
+from shared.contracts import name_key
 from shared.db import Database
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound
 
@@ -116,18 +117,24 @@ class Inventory:
     def create_warehouse(self, data: Mapping[str, Any]) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.transaction() as tx:
-            if _warehouse_or_none(tx.session, data["code"]) is not None:
-                raise Conflict(f"warehouse {data['code']} exists already")
+            s = tx.session
+            same_code = s.scalar(
+                select(Warehouse.code).where(func.lower(Warehouse.code) == data["code"].lower())
+            )
+            if same_code is not None:
+                # LHS and lhs would be two warehouses no one could tell apart.
+                raise Conflict(f"warehouse {same_code} exists already")
             warehouse = Warehouse(
                 code=data["code"],
                 name=data["name"],
-                region=data["region"],
+                region=_region_of_others(s, data["region"], data["code"]),
                 kind=data["kind"],
                 created_at=now,
                 updated_at=now,
             )
-            tx.session.add(warehouse)
-            tx.session.flush()
+            s.add(warehouse)
+            s.flush()
+            self._catalogue.forget_regions()
             resource = warehouse_resource(warehouse)
             tx.publish("inventory.warehouse.created", subject=warehouse.code, data=resource)
         return resource
@@ -136,10 +143,13 @@ class Inventory:
         with self.db.transaction() as tx:
             warehouse = _warehouse(tx.session, code)
             for name, value in changes.items():
+                if name == "region":
+                    value = _region_of_others(tx.session, value, code)
                 setattr(warehouse, name, value)
             warehouse.updated_at = self.clock.now()
             tx.session.flush()
             self._catalogue.forget("warehouse", code)
+            self._catalogue.forget_regions()
             resource = warehouse_resource(warehouse)
             tx.publish("inventory.warehouse.updated", subject=warehouse.code, data=resource)
         return resource
@@ -454,6 +464,7 @@ class Inventory:
         except _PreemptionUndone as undone:
             # Described after the rollback, with the preempted reservations still there.
             with self.db.reading() as s:
+                data = self._site_region_as_known(s, data)
                 raise self._rejection(s, undone.part, data, data["quantity"], now) from None
 
     def _reserve_in_transaction(
@@ -468,6 +479,7 @@ class Inventory:
         request_id = data.get("request_id")
         with self.db.transaction() as tx:
             s = tx.session
+            data = self._site_region_as_known(s, data)
             sql = _sql()
             # A command's own id as its request_id needs no look-up: the inbox refuses
             # a repeat of the message.
@@ -606,6 +618,14 @@ class Inventory:
         """A warehouse given (by name, or by a preemption) and its fastest lane to the site."""
         history = self._catalogue.lanes(s, site_region, source.region)
         return rules.fastest_lane(source, site_region, history)
+
+    def _site_region_as_known(self, s: Session, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The request with its site's region written as the warehouses there write it
+        (``Sichuan`` for a site where the depot says ``sichuan``): the region decides
+        which warehouse is near and which lanes' history counts."""
+        site = data["site"]
+        region = self._catalogue.region_as_known(s, site["region"])
+        return data if region == site["region"] else {**data, "site": {**site, "region": region}}
 
     def _rejection(
         self, s: Session, part: Part, data: Mapping[str, Any], quantity: int, now: datetime
@@ -1493,6 +1513,8 @@ class _Catalogue:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
         self._lanes: dict[tuple[str, str | None], tuple[float, LaneHistory]] = {}
+        # Each region's spelling by the warehouses there, by its name_key.
+        self._regions: tuple[float, dict[str, str]] | None = None
         # A history read while a delivery is being learnt, or before, is not kept.
         self._lane_generation = 0
         self._learning = 0
@@ -1514,6 +1536,23 @@ class _Catalogue:
         return self._get(
             s, "warehouse", code, _sql().warehouse_by_code, {"code": code}, _unknown_warehouse
         )
+
+    def region_as_known(self, s: Session, region: str) -> str:
+        """``region`` as the warehouses write it, when one is there; else as given."""
+        with self._lock:
+            entry = self._regions
+        if entry is None or entry[0] <= time.monotonic():
+            spelt = {}
+            for known in s.scalars(select(Warehouse.region).order_by(Warehouse.id)):
+                spelt.setdefault(name_key(known), known)
+            entry = (time.monotonic() + self.TTL_SECONDS, spelt)
+            with self._lock:
+                self._regions = entry
+        return entry[1].get(name_key(region), region)
+
+    def forget_regions(self) -> None:
+        with self._lock:
+            self._regions = None
 
     def lanes(
         self, s: Session, destination_region: str, origin_region: str | None = None
@@ -1573,6 +1612,18 @@ class _Catalogue:
         with self._lock:
             self._entries[(kind, key)] = (time.monotonic() + self.TTL_SECONDS, row)
         return row
+
+
+def _region_of_others(s: Session, region: str, code: str) -> str:
+    """A warehouse's region as the other warehouses there write it: one region is not
+    two because a name was typed ``Tibet`` once and ``tibet`` before."""
+    key = name_key(region)
+    for known in s.scalars(
+        select(Warehouse.region).where(Warehouse.code != code).order_by(Warehouse.id)
+    ):
+        if name_key(known) == key:
+            return known
+    return region
 
 
 def _warehouse_or_none(s: Session, code: str) -> Warehouse | None:

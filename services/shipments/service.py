@@ -30,7 +30,7 @@ from services.shipments.models import (
 from shared.bus.context import current_correlation_id, once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
-from shared.contracts.shipments import checkpoint_key
+from shared.contracts import name_key
 from shared.db import Database
 from shared.errors import Conflict, InvalidInput, NotFound
 
@@ -493,7 +493,7 @@ class Shipments:
                     EarlyCheckpointScan.shipment_id == shipment.id
                 )
             ):
-                key = checkpoint_key(name)
+                key = name_key(name)
                 early[key] = min(at, early.get(key, at))
             for seq, checkpoint in enumerate(data.get("checkpoints") or [], start=1):
                 s.add(
@@ -502,7 +502,7 @@ class Shipments:
                         seq=seq,
                         name=checkpoint["name"],
                         due_at=checkpoint["due_at"],
-                        passed_at=early.get(checkpoint_key(checkpoint["name"])),
+                        passed_at=early.get(name_key(checkpoint["name"])),
                     )
                 )
             _history(s, shipment, dispatched_at, f"dispatched by {mode}", actor)
@@ -831,7 +831,17 @@ def _destination(
                 errors={"destination": [f"region {destination['region']}: {code} is in {region}"]},
             )
         return None, code, region
-    return destination["site"], None, destination["region"]
+    return destination["site"], None, _region_as_known(s, destination["region"])
+
+
+def _region_as_known(s: Session, region: str) -> str:
+    """A site's region as the warehouses there write it (``Sichuan`` for ``sichuan``),
+    when one is there: lanes, and so ETAs, are learnt by region."""
+    key = name_key(region)
+    for known in s.scalars(select(KnownWarehouse.region)):
+        if name_key(known) == key:
+            return known
+    return region
 
 
 def _check_reservation_goes_to_its_site(
@@ -854,7 +864,7 @@ def _same_text(given: str | None, known: str | None) -> bool:
     """Names typed by people: the same but for case and spacing."""
     if given is None or known is None:
         return given == known
-    return " ".join(given.split()).casefold() == " ".join(known.split()).casefold()
+    return name_key(given) == name_key(known)
 
 
 def _known_warehouse(s: Session, code: str) -> KnownWarehouse:
@@ -876,7 +886,7 @@ def _check_dispatch(
     if promised is not None and promised < dispatched_at:
         errors["promised_delivery_at"] = ["must not be before the dispatch"]
     checkpoints = data.get("checkpoints") or []
-    names = [checkpoint_key(c["name"]) for c in checkpoints]
+    names = [name_key(c["name"]) for c in checkpoints]
     if len(set(names)) != len(names):
         errors.setdefault("checkpoints", []).append(
             "checkpoint names must be unique within a shipment (whatever their case)"
@@ -1029,12 +1039,12 @@ def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) ->
         elif at < early.at:
             early.at = at
         return
-    key = checkpoint_key(name)
+    key = name_key(name)
     checkpoint = next(
         (
             c
             for c in s.scalars(select(Checkpoint).where(Checkpoint.shipment_id == shipment.id))
-            if checkpoint_key(c.name) == key
+            if name_key(c.name) == key
         ),
         None,
     )

@@ -40,7 +40,7 @@ from services.tracking.models import (
 from shared.bus.context import once_heard_of
 from shared.bus.store import Transaction
 from shared.clock import Clock, SystemClock
-from shared.contracts.shipments import checkpoint_key
+from shared.contracts import name_key
 from shared.db import Database
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound
 
@@ -334,7 +334,7 @@ class Tracking:
         """Put an event where it belongs by ``occurred_at``: it passes its checkpoint,
         and it moves the shipment's status only if nothing later is known already."""
         if event.checkpoint and event.kind in PASSING_KINDS:
-            key = checkpoint_key(event.checkpoint)
+            key = name_key(event.checkpoint)
             checkpoint = next(
                 (
                     c
@@ -343,7 +343,7 @@ class Tracking:
                             ShipmentCheckpoint.shipment_id == shipment.id
                         )
                     )
-                    if checkpoint_key(c.name) == key
+                    if name_key(c.name) == key
                 ),
                 None,
             )
@@ -496,7 +496,7 @@ class Tracking:
         scanned: dict[str, datetime] = {}
         if known:
             passed = {
-                checkpoint_key(c.name): c.passed_at
+                name_key(c.name): c.passed_at
                 for c in s.scalars(
                     select(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
                 )
@@ -510,7 +510,7 @@ class Tracking:
                 )
                 .group_by(TrackingEvent.checkpoint)
             ):
-                key = checkpoint_key(name)
+                key = name_key(name)
                 scanned[key] = min(at, scanned.get(key, at))
             s.execute(
                 delete(ShipmentCheckpoint).where(ShipmentCheckpoint.shipment_id == shipment_id)
@@ -518,7 +518,7 @@ class Tracking:
             s.flush()
         merged = []
         for seq, c in enumerate(checkpoints):
-            key = checkpoint_key(c["name"])
+            key = name_key(c["name"])
             moments = [m for m in (c.get("passed_at"), passed.get(key)) if m is not None]
             if scanned.get(key) is not None:
                 moments.append(scanned[key])

@@ -19,7 +19,7 @@ from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
 from shared.auth import ACKNOWLEDGE_ALERTS, MANAGE_SHIPMENTS, READ, RECORD_EVENTS
-from shared.contracts.shipments import checkpoint_key
+from shared.contracts import name_key
 from shared.pages import PageForm, carry_out, page_actor, page_requires, page_user, succeed
 from shared.web import service_context
 
@@ -222,7 +222,7 @@ def _on_the_route(name: str | None, checkpoints: list[dict[str, Any]]) -> bool:
     return (
         not name
         or not checkpoints
-        or any(checkpoint_key(c["name"]) == checkpoint_key(name) for c in checkpoints)
+        or any(name_key(c["name"]) == name_key(name) for c in checkpoints)
     )
 
 

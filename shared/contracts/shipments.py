@@ -8,12 +8,6 @@ from marshmallow import INCLUDE, Schema, fields
 from shared.schemas import Instant
 
 
-def checkpoint_key(name: str) -> str:
-    """What makes two checkpoint names the same checkpoint: a scan typed or sent as
-    ``cp4`` or ``Col  du Lautaret`` passes ``CP4`` or ``Col du Lautaret``."""
-    return " ".join(name.split()).casefold()
-
-
 class Destination(Schema):
     """A job's site (``site`` and ``region``) or a warehouse (``warehouse`` and its
     ``region``)."""

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from services.inventory.schemas import ReserveCommand
 from tests.support import ApiClient, reservation_body, seed_catalogue
 
 V1 = "/inventory/api/v1"
@@ -53,6 +54,23 @@ class TestWarehousesAndParts:
         )
         assert reply.status == 409
         assert reply.headers["Content-Type"] == "application/problem+json"
+
+    def test_a_code_that_differs_only_in_case_is_a_conflict(self, api: ApiClient) -> None:
+        reply = api.post(
+            f"{V1}/warehouses", {"code": "cdu", "name": "x", "region": "y", "kind": "depot"}
+        )
+        assert reply.status == 409
+        assert "CDU" in reply.body["detail"]
+        assert [w["code"] for w in api.get(f"{V1}/warehouses").body] == ["CDU", "SHA"]
+
+    def test_a_region_is_written_as_the_warehouses_there_write_it(self, api: ApiClient) -> None:
+        van = {"code": "VAN-07", "name": "Li's van", "region": " Sichuan ", "kind": "van"}
+        assert api.post(f"{V1}/warehouses", van).body["region"] == "sichuan"
+        reply = api.patch(f"{V1}/warehouses/VAN-07", {"region": "EAST-CHINA"})
+        assert reply.body["region"] == "east-china"
+        # A region no warehouse is in yet stays as typed.
+        reply = api.patch(f"{V1}/warehouses/VAN-07", {"region": "Tibet"})
+        assert reply.body["region"] == "Tibet"
 
     def test_unknown_kind_is_refused_field_by_field(self, api: ApiClient) -> None:
         reply = api.post(
@@ -290,6 +308,25 @@ class TestReservePart:
         assert reply.body["warehouse"] == "CDU"
         reply = api.post(f"{V1}/reservations", reservation_body(job_id="JOB-2"))
         assert reply.body["warehouse"] == "SHA"
+
+    def test_the_site_region_is_the_same_region_whatever_its_case(
+        self, inventory, api: ApiClient
+    ) -> None:
+        # More in Shanghai, so only the region tells the depot in Sichuan apart.
+        receive_tubes(api, "SHA", "S-1", "S-2", "S-3")
+        receive_tubes(api, "CDU", "C-1")
+        site = {"name": "Ganzi County Hospital", "region": "SICHUAN "}
+        reply = api.post(f"{V1}/reservations", reservation_body(site=site))
+        assert reply.status == 201, reply
+        assert reply.body["warehouse"] == "CDU"
+        assert reply.body["site"] == {"name": "Ganzi County Hospital", "region": "sichuan"}
+        # A command sent again under its request_id, typed the same way, is the same
+        # request: answered with the first reservation, not refused as another site's.
+        command = ReserveCommand().load(
+            reservation_body(site=site, request_id="desk-1", job_id="JOB-9", warehouse="SHA")
+        )
+        first = inventory.service.reserve_part(command)
+        assert inventory.service.reserve_part(command)["id"] == first["id"]
 
     def test_shortage_answers_with_alternatives(self, api: ApiClient) -> None:
         receive_tubes(api, "SHA", "S-1")

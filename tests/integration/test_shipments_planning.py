@@ -205,6 +205,14 @@ class TestShipmentsMadeByHandForReservations:
 
 
 class TestTransferDestinations:
+    def test_a_sites_region_is_written_as_the_warehouses_there_write_it(
+        self, api: ApiClient
+    ) -> None:
+        made = by_hand(api, {"site": "Kangding clinic", "region": " SICHUAN"}, [gel(1)])
+        assert made["destination"] == {"site": "Kangding clinic", "region": "sichuan"}
+        elsewhere = by_hand(api, {"site": "Lhasa clinic", "region": "Tibet"}, [gel(1)])
+        assert elsewhere["destination"]["region"] == "Tibet"
+
     def test_a_region_given_with_a_warehouse_must_be_its_own(self, api: ApiClient) -> None:
         body = {"origin": "CDU", "mode": "courier", "lines": [gel(1)]}
         sha = api.get(f"{INV}/warehouses").body
