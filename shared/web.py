@@ -27,7 +27,7 @@ from typing import Any
 import marshmallow as ma
 import structlog
 from apispec import BasePlugin
-from flask import Flask, Request, Response, current_app, g, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from flask_smorest import Api, Blueprint
@@ -250,7 +250,7 @@ class ProblemApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         if not _wants_json():
-            return error.get_response()
+            return _error_page(error)
         data = getattr(error, "data", None) or {}
         status = error.code or 500
         errors = data.get("errors") or data.get("messages")
@@ -274,6 +274,34 @@ class ProblemApi(Api):
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
         return response
+
+
+# What a person who followed a link or reloaded a page should read.
+PAGE_ERROR_MESSAGES = {
+    404: "There is no page at this address. Check it, or start again from the start page.",
+    405: "This address only takes a form that was sent: go back to the page the form "
+    "was on and send it from there.",
+}
+
+
+def _error_page(error: HTTPException) -> Response:
+    """An HTTP error for a person: the site's own page, with its links."""
+    if "partsflow_pages" not in current_app.extensions:
+        return error.get_response()
+    status = error.code or 500
+    response = Response(
+        render_template(
+            "pages/error.html",
+            title=_title(status),
+            message=PAGE_ERROR_MESSAGES.get(status, error.description),
+        ),
+        status=status,
+        mimetype="text/html",
+    )
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def _flatten_locations(errors: Any) -> dict[str, list[str]]:

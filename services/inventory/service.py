@@ -317,9 +317,14 @@ class Inventory:
                 level = _change_stock(s, warehouse.id, part.id, on_hand=delta, reserved=0)
                 if level is None:
                     current = _stock_level(s, warehouse.id, part.id)
+                    floor = current.reserved
                     raise Conflict(
-                        f"an adjustment of {delta} would take on_hand ({current.on_hand}) below "
-                        f"reserved ({current.reserved}) or below zero",
+                        f"an adjustment of {delta} would leave {current.on_hand + delta} on hand "
+                        f"of {part.part_number} at {warehouse.code}, fewer than the {floor} "
+                        "promised to jobs"
+                        if floor > 0
+                        else f"an adjustment of {delta} would leave {current.on_hand + delta} on "
+                        f"hand of {part.part_number} at {warehouse.code}, below zero",
                         stock=stock_resource(warehouse.code, part, current),
                     )
                 # Which units are gone matters only once the count allows it at all. Not

@@ -403,6 +403,14 @@ def reservation(reservation_id: str) -> Any:
     )
 
 
+@blueprint.get("/reservations/<reservation_id>/release")
+@page_requires(READ)
+def release_reloaded(reservation_id: str) -> Any:
+    """The address a refused release was sent to, opened again: the reservation's page,
+    where the form is."""
+    return redirect(url_for(".reservation", reservation_id=reservation_id))
+
+
 @blueprint.post("/reservations/<reservation_id>/release")
 @page_requires(RESERVE)
 def release(reservation_id: str) -> Any:

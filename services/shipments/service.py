@@ -505,7 +505,7 @@ class Shipments:
                         passed_at=early.get(name_key(checkpoint["name"])),
                     )
                 )
-            _history(s, shipment, dispatched_at, f"dispatched by {mode}", actor)
+            _history(s, shipment, dispatched_at, f"dispatched by {mode.replace('_', '-')}", actor)
             try:
                 s.flush()
             except IntegrityError:
@@ -533,8 +533,8 @@ class Shipments:
                     "delivered_at is before the dispatch",
                     errors={
                         "delivered_at": [
-                            "must not be before dispatched_at "
-                            f"({shipment.dispatched_at.isoformat()})"
+                            "must not be before the dispatch, at "
+                            f"{shipment.dispatched_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
                         ]
                     },
                 )

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, render_template, request, url_for
+from flask import Flask, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from wtforms import Form, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.fields import DateTimeLocalField, FieldList, FormField
@@ -297,6 +297,14 @@ def plan() -> Any:
 @page_requires(MANAGE_SHIPMENTS)
 def dispatch(shipment_id: str) -> Any:
     current = shipments().get_shipment(shipment_id)
+    if request.method == "GET" and current["status"] != "planned":
+        # A bookmark or the back button: nothing to fill in for a shipment under way.
+        flash(
+            f"This shipment is {current['status'].replace('_', ' ')}: only a planned "
+            "shipment is dispatched.",
+            "info",
+        )
+        return redirect(url_for(".shipment", shipment_id=shipment_id))
     form = DispatchForm(data={"mode": current["mode"]} if request.method == "GET" else None)
     pages.form_defaults(form)
     if not _more_rows(form.checkpoints) and form.validate_on_submit():
@@ -320,6 +328,15 @@ def dispatch(shipment_id: str) -> Any:
                 url_for(".shipment", shipment_id=shipment_id),
             )
     return render_template("shipments/dispatch.html", form=form, shipment=current), form.status_code
+
+
+@blueprint.get("/<shipment_id>/deliver")
+@blueprint.get("/<shipment_id>/cancel")
+@page_requires(READ)
+def shipment_form_reloaded(shipment_id: str) -> Any:
+    """The address a refused delivery or cancellation was sent to, opened again (a
+    reload, the back button): the shipment's page, where those forms are."""
+    return redirect(url_for(".shipment", shipment_id=shipment_id))
 
 
 @blueprint.post("/<shipment_id>/deliver")

@@ -1617,10 +1617,12 @@ def _checkpoint_resources(
     now: datetime,
     *,
     ended: bool,
+    arrived: bool,
     ahead: eta.Checkpoint | None,
 ) -> list[dict]:
+    """``arrived``: delivered, so it went by every checkpoint it was not scanned at."""
     passed = [i for i, c in enumerate(checkpoints) if c.passed_at is not None]
-    last_passed = passed[-1] if passed else -1
+    last_passed = len(checkpoints) if arrived else (passed[-1] if passed else -1)
     return [
         _checkpoint_resource(
             c,
@@ -1698,7 +1700,11 @@ def eta_resource(snap: _Snapshot) -> dict[str, Any]:
         "delivered_at": snap.shipment.delivered_at,
         "promised_delivery_at": snap.shipment.promised_delivery_at,
         "checkpoints": _checkpoint_resources(
-            snap.checkpoints, snap.now, ended=ended, ahead=estimate.checkpoint_ahead
+            snap.checkpoints,
+            snap.now,
+            ended=ended,
+            arrived=snap.shipment.status == "delivered",
+            ahead=estimate.checkpoint_ahead,
         ),
         "last_event": _last_event_resource(snap.last_event),
     }

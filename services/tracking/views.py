@@ -150,6 +150,14 @@ def control_tower() -> Any:
     )
 
 
+@blueprint.get("/alerts/<alert_id>/acknowledge")
+@page_requires(READ)
+def acknowledge_reloaded(alert_id: str) -> Any:
+    """The address an acknowledgement was sent to, opened again: the control tower,
+    where the alerts are."""
+    return redirect(url_for(".control_tower"))
+
+
 @blueprint.post("/alerts/<alert_id>/acknowledge")
 @page_requires(ACKNOWLEDGE_ALERTS)
 def acknowledge(alert_id: str) -> Any:

@@ -167,6 +167,24 @@ class TestDeliverAndCancel:
         assert reply.status == 302
         assert site.shipments.get_shipment(shipment["id"])["status"] == "cancelled"
 
+    def test_a_refused_form_reloaded_leads_back_to_the_shipment(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = planned_shipment(site)
+        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
+        detail = f"/shipments/{shipment['id']}"
+        refused = staff.submit(
+            detail, {"delivered_at": "2027-01-01T10:00"}, action=f"{detail}/deliver"
+        )
+        assert refused.status == 422
+        # The browser's address is now the form's: reloading it, or the dispatch form
+        # of a shipment already on its way, is the shipment's page.
+        for address in (f"{detail}/deliver", f"{detail}/cancel", f"{detail}/dispatch"):
+            reply = staff.get(address)
+            assert (reply.status, reply.location) == (302, detail), address
+        page = staff.get(detail)
+        assert "This shipment is in transit" in page.body_text
+
     def test_a_cancel_too_late_says_why(self, site: Site, staff: PageClient) -> None:
         shipment = planned_shipment(site)
         detail = f"/shipments/{shipment['id']}"

@@ -58,6 +58,38 @@ class TestSignIn:
         assert client.get("/inventory/stock").status == 200
 
 
+# What a browser says it takes when it follows a link.
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+class TestErrorPages:
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/tracking/jobs/", 404),
+            ("/inventory/no-such-page", 404),
+            ("/nothing-here", 404),
+            ("/inventory/warehouses/CDU/nothing", 404),
+        ],
+    )
+    def test_a_wrong_address_gets_the_sites_page_with_its_links(
+        self, site: Site, path: str, status: int
+    ) -> None:
+        reply = site.client("dispatcher").client.get(path, headers=BROWSER)
+        assert reply.status_code == status
+        assert reply.mimetype == "text/html"
+        html = reply.get_data(as_text=True)
+        assert "There is no page at this address" in html
+        assert 'href="/"' in html and "partsflow.css" in html
+
+    def test_a_method_a_page_does_not_take_gets_the_sites_page(self, site: Site) -> None:
+        reply = site.client("dispatcher").client.put("/inventory/stock", headers=BROWSER)
+        assert reply.status_code == 405
+        assert reply.mimetype == "text/html"
+        assert "only takes a form" in reply.get_data(as_text=True)
+        assert "GET" in reply.headers["Allow"]
+
+
 class TestSessionCookie:
     def test_cookie_is_http_only_lax_and_site_wide(self, site: Site) -> None:
         client = site.client()
@@ -137,3 +169,8 @@ class TestHeaders:
         script = client.get("/tracking/assets/refresh.js")
         assert script.status == 200
         assert "javascript" in script.response.mimetype
+        # The icon every page names, so that no browser asks for a /favicon.ico.
+        page = site.client("dispatcher").get("/inventory/stock")
+        assert 'rel="icon" type="image/svg+xml" href="/inventory/assets/icon.svg"' in page.html
+        icon = client.get("/inventory/assets/icon.svg")
+        assert (icon.status, icon.response.mimetype) == (200, "image/svg+xml")

@@ -641,6 +641,10 @@ class TestEta:
         assert eta["status"] == end
         assert [c["overdue"] for c in eta["checkpoints"]] == [False] * 12
         assert eta["next_checkpoint"] is None
+        # Delivered, it went by every checkpoint it was not scanned at; lost, only by
+        # those before the last one passed.
+        missed = [c["missed"] for c in eta["checkpoints"]]
+        assert missed == [True, False] + [end == "delivered"] * 10
         job = tracking.api().get(f"{V1}/jobs/JOB-7").body
         (part,) = job["parts"]
         assert [c["overdue"] for c in part["checkpoints"]] == [False] * 12
