@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from statistics import NormalDist
 
@@ -682,12 +684,32 @@ def expected(moment: datetime) -> str:
     return when(_minute_up(moment))
 
 
+# The zone the times inside sentences are told in: UTC for the API and the bus; a page
+# tells them in its reader's, as it shows every other time.
+_told_in: ContextVar[tzinfo] = ContextVar("told_in", default=UTC)
+
+
+@contextmanager
+def times_told_in(zone: tzinfo) -> Iterator[None]:
+    token = _told_in.set(zone)
+    try:
+        yield
+    finally:
+        _told_in.reset(token)
+
+
 def when(moment: datetime | None) -> str:
     """A moment to the minute it falls in (estimates are rounded up to whole minutes
     before they get here; a delivery at 01:52:07 happened at 01:52)."""
     if moment is None:
         return "an unknown time"
-    return moment.astimezone(UTC).strftime("%d %b %H:%M UTC").lstrip("0")
+    local = moment.astimezone(_told_in.get())
+    offset = local.utcoffset() or timedelta(0)
+    zone = "UTC"
+    if offset:
+        minutes = int(abs(offset).total_seconds()) // 60
+        zone += f"{'-' if offset < timedelta(0) else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+    return f"{local.strftime('%d %b %H:%M').lstrip('0')} {zone}"
 
 
 def duration(hours: float) -> str:

@@ -6,6 +6,7 @@ app's. Each view parses a form, calls one use case and renders."""
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, request, url_for
@@ -15,6 +16,7 @@ from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
 
 from services.tracking.alerts import SEVERITY_ORDER, severity
+from services.tracking.eta import times_told_in
 from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
@@ -53,6 +55,12 @@ def register(app: Flask) -> None:
 
 def tracking() -> Tracking:
     return service_context().extras["tracking"]
+
+
+def in_readers_zone() -> AbstractContextManager[None]:
+    """Around reading what a page shows: the times inside its sentences (an ETA's
+    reason) are told in the zone the page shows every other time in."""
+    return times_told_in(pages.offset_zone(pages.display_offset()))
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -112,7 +120,8 @@ def _link_opens(job_id: str, key: str | None) -> bool:
 @root.get("/")
 @page_requires(READ)
 def attention() -> Any:
-    tower = tracking().control_tower()
+    with in_readers_zone():
+        tower = tracking().control_tower()
     by_severity: dict[str, list[dict[str, Any]]] = defaultdict(list)
     low_stock = []
     for alert in tower["alerts"]:
@@ -140,7 +149,8 @@ def home() -> Any:
 @blueprint.get("/control-tower")
 @page_requires(READ)
 def control_tower() -> Any:
-    tower = tracking().control_tower()
+    with in_readers_zone():
+        tower = tracking().control_tower()
     return render_template(
         "tracking/control_tower.html",
         jobs=tower["jobs"],
@@ -182,7 +192,8 @@ def acknowledge(alert_id: str) -> Any:
 @blueprint.route("/shipments/<shipment_id>/scans/new", methods=["GET", "POST"])
 @page_requires(RECORD_EVENTS)
 def record_scan(shipment_id: str) -> Any:
-    eta = tracking().shipment_eta(shipment_id)
+    with in_readers_zone():
+        eta = tracking().shipment_eta(shipment_id)
     # Offered first; one gone by unscanned can still be chosen by hand.
     ahead = next((c for c in eta["checkpoints"] if c["ahead"]), None)
     form = ScanForm(
@@ -237,11 +248,9 @@ def _on_the_route(name: str | None, checkpoints: list[dict[str, Any]]) -> bool:
 @blueprint.get("/shipments/<shipment_id>")
 @page_requires(READ)
 def shipment_scans(shipment_id: str) -> Any:
-    return render_template(
-        "tracking/shipment.html",
-        shipment_id=shipment_id,
-        eta=tracking().shipment_eta(shipment_id),
-    )
+    with in_readers_zone():
+        eta = tracking().shipment_eta(shipment_id)
+    return render_template("tracking/shipment.html", shipment_id=shipment_id, eta=eta)
 
 
 # -- the engineer's page -----------------------------------------------------------------------
@@ -255,9 +264,11 @@ def job(job_id: str) -> Any:
         return redirect(pages.login_url(request.full_path.rstrip("?")))
     if user is not None and not user.can(READ) and not opened_by_link:
         return pages.forbidden(user)
+    with in_readers_zone():
+        job = tracking().job_view(job_id, wait_for_job=True)
     return render_template(
         "tracking/job.html",
-        job=tracking().job_view(job_id, wait_for_job=True),
+        job=job,
         # Those who send engineers their parts mint the link that opens the page
         # without signing in; a reader (or the engineer) does not hand out access.
         share_link=job_link(job_id) if user is not None and user.can(MANAGE_SHIPMENTS) else None,

@@ -3,11 +3,13 @@ scans entered by hand, and the engineer's job page with its texted link."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from services.tracking.eta import times_told_in
 from tests.browser.conftest import Site
 from tests.browser.pageclient import PageClient
 from tests.conftest import wait_until
@@ -286,6 +288,30 @@ class TestJobPage:
         other = site.client().get(f"/{path.replace('JOB-7', 'JOB-8', 1)}")
         assert other.status == 302
         assert site.client().get("/tracking/control-tower").status == 302
+
+    def test_the_reason_tells_its_times_in_the_readers_zone_even_by_the_texted_link(
+        self, site: Site
+    ) -> None:
+        dispatched_tube(site)
+        link = site.client("dispatcher").get("/tracking/jobs/JOB-7").value("share-link") or ""
+        path = "/" + link.split("://", 1)[1].split("/", 1)[1]
+        engineer = site.client()
+        assert "Show times in" in engineer.get(path).body_text
+        reply = engineer.submit(
+            path, {"utc_offset": "+08:00"}, action=f"/preferences/time-zone?next={quote(path)}"
+        )
+        assert (reply.status, reply.location) == (302, path)
+        page = engineer.get(path)
+        assert page.status == 200, page.body_text
+        (part,) = site.tracking.job_view("JOB-7")["parts"]
+        told_in_utc = part["reason"]
+        assert " UTC" in told_in_utc  # the API's sentence
+        with times_told_in(timezone(timedelta(hours=8))):
+            told_there = site.tracking.job_view("JOB-7")["parts"][0]["reason"]
+        assert "UTC+08:00" in told_there
+        assert told_there in page.body_text and told_in_utc not in page.body_text
+        # The API still tells them in UTC.
+        assert site.tracking.job_view("JOB-7")["parts"][0]["reason"] == told_in_utc
 
     def test_only_those_who_send_parts_hand_out_the_link(self, site: Site) -> None:
         dispatched_tube(site)
