@@ -211,6 +211,29 @@ class TestPlanByHand:
         assert reply.status == 302, reply.body_text
         assert "Shipment planned from CDU: 5 × GEL-250." in staff.get(reply.location).body_text
 
+    def test_a_transfer_of_more_than_the_shelf_holds_says_so_on_its_page(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        reply = staff.submit(
+            "/shipments/new",
+            {
+                "origin": "CDU",
+                "mode": "courier",
+                "destination.warehouse": "SHA",
+                "lines.0.part_number": "GEL-250",
+                "lines.0.quantity": "5000",
+            },
+        )
+        assert reply.status == 302, reply.body_text
+        detail = reply.location or ""
+        reply = staff.submit(f"{detail}/dispatch", {"mode": "courier"})
+        assert reply.status == 302, reply.body_text
+        # Said at the top of the page, not only in its history below.
+        wait_until(
+            lambda: "Inventory issued no GEL-250 from CDU" in staff.get(detail).body_text,
+            message="the shipment's page to say that nothing left the shelf",
+        )
+
     def test_a_line_is_required_and_values_kept(self, site: Site, staff: PageClient) -> None:
         reply = staff.submit(
             "/shipments/new",
