@@ -95,6 +95,28 @@ class TestAttention:
 
 
 class TestControlTower:
+    def test_a_lost_part_is_said_to_be_lost_beside_its_replacement(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = dispatched_tube(site)
+        site.tracking.record_event(
+            {
+                "shipment_id": shipment["id"],
+                "kind": "lost",
+                "occurred_at": site.clock.now(),
+                "note": "bus searched, no box",
+            },
+            source="test",
+        )
+        wait_until(
+            lambda: any(
+                p["reservation_status"] == "lost" for p in site.tracking.job_view("JOB-7")["parts"]
+            ),
+            message="inventory to mark the tube's reservation lost",
+        )
+        tower = staff.get("/tracking/control-tower")
+        assert "1 × XRT-2000 (lost)" in tower.body_text
+
     def test_an_alert_is_acknowledged_and_stays_listed(self, site: Site, staff: PageClient) -> None:
         alert = low_on_gel(site)
         tower = staff.get("/tracking/control-tower")
