@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from wtforms import SelectField, StringField
+from wtforms import SelectField, StringField, ValidationError
 from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
 
@@ -74,7 +74,14 @@ class ScanForm(PageForm):
     )
     utc_offset = pages.offset_field()
     location = StringField("Location", validators=[Optional()])
-    note = StringField("Note", validators=[Optional()])
+    # No Optional(): it would end the checks of an empty note before validate_note.
+    note = StringField("Note")
+
+    def validate_note(self, field: StringField) -> None:
+        # A loss written off by a slip of the list would write off stock and reserve a
+        # replacement: entered by hand, it says who reported it.
+        if self.kind.data == "lost" and not (field.data or "").strip():
+            raise ValidationError("say who reported the loss, and where it was last seen")
 
     def payload(self, shipment_id: str) -> dict[str, Any]:
         values = {

@@ -235,6 +235,21 @@ class TestScans:
         eta = site.tracking.shipment_eta(shipment["id"])
         assert eta["checkpoints"][0]["passed_at"] is not None
 
+    def test_a_loss_entered_by_hand_says_who_reported_it(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        shipment = dispatched_tube(site)
+        site.clock.advance(timedelta(hours=1))
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        lost = {"kind": "lost", "occurred_at": "2026-11-23T06:50", "utc_offset": "+00:00"}
+        reply = staff.submit(form, lost)
+        assert reply.status == 422
+        assert "who reported the loss" in reply.text("note-error")
+        assert site.tracking.shipment_events(shipment["id"]) == []
+        reply = staff.submit(form, dict(lost, note="driver: box left on the Kangding bus"))
+        assert reply.status == 302
+        assert [e["kind"] for e in site.tracking.shipment_events(shipment["id"])] == ["lost"]
+
     def test_an_engineer_may_not_enter_scans(self, site: Site) -> None:
         shipment = dispatched_tube(site)
         engineer = site.client("engineer")
