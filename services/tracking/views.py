@@ -280,6 +280,8 @@ def job(job_id: str) -> Any:
         # without signing in; a reader (or the engineer) does not hand out access.
         share_link=job_link(job_id) if user is not None and user.can(MANAGE_SHIPMENTS) else None,
         link_days=JOB_LINK_DAYS,
+        # The engineer who came by the texted link chooses the zone of its times too.
+        offer_time_zone=True,
         refresh_seconds=REFRESH_SECONDS,
         checked_at=pages.page_now(),
     )
