@@ -34,6 +34,13 @@ def planned_shipment(site: Site, job_id: str = "JOB-7") -> dict[str, Any]:
     )
 
 
+def on_its_way(site: Site) -> tuple[dict[str, Any], str]:
+    """A job's shipment dispatched by hand, and the address of its page."""
+    shipment = planned_shipment(site)
+    site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
+    return shipment, f"/shipments/{shipment['id']}"
+
+
 @pytest.fixture
 def staff(site: Site) -> PageClient:
     return site.client("dispatcher")
@@ -136,9 +143,7 @@ class TestDispatch:
 
 class TestDeliverAndCancel:
     def test_delivery_is_recorded(self, site: Site, staff: PageClient) -> None:
-        shipment = planned_shipment(site)
-        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
-        detail = f"/shipments/{shipment['id']}"
+        shipment, detail = on_its_way(site)
         reply = staff.submit(detail, {"received_by": "Dr. Zhang"}, action=f"{detail}/deliver")
         assert reply.status == 302
         assert "received by Dr. Zhang" in staff.get(reply.location).body_text
@@ -147,9 +152,7 @@ class TestDeliverAndCancel:
     def test_a_delivery_in_the_future_is_refused_next_to_the_time(
         self, site: Site, staff: PageClient
     ) -> None:
-        shipment = planned_shipment(site)
-        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
-        detail = f"/shipments/{shipment['id']}"
+        _, detail = on_its_way(site)
         reply = staff.submit(
             detail,
             {"delivered_at": "2027-01-01T10:00", "utc_offset": "+00:00", "received_by": "Zhang"},
@@ -170,9 +173,7 @@ class TestDeliverAndCancel:
     def test_a_refused_form_reloaded_leads_back_to_the_shipment(
         self, site: Site, staff: PageClient
     ) -> None:
-        shipment = planned_shipment(site)
-        site.shipments.dispatch(shipment["id"], {"mode": "hand_carry"})
-        detail = f"/shipments/{shipment['id']}"
+        _, detail = on_its_way(site)
         refused = staff.submit(
             detail, {"delivered_at": "2027-01-01T10:00"}, action=f"{detail}/deliver"
         )

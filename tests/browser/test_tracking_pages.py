@@ -68,6 +68,13 @@ def low_on_gel(site: Site) -> dict[str, Any]:
     return alert
 
 
+def scan_form_an_hour_on(site: Site) -> tuple[dict[str, Any], str]:
+    """A tube an hour on the road, and the address of its scan form."""
+    shipment = dispatched_tube(site)
+    site.clock.advance(timedelta(hours=1))
+    return shipment, f"/tracking/shipments/{shipment['id']}/scans/new"
+
+
 def enter_checkpoint(
     staff: PageClient, form: str, name: str, occurred_at: str, utc_offset: str = "+00:00"
 ) -> Any:
@@ -161,9 +168,7 @@ class TestControlTower:
 
 class TestScans:
     def test_a_scan_entered_by_hand_moves_the_route(self, site: Site, staff: PageClient) -> None:
-        shipment = dispatched_tube(site)
-        site.clock.advance(timedelta(hours=1))
-        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        shipment, form = scan_form_an_hour_on(site)
         assert staff.get(form).value("checkpoint") == "Kangding"
         reply = enter_checkpoint(staff, form, "Kangding", "2026-11-23T06:50")
         assert reply.status == 302
@@ -192,9 +197,7 @@ class TestScans:
         assert not staff.get(form).value("checkpoint")
 
     def test_a_scan_entered_in_new_zealand_summer_time(self, site: Site, staff: PageClient) -> None:
-        shipment = dispatched_tube(site)
-        site.clock.advance(timedelta(hours=1))
-        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        shipment, form = scan_form_an_hour_on(site)
         assert '<option value="+13:00">' in staff.get(form).html
         reply = enter_checkpoint(staff, form, "Kangding", "2026-11-23T19:50", "+13:00")
         assert reply.status == 302
@@ -217,9 +220,7 @@ class TestScans:
     def test_a_checkpoint_not_on_the_route_is_refused_as_a_slip(
         self, site: Site, staff: PageClient
     ) -> None:
-        shipment = dispatched_tube(site)
-        site.clock.advance(timedelta(hours=1))
-        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        shipment, form = scan_form_an_hour_on(site)
         scan = {"kind": "checkpoint", "occurred_at": "2026-11-23T06:50", "utc_offset": "+00:00"}
         reply = staff.submit(form, dict(scan, checkpoint="Kangdin"))
         assert reply.status == 422
@@ -238,9 +239,7 @@ class TestScans:
     def test_a_loss_entered_by_hand_says_who_reported_it(
         self, site: Site, staff: PageClient
     ) -> None:
-        shipment = dispatched_tube(site)
-        site.clock.advance(timedelta(hours=1))
-        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        shipment, form = scan_form_an_hour_on(site)
         lost = {"kind": "lost", "occurred_at": "2026-11-23T06:50", "utc_offset": "+00:00"}
         reply = staff.submit(form, lost)
         assert reply.status == 422
