@@ -55,6 +55,7 @@ class LineForm(Form):
     part_number = StringField("Part number")
     quantity = IntegerField("Quantity", validators=[Optional()])
     reservation_id = StringField("Reservation")
+    serials = StringField("Serials")
 
 
 class DestinationForm(Form):
@@ -85,7 +86,10 @@ class PlanForm(PageForm):
                 warehouse=destination.warehouse.data,
             ),
             mode=self.mode.data,
-            lines=[_present(**row) for row in rows],
+            lines=[
+                _present(**{**row, "serials": pages.split_list(row["serials"]) or None})
+                for row in rows
+            ],
             job_id=self.job_id.data,
             required_by=_aware_or_none(self.required_by.data, self.utc_offset.data),
         ), kept

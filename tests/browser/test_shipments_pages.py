@@ -212,6 +212,25 @@ class TestPlanByHand:
         assert reply.status == 302, reply.body_text
         assert "Shipment planned from CDU: 5 × GEL-250." in staff.get(reply.location).body_text
 
+    def test_a_transfer_names_the_units_of_a_serialized_part(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        form = {
+            "origin": "SHA",
+            "mode": "courier",
+            "destination.warehouse": "CDU",
+            "lines.0.part_number": "XRT-2000",
+            "lines.0.quantity": "1",
+            "lines.0.serials": "XRT-S-1, XRT-S-9",
+        }
+        reply = staff.submit("/shipments/new", form)
+        assert reply.status == 422
+        assert "2 serials for 1" in reply.text("main")
+        assert reply.value("lines.0.serials") == "XRT-S-1, XRT-S-9"
+        reply = staff.submit("/shipments/new", {**form, "lines.0.serials": "XRT-S-1"})
+        assert reply.status == 302, reply.body_text
+        assert "XRT-S-1" in staff.get(reply.location).text("main")
+
     def test_a_transfer_of_more_than_the_shelf_holds_says_so_on_its_page(
         self, site: Site, staff: PageClient
     ) -> None:
