@@ -39,7 +39,7 @@ from flask import (
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import Markup
-from wtforms import Field, PasswordField, SelectChoice, SelectField, StringField
+from wtforms import Field, HiddenField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.fields import FieldList, FormField
 from wtforms.validators import InputRequired, Length
 
@@ -185,6 +185,7 @@ def _layout_context() -> dict[str, Any]:
         ],
         "current_path": request.path,
         "display_offset": display_offset(),
+        "offset_chosen": SESSION_OFFSET in session,
         "can": (lambda permission: user is not None and user.can(permission)),
         "MANAGE_STOCK": MANAGE_STOCK,
         "RESERVE": RESERVE,
@@ -542,6 +543,8 @@ def succeed(message: str, target: str) -> Response:
 class LoginForm(PageForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=100)])
     password = PasswordField("Password", validators=[InputRequired(), Length(max=500)])
+    # The browser's UTC offset, filled in by zone.js: the zone pages start in.
+    utc_offset = HiddenField()
 
 
 class OffsetForm(PageForm):
@@ -560,6 +563,7 @@ def account_blueprint() -> Blueprint:
             user = service_context().users.by_password(form.name.data, form.password.data)
             if user is not None:
                 sign_in(user)
+                remember_offset(form.utc_offset.data or "")
                 return redirect(target)
             form.form_errors.append("Wrong name or password.")
             form.refused_status = 401

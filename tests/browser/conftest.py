@@ -150,8 +150,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def desk(browser: Any) -> Iterator[Any]:
-    """A page in a desktop-sized window."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    """A page in a desktop-sized window, at the Chengdu depot (UTC+08:00)."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, timezone_id="Asia/Shanghai"
+    )
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
@@ -166,6 +168,7 @@ def phone(browser: Any) -> Iterator[Any]:
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
+        timezone_id="Asia/Shanghai",
     )
     page = context.new_page()
     page.set_default_timeout(15_000)

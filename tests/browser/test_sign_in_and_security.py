@@ -29,6 +29,19 @@ class TestSignIn:
         for path in ("/", "/inventory/stock", "/shipments/", "/tracking/control-tower"):
             assert client.get(path).status == 200, path
 
+    @pytest.mark.parametrize(("sent", "shown"), [("+05:30", "+05:30"), ("+99:00", "+00:00")])
+    def test_pages_start_in_the_zone_the_browser_sent(
+        self, site: Site, sent: str, shown: str
+    ) -> None:
+        client = site.client()
+        reply = client.submit(
+            "/login",
+            {"name": "dispatcher", "password": PASSWORD, "utc_offset": sent},
+            action="/login?next=/",
+        )
+        assert reply.status == 302
+        assert client.get("/inventory/receipts/new").value("utc_offset") == shown
+
     def test_wrong_password_is_refused_and_the_name_kept(self, site: Site) -> None:
         client = site.client()
         reply = client.sign_in("dispatcher", "not-the-password")

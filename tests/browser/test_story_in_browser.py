@@ -46,6 +46,8 @@ def reload_until(page: Any, text: str, what: str) -> None:
 def test_the_x_ray_tube_story(stocked: Site, desk: Any, phone: Any) -> None:
     base = stocked.base_url
     sign_in(desk, stocked, "dispatcher", "/")
+    # Pages start in the browser's own zone, Chengdu's.
+    assert desk.locator("#footer-offset").input_value() == "+08:00"
 
     # A tube arrives at the Chengdu depot.
     desk.goto(f"{base}/inventory/receipts/new")
@@ -123,6 +125,8 @@ def test_the_x_ray_tube_story(stocked: Site, desk: Any, phone: Any) -> None:
     assert "ETA" in part.locator(".eta").inner_text()
     assert "between" in part.inner_text()
     assert "Kangding" in part.locator(".reason").inner_text()
+    # Not signed in, the engineer is offered the phone's own zone.
+    assert phone.locator("#footer-offset").input_value() == "+08:00"
     assert "Passed Kangding" in part.locator("ol.timeline").inner_text()
     assert "Planned Ganzi County Hospital" in part.locator("ol.timeline").inner_text()
     assert page_width(phone) <= 390
