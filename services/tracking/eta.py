@@ -14,6 +14,7 @@ distribution given "not arrived yet"), and the checkpoints passed or overdue so 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -710,6 +711,32 @@ def when(moment: datetime | None) -> str:
         minutes = int(abs(offset).total_seconds()) // 60
         zone += f"{'-' if offset < timedelta(0) else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
     return f"{local.strftime('%d %b %H:%M').lstrip('0')} {zone}"
+
+
+# A moment as when() tells it in UTC ("3 Dec 16:00 UTC"), not one told with an offset.
+_TOLD_IN_UTC = re.compile(r"\b(\d{1,2} [A-Z][a-z]{2} \d{2}:\d{2}) UTC(?![+-]\d)")
+
+
+def retold(sentence: str, written_at: datetime) -> str:
+    """A sentence written once in UTC (an alert's message) with its times told in the
+    zone of :func:`times_told_in`. Its dates carry no year: each is taken in the year
+    that puts it nearest to when the sentence was written."""
+    if _told_in.get().utcoffset(written_at) == timedelta(0):
+        return sentence
+
+    def local(match: re.Match[str]) -> str:
+        moments = []
+        for year in (written_at.year - 1, written_at.year, written_at.year + 1):
+            try:
+                moment = datetime.strptime(f"{year} {match[1]}", "%Y %d %b %H:%M")
+            except ValueError:  # 29 Feb of a year without it
+                continue
+            moments.append(moment.replace(tzinfo=UTC))
+        if not moments:
+            return match[0]
+        return when(min(moments, key=lambda m: abs(m - written_at)))
+
+    return _TOLD_IN_UTC.sub(local, sentence)
 
 
 def duration(hours: float) -> str:

@@ -6,6 +6,7 @@ app's. Each view parses a form, calls one use case and renders."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -16,7 +17,7 @@ from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
 
 from services.tracking.alerts import SEVERITY_ORDER, severity
-from services.tracking.eta import times_told_in
+from services.tracking.eta import retold, times_told_in
 from services.tracking.schemas import EventIn
 from services.tracking.service import Tracking
 from shared import pages
@@ -48,6 +49,7 @@ root = pages.page_blueprint("site_root", __name__, url_prefix="")
 def register(app: Flask) -> None:
     """Add this service's pages to its app."""
     pages.install(app, clock=service_context(app).extras["tracking"].clock)
+    app.jinja_env.filters["alert_message"] = alert_message
     app.register_blueprint(pages.account_blueprint())
     app.register_blueprint(root)
     app.register_blueprint(blueprint)
@@ -61,6 +63,15 @@ def in_readers_zone() -> AbstractContextManager[None]:
     """Around reading what a page shows: the times inside its sentences (an ETA's
     reason) are told in the zone the page shows every other time in."""
     return times_told_in(pages.offset_zone(pages.display_offset()))
+
+
+def alert_message(alert: Mapping[str, Any]) -> str:
+    """An alert's message, written once in UTC, with its times in the reader's zone."""
+    written_at = pages.as_datetime(alert["raised_at"])
+    if written_at is None:
+        return alert["message"]
+    with in_readers_zone():
+        return retold(alert["message"], written_at)
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -185,7 +196,7 @@ def acknowledge(alert_id: str) -> Any:
             form, lambda: tracking().acknowledge_alert(alert_id, form.note.data, actor=page_actor())
         )
         if alert:
-            return succeed(f"Acknowledged: {alert['message']}", back)
+            return succeed(f"Acknowledged: {alert_message(alert)}", back)
     return render_template(
         "pages/error.html",
         title="Not acknowledged",

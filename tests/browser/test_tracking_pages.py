@@ -150,6 +150,24 @@ class TestControlTower:
         assert f"({waiting} not acknowledged)" in tower.body_text
         assert "acknowledged" in staff.get("/tracking/control-tower").body_text
 
+    def test_an_alerts_times_are_told_in_the_readers_zone(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        dispatched_tube(site)
+        site.clock.advance(timedelta(hours=3))
+        site.tracking.scan()
+        (alert,) = site.tracking.list_alerts(status="open", kind="checkpoint_overdue").items
+        assert "was due on 23 Nov 08:00 UTC" in alert["message"]
+        staff.submit("/", {"utc_offset": "+08:00"}, action="/preferences/time-zone?next=/")
+        tower = staff.get("/tracking/control-tower")
+        assert "was due on 23 Nov 16:00 UTC+08:00" in tower.body_text
+        assert alert["message"] not in tower.body_text
+        reply = staff.submit(
+            "/tracking/control-tower", {}, action=f"/tracking/alerts/{alert['id']}/acknowledge"
+        )
+        flash = staff.get(reply.location).text("main")
+        assert "Acknowledged: " in flash and "was due on 23 Nov 16:00 UTC+08:00" in flash
+
     def test_a_viewer_may_not_acknowledge(self, site: Site) -> None:
         alert = low_on_gel(site)
         viewer = site.client("auditor")

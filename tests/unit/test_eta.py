@@ -7,7 +7,7 @@ import math
 import random
 import statistics
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -522,3 +522,33 @@ class TestAccuracy:
         record_property("eta_hand_carry", score)
         assert score["inside"] >= 0.80
         assert score["median_error_hours"] < 1.0
+
+
+class TestSentencesRetold:
+    """An alert's message is written once, in UTC; a page tells its times in the
+    reader's zone."""
+
+    WRITTEN = datetime(2026, 12, 31, 10, 0, tzinfo=UTC)
+
+    def retold(self, sentence: str, offset_hours: float) -> str:
+        with eta.times_told_in(timezone(timedelta(hours=offset_hours))):
+            return eta.retold(sentence, self.WRITTEN)
+
+    def test_each_time_moves_to_the_readers_zone(self) -> None:
+        sentence = "was due on 31 Dec 16:00 UTC and is not passed; ETA now 31 Dec 23:30 UTC."
+        assert self.retold(sentence, 8) == (
+            "was due on 1 Jan 00:00 UTC+08:00 and is not passed; ETA now 1 Jan 07:30 UTC+08:00."
+        )
+
+    def test_a_date_is_taken_in_the_year_nearest_the_writing(self) -> None:
+        # 29 Feb exists in 2028 only; 28 Feb 20:00 UTC is 29 Feb in Chengdu in 2028.
+        written = datetime(2027, 12, 20, tzinfo=UTC)
+        with eta.times_told_in(timezone(timedelta(hours=8))):
+            assert eta.retold("by 28 Feb 20:00 UTC", written) == "by 29 Feb 04:00 UTC+08:00"
+            assert eta.retold("by 29 Feb 01:00 UTC", written) == "by 29 Feb 09:00 UTC+08:00"
+
+    def test_utc_readers_and_other_words_are_left_alone(self) -> None:
+        sentence = "no scan since 3 Dec 16:00 UTC, 5.0 h; told 3 Dec 16:00 UTC+08:00 already"
+        assert self.retold(sentence, 0) == sentence
+        assert self.retold(sentence, -5).endswith("told 3 Dec 16:00 UTC+08:00 already")
+        assert self.retold(sentence, -5).startswith("no scan since 3 Dec 11:00 UTC-05:00")
