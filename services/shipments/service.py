@@ -98,9 +98,9 @@ class Shipments:
             lines = [
                 self._manual_line(s, data["origin"], (site, region), line) for line in data["lines"]
             ]
-            job = _job_of(s, [line.reservation_id for line in lines if line.reservation_id])
-            if data.get("job_id") not in (None, job.job_id):
-                job = _Job(job_id=data["job_id"])  # another job's facts are not its own
+            reservation_ids = [line.reservation_id for line in lines if line.reservation_id]
+            _check_jobs_carried(s, reservation_ids, data.get("job_id"))
+            job = _job_of(s, reservation_ids)
             shipment = Shipment(
                 id=str(uuid.uuid4()),
                 status=states.PLANNED,
@@ -966,6 +966,24 @@ class _Job:
     priority: str | None = None
     owner: str | None = None
     required_by: datetime | None = None
+
+
+def _check_jobs_carried(s: Session, reservation_ids: Sequence[str], job_id: str | None) -> None:
+    """A shipment that names its job carries only that job's reservations: its alerts
+    and its place in the job's view go to that job's owner."""
+    if not job_id or not reservation_ids:
+        return
+    others = sorted(
+        set(
+            s.scalars(
+                select(KnownReservation.job_id).where(KnownReservation.id.in_(reservation_ids))
+            )
+        )
+        - {job_id}
+    )
+    if others:
+        message = f"its reservations are for job {', '.join(others)}, not {job_id}"
+        raise InvalidInput(message, errors={"job_id": [message]})
 
 
 def _job_of(s: Session, reservation_ids: Sequence[str]) -> _Job:

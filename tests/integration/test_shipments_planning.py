@@ -166,6 +166,22 @@ class TestShipmentsMadeByHandForReservations:
         made = by_hand(api, GANZI, [gel(2, reservation_id=reservation["id"])])
         assert made["lines"][0]["quantity"] == 2
 
+    def test_it_may_not_name_another_job_than_its_reservations(self, api: ApiClient) -> None:
+        reservation = reserve(api, part_number="GEL-250", quantity=2)
+        planned = planned_shipment(api, reservation["id"])
+        api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "by hand"})
+        line = gel(2, reservation_id=reservation["id"])
+        body = {"origin": "CDU", "destination": GANZI, "mode": "courier", "lines": [line]}
+        reply = api.post(SHP, {**body, "job_id": "JOB-OTHER"})
+        assert reply.status == 422, reply
+        assert reply.body["errors"]["job_id"] == [
+            "its reservations are for job JOB-1, not JOB-OTHER"
+        ]
+        assert [x["id"] for x in api.get(SHP, reservation_id=reservation["id"]).body] == [
+            planned["id"]
+        ]
+        assert by_hand(api, GANZI, [line], job_id="JOB-1")["job_id"] == "JOB-1"
+
     def test_a_reservation_goes_to_its_jobs_site_only(self, api: ApiClient) -> None:
         reservation = reserve(api, part_number="GEL-250", quantity=3)
         planned = planned_shipment(api, reservation["id"])
