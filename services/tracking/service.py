@@ -945,18 +945,25 @@ class Tracking:
             )
         reservations = _reservations(s, [ln.reservation_id for ln in lines if ln.reservation_id])
         job = s.get(Job, shipment.job_id) if shipment.job_id else None
+        job_id = shipment.job_id
         # Judged against its own time, or its job's when it carries the job's
         # reservations: another shipment of the job may have another time.
         required_by = shipment.required_by
-        if reservations:
-            required_by = (job.required_by if job else None) or min(
-                r.required_by for r in reservations
-            )
+        first_needed: JobReservation | None = None
+        if reservations and job is None:
+            # Reservations of jobs it does not name (made by hand for several): judged
+            # against the job that needs its part first, whose owner its alerts name.
+            needed = [(_needed_by(s, r), r) for r in reservations]
+            required_by, first_needed = min(needed, key=lambda pair: pair[0])
+            job = s.get(Job, first_needed.job_id)
+            job_id = job_id or first_needed.job_id
+        elif reservations:
+            required_by = job.required_by or min(r.required_by for r in reservations)
         # The job's reservations say who owns it now (a job handed over keeps its
         # shipments); the shipment's own owner is for jobs no reservation told of.
         owner = (job.owner if job else None) or shipment.owner
         if owner is None and reservations:
-            owner = reservations[0].owner
+            owner = (first_needed or reservations[0]).owner
         last_event = (
             s.get(TrackingEvent, shipment.last_event_id) if shipment.last_event_id else None
         )
@@ -993,7 +1000,7 @@ class Tracking:
             mode=shipment.mode,
             estimate=estimate,
             risk=risk,
-            job_id=shipment.job_id or (reservations[0].job_id if reservations else None),
+            job_id=job_id,
             owner=owner,
             parts=[ln.part_number for ln in lines],
             required_by=required_by,
@@ -1540,6 +1547,7 @@ class Tracking:
                 snap,
                 lambda r=r: self._unshipped_estimate(s, r, now, lanes),
                 taken=r.id in taken,
+                needed_by=job.required_by or r.required_by,
             )
             parts.append(part)
             if (r.status not in SET_ASIDE or r.id in taken) and r.id not in replaced:
@@ -1716,8 +1724,10 @@ def _reservation_part(
     unshipped: Callable[[], eta.Estimate],
     *,
     taken: bool = False,
+    needed_by: datetime | None = None,
 ) -> dict[str, Any]:
-    """``taken``: preempted, and nothing reserved since replaces it (``_taken_back``)."""
+    """``taken``: preempted, and nothing reserved since replaces it (``_taken_back``);
+    ``needed_by``: when the reservation's job needs it."""
     part: dict[str, Any] = {
         "part_number": r.part_number,
         "quantity": r.quantity,
@@ -1736,7 +1746,14 @@ def _reservation_part(
         and not (cancelled and r.status == "confirmed")
         and r.status not in SET_ASIDE
     ):
-        return {**part, **_shipment_fields(snap, r.part_number)}
+        fields = _shipment_fields(snap, r.part_number)
+        if snap.situation.job_id != r.job_id and needed_by is not None:
+            # A shipment carrying several jobs' parts is judged, for this job, against
+            # this job's time.
+            fields["risk"] = eta.risk(
+                snap.shipment.status, snap.estimate, needed_by, snap.shipment.delivered_at
+            )
+        return {**part, **fields}
     if r.status == "confirmed":
         estimate = unshipped()
         judged = eta.risk("planned", estimate, r.required_by, None)
@@ -1955,6 +1972,12 @@ def _touch_job(
             setattr(job, name, value)
     job.updated_at = now
     return job, before
+
+
+def _needed_by(s: Session, reservation: JobReservation) -> datetime:
+    """When a reservation's part is needed: its job's time, else its own."""
+    job = s.get(Job, reservation.job_id)
+    return (job.required_by if job else None) or reservation.required_by
 
 
 def _job_reservations(s: Session, job_id: str) -> list[JobReservation]:

@@ -4,6 +4,8 @@ a shipment made by hand for reservations says of their job."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tests.support import REQUIRED_BY, SITE, ApiClient, reservation_body, seed_catalogue
@@ -181,6 +183,33 @@ class TestShipmentsMadeByHandForReservations:
             planned["id"]
         ]
         assert by_hand(api, GANZI, [line], job_id="JOB-1")["job_id"] == "JOB-1"
+
+    def test_one_for_two_jobs_alerts_the_job_that_needs_it_first(self, api: ApiClient) -> None:
+        soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        first = reserve(api, part_number="GEL-250", quantity=1, job_id="MIX-2", owner="own.2")
+        second = reserve(
+            api, part_number="GEL-250", quantity=1, job_id="MIX-1", owner="own.1", required_by=soon
+        )
+        for reservation in (first, second):
+            planned = planned_shipment(api, reservation["id"])
+            api.post(f"{SHP}/{planned['id']}/cancel", {"reason": "one shipment for both"})
+        lines = [gel(1, reservation_id=first["id"]), gel(1, reservation_id=second["id"])]
+        made = by_hand(api, GANZI, lines)
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts",
+            lambda body: len(body) == 1,
+            status="open",
+            kind="late",
+        )
+        assert (alert["shipment_id"], alert["job_id"], alert["owner"]) == (
+            made["id"],
+            "MIX-1",
+            "own.1",
+        )
+        hurried = api.get("/tracking/api/v1/jobs/MIX-1").body
+        assert (hurried["risk"], hurried["parts"][0]["shipment_id"]) == ("late", made["id"])
+        patient = api.get("/tracking/api/v1/jobs/MIX-2").body
+        assert (patient["risk"], patient["parts"][0]["shipment_id"]) == ("on_track", made["id"])
 
     def test_a_reservation_goes_to_its_jobs_site_only(self, api: ApiClient) -> None:
         reservation = reserve(api, part_number="GEL-250", quantity=3)
