@@ -99,6 +99,20 @@ class EarlyCheckpointScan(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class EarlyReport(Base):
+    """The latest exception or loss reported while the shipment was still planned, and
+    not followed by a scan that said it moved on: the dispatch, recorded later, takes
+    it up."""
+
+    __tablename__ = "early_reports"
+
+    shipment_id: Mapped[str] = mapped_column(ForeignKey("shipments.id"), primary_key=True)
+    # The move it asks for: report_exception or lose.
+    action: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class ShipmentEvent(Base):
     """A shipment's history: every status it went through, when, why, by whom."""
 

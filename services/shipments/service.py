@@ -20,6 +20,7 @@ from services.shipments.models import (
     OPEN_STATUSES,
     Checkpoint,
     EarlyCheckpointScan,
+    EarlyReport,
     KnownPart,
     KnownReservation,
     KnownWarehouse,
@@ -512,7 +513,14 @@ class Shipments:
                 raise Conflict(
                     f"{carrier} {tracking_number} is already on an open shipment"
                 ) from None
-            return self._announce(tx, shipment, "dispatched")
+            dispatched = self._announce(tx, shipment, "dispatched")
+            report = s.get(EarlyReport, shipment.id)
+            if report is None:
+                return dispatched
+            # The carrier reported trouble before the dispatch was recorded.
+            s.delete(report)
+            self._move(s, shipment, report.action, report.at, now, report.note)
+            return self._announce(tx, shipment, states.ANNOUNCED[report.action])
 
     def deliver(
         self, shipment_id: str, data: Mapping[str, Any], *, actor: str | None = None
@@ -607,6 +615,8 @@ class Shipments:
                     shipment.dispatched_at = at
                     shipment.version += 1
                     _history(s, shipment, at, "dispatch inferred from a delivery scan", TRACKING)
+                    # Trouble reported before it: the delivery says it is over.
+                    s.execute(delete(EarlyReport).where(EarlyReport.shipment_id == shipment.id))
                     self._announce(tx, shipment, "dispatched")
                 if states.can("deliver", shipment.status):
                     delivered_at = max(at, shipment.dispatched_at or at)
@@ -626,7 +636,10 @@ class Shipments:
                 if action == "resume"
                 else (latest is None or at >= latest)
             )
-            if action is not None and states.can(action, shipment.status) and timely:
+            if shipment.status == states.PLANNED:
+                if action is not None and timely:
+                    _hold_early_report(s, shipment.id, action, at, note)
+            elif action is not None and states.can(action, shipment.status) and timely:
                 self._move(s, shipment, action, at, now, note)
                 self._announce(tx, shipment, states.ANNOUNCED[action])
             s.flush()
@@ -1068,6 +1081,21 @@ def _pass_checkpoint(s: Session, shipment: Shipment, name: str, at: datetime) ->
     )
     if checkpoint is not None and (checkpoint.passed_at is None or at < checkpoint.passed_at):
         checkpoint.passed_at = at
+
+
+def _hold_early_report(
+    s: Session, shipment_id: str, action: str, at: datetime, note: str | None
+) -> None:
+    """A scan of a shipment whose dispatch is not recorded yet: an exception or a loss
+    is kept for the dispatch to take up; a later scan that it moves on drops it."""
+    report = s.get(EarlyReport, shipment_id)
+    if action == "resume":
+        if report is not None:
+            s.delete(report)
+    elif report is None:
+        s.add(EarlyReport(shipment_id=shipment_id, action=action, at=at, note=note))
+    else:
+        report.action, report.at, report.note = action, at, note
 
 
 def _event_note(event: Mapping[str, Any]) -> str | None:

@@ -952,3 +952,67 @@ def assert_books_balance(embedded) -> None:
         assert row["on_hand"] == row["ledger_on_hand"], row
         assert row["reserved"] == row["ledger_reserved"], row
         assert 0 <= row["reserved"] <= row["on_hand"], row
+
+
+class TestTroubleReportedBeforeTheDispatchWasRecorded:
+    """The carrier scanned trouble while the desk had yet to record the dispatch."""
+
+    def dispatch_late(self, api: ApiClient, shipment_id: str, left: datetime) -> dict:
+        reply = api.post(
+            f"{SHP}/{shipment_id}/dispatch",
+            {
+                "mode": "carrier",
+                "carrier": "ZTO",
+                "tracking_number": f"Z-{shipment_id[:8]}",
+                "dispatched_at": left.isoformat(),
+            },
+        )
+        assert reply.status == 200, reply
+        return reply.body
+
+    def test_an_exception_holds_it_up_once_dispatched(self, embedded, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=2)
+        scan(embedded, shipment["id"], "picked_up", left + timedelta(minutes=10))
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=1), note="customs hold")
+        heard(embedded, api, shipment["id"], 2)
+        dispatched = self.dispatch_late(api, shipment["id"], left)
+        assert dispatched["status"] == "exception"
+        assert "customs hold" in dispatched["history"][-1]["note"]
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts",
+            lambda body: len(body) == 1,
+            kind="exception",
+            status="open",
+        )
+        assert (alert["shipment_id"], alert["job_id"], alert["owner"]) == (
+            shipment["id"],
+            "JOB-1",
+            "li.wei",
+        )
+        assert "customs hold" in alert["message"]
+
+    def test_a_scan_after_the_exception_means_it_moved_on(self, embedded, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        left = datetime.now(UTC) - timedelta(hours=2)
+        scan(embedded, shipment["id"], "exception", left + timedelta(hours=1), note="customs hold")
+        scan(embedded, shipment["id"], "in_transit", left + timedelta(hours=1.5))
+        heard(embedded, api, shipment["id"], 2)
+        assert self.dispatch_late(api, shipment["id"], left)["status"] == "in_transit"
+
+    def test_a_loss_is_taken_up_and_the_part_replaced(self, embedded, api: ApiClient) -> None:
+        reservation = reserve(api, warehouse="CDU")
+        shipment = planned_shipment(api, reservation["id"])
+        left = datetime.now(UTC) - timedelta(hours=3)
+        scan(embedded, shipment["id"], "lost", left + timedelta(hours=2), note="parcel lost")
+        heard(embedded, api, shipment["id"], 1)
+        assert self.dispatch_late(api, shipment["id"], left)["status"] == "lost"
+        api.wait_for(f"{INV}/reservations/{reservation['id']}", lambda r: r["status"] == "lost")
+        [replacement] = api.wait_for(
+            f"{INV}/reservations",
+            lambda body: len(body) == 1,
+            job_id="JOB-1",
+            status="confirmed",
+        )
+        assert replacement["replaces"] == reservation["id"]
+        assert_books_balance(embedded)
