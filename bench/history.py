@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from shared.contracts import name_key
+
 Lane = tuple[str, str, str, str, str]  # origin warehouse, its region, destination, mode, carrier
 
 SHIPMENTS = (
@@ -106,13 +108,14 @@ def load(conn: psycopg.Connection, lanes: Sequence[Lane], count: int, seed: int 
                 delivered,
             )
         )
+        # Tracking keeps a lane by its names' key.
         transits.append(
             (
                 shipment_id,
-                origin_region,
-                destination,
+                name_key(origin_region),
+                name_key(destination),
                 mode,
-                carrier,
+                name_key(carrier),
                 hours,
                 typical,
                 final_delay / 2 + chooser.gauss(0, 1),

@@ -257,3 +257,28 @@ def run_migrations(target_metadata: Any) -> None:
                 connection.commit()
     finally:
         engine.dispose()
+
+
+def rewrite_names(
+    table: str, key: str, columns: tuple[str, ...], spelling: Callable[[str], str]
+) -> None:
+    """In a migration: rewrite ``columns`` of every row of ``table`` (``key`` is its
+    primary key) in the spelling the code now keeps them in. Nulls stay null."""
+    from alembic import op
+    from sqlalchemy import bindparam, column
+    from sqlalchemy import table as table_clause
+
+    rows = table_clause(table, column(key), *(column(c) for c in columns))
+    connection = op.get_bind()
+    changes = []
+    for row in connection.execute(select(rows)).mappings():
+        spelled = {c: spelling(row[c]) if row[c] is not None else None for c in columns}
+        if any(spelled[c] != row[c] for c in columns):
+            changes.append({"row_key": row[key], **{f"new_{c}": spelled[c] for c in columns}})
+    if changes:
+        connection.execute(
+            update(rows)
+            .where(rows.c[key] == bindparam("row_key"))
+            .values({c: bindparam(f"new_{c}") for c in columns}),
+            changes,
+        )

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.contracts import name_key
+
 PRIORITIES = ("machine_down", "urgent", "routine")
 WAREHOUSE_KINDS = ("central", "depot", "van")
 # Until a lane has history, a part in the site's own region is assumed to take a
@@ -55,11 +57,11 @@ def fastest_lane(
     known = [
         RankedSource(source, float(statistics.median(hours)), mode, carrier)
         for (origin, mode, carrier), hours in history.items()
-        if origin == source.region and len(hours) >= MIN_LANE_HISTORY
+        if name_key(origin) == name_key(source.region) and len(hours) >= MIN_LANE_HISTORY
     ]
     if known:
         return min(known, key=lambda r: (r.transit_hours, r.mode or "", r.carrier or ""))
-    same = source.region == destination_region
+    same = name_key(source.region) == name_key(destination_region)
     return RankedSource(source, SAME_REGION_HOURS if same else OTHER_REGION_HOURS)
 
 

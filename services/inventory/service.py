@@ -1203,8 +1203,8 @@ class Inventory:
         s.add(
             LaneTransit(
                 shipment_id=shipment["id"],
-                origin_region=origin_region,
-                destination_region=destination_region,
+                origin_region=name_key(origin_region),
+                destination_region=name_key(destination_region),
                 mode=shipment.get("mode"),
                 carrier=shipment.get("carrier") or None,
                 hours=hours,
@@ -1562,7 +1562,11 @@ class _Catalogue:
     def lanes(
         self, s: Session, destination_region: str, origin_region: str | None = None
     ) -> LaneHistory:
-        """Recent transit hours into one region (from one region, if given), by lane."""
+        """Recent transit hours into one region (from one region, if given), by lane.
+        Lanes are kept by their regions' name_key; a carrier typed in several cases is
+        one carrier, spelled as its latest delivery spelled it."""
+        destination_region = name_key(destination_region)
+        origin_region = name_key(origin_region) if origin_region is not None else None
         key = (destination_region, origin_region)
         with self._lock:
             entry, generation = self._lanes.get(key), self._lane_generation
@@ -1895,8 +1899,11 @@ def _lane_history(s: Session, destination_region: str, origin_region: str | None
     if origin_region is not None:
         statement, params["origin_region"] = sql.lanes_between, origin_region
     history: dict[rules.LaneKey, list[float]] = {}
+    spellings: dict[tuple[str, str | None, str | None], str | None] = {}
+    # Newest first: a carrier keeps the spelling of its latest delivery.
     for origin, mode, carrier, hours in s.connection().execute(statement, params):
-        history.setdefault((origin, mode, carrier), []).append(hours)
+        spelled = spellings.setdefault((origin, mode, carrier and name_key(carrier)), carrier)
+        history.setdefault((origin, mode, spelled), []).append(hours)
     return history
 
 

@@ -1099,7 +1099,7 @@ class Tracking:
         facts = eta.ShipmentFacts(
             mode="carrier",
             status="planned",
-            same_region=None if destination is None else origin == destination,
+            same_region=None if destination is None else name_key(origin) == name_key(destination),
         )
         return eta.estimate(facts, stats, now)
 
@@ -1119,8 +1119,10 @@ class Tracking:
         return lanes.stats[key]
 
     def _region_lane(
-        self, s: Session, origin: str, destination: str, lanes: _Lanes
+        self, s: Session, origin: str, destination: str | None, lanes: _Lanes
     ) -> eta.LaneStats:
+        origin = name_key(origin)
+        destination = name_key(destination) if destination is not None else None
         key = (origin, destination)
         if key not in lanes.stats:
             lanes.stats[key] = self._cached_lane_stats(
@@ -2111,7 +2113,8 @@ def _lane_key(s: Session, shipment: TrackedShipment) -> LaneKey:
         or shipment.destination_warehouse
         or ""
     )
-    return origin, destination, shipment.mode, shipment.carrier or ""
+    # Lanes are kept by name_key: regions and carriers are typed in any case.
+    return name_key(origin), name_key(destination), shipment.mode, name_key(shipment.carrier or "")
 
 
 def _same_region(s: Session, shipment: TrackedShipment) -> bool | None:
@@ -2121,7 +2124,9 @@ def _same_region(s: Session, shipment: TrackedShipment) -> bool | None:
         if shipment.destination_warehouse
         else None
     )
-    return None if origin is None or destination is None else origin == destination
+    if origin is None or destination is None:
+        return None
+    return name_key(origin) == name_key(destination)
 
 
 def _warehouse_region(s: Session, code: str) -> str | None:

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine
 import services.inventory.models as inventory_models
 import services.shipments as shipments_service
 import services.shipments.models as shipments_models
+import services.tracking as tracking_service
 import services.tracking.models as tracking_models
 from services import bootstrap
 from shared.config import SERVICES
@@ -93,4 +94,35 @@ def test_reservations_known_before_their_sites_were_kept_take_them_from_their_sh
         ("r-2", None, None, None),
         # A line that named no units says nothing of them.
         ("r-3", "Ganzi County Hospital", "sichuan", None),
+    ]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_lanes_learnt_before_are_kept_by_their_names_key(
+    database: str, tmp_path: Path, request
+) -> None:
+    url = make_settings(tmp_path).db_url("tracking")
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres").create("lanes_tracking")
+    upgrade("tracking", url, tracking_service.MIGRATIONS, "0007")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO lane_transits (shipment_id, origin_region, destination_region, "
+                "mode, carrier, hours, delivered_at) VALUES "
+                "('s-1', 'East-China', ' Tibet', 'carrier', 'EMS', 40, '2026-11-20 08:00:00'), "
+                "('s-2', 'east-china', 'tibet', 'courier', '', 30, '2026-11-20 08:00:00')"
+            )
+        upgrade("tracking", url, tracking_service.MIGRATIONS)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT shipment_id, origin_region, destination_region, carrier "
+                "FROM lane_transits ORDER BY shipment_id"
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("s-1", "east-china", "tibet", "ems"),
+        ("s-2", "east-china", "tibet", ""),
     ]

@@ -200,6 +200,33 @@ class TestPlanning:
         named = reserve(api, job_id="JOB-2", part_number="GEL-250", warehouse="SHA")
         assert named["route"] == {"mode": "courier", "carrier": "EMS"}
 
+    def test_a_lane_is_one_whatever_the_case_of_its_region_and_carrier(
+        self, api: ApiClient
+    ) -> None:
+        api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 6})
+        for n in range(5):
+            site = {"site": "Lhasa People's Hospital", "region": ("Tibet", "tibet ")[n % 2]}
+            past = shipment_by_hand(api, "SHA", site, "carrier", "GEL-250", 1)
+            carrier = ("EMS", "ems")[n % 2]
+            left = hours_ago(100 - n)
+            sent = {"carrier": carrier, "tracking_number": f"T-{n}", "dispatched_at": left}
+            assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
+            arrived = {"delivered_at": hours_ago(60 - n)}
+            assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
+        api.wait_for(
+            f"{INV}/movements",
+            lambda body: sum(line["kind"] == "delivery" for line in body) == 5,
+            part_number="GEL-250",
+            warehouse="SHA",
+        )
+        lhasa = {"name": "Lhasa People's Hospital", "region": "TIBET"}
+        reservation = reserve(api, part_number="GEL-250", warehouse="SHA", site=lhasa)
+        # Spelled as its latest delivery spelled it.
+        assert reservation["route"] == {"mode": "carrier", "carrier": "EMS"}
+        shipment = planned_shipment(api, reservation["id"])
+        eta = api.get(f"/tracking/api/v1/shipments/{shipment['id']}/eta").body
+        assert eta["basis"] == "lane_history"
+
     def test_a_warehouse_without_lane_history_plans_the_default_way(self, api: ApiClient) -> None:
         reservation = reserve(api)
         assert (reservation["warehouse"], reservation["route"]) == ("CDU", None)

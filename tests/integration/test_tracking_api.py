@@ -537,6 +537,38 @@ class TestEta:
         tracking.shipment("dispatched", other)
         assert tracking.api().get(f"{V1}/shipments/{other['id']}/eta").body["basis"] == "default"
 
+    def test_a_lane_is_one_whatever_the_case_of_its_regions_and_carrier(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        for n, hours in enumerate((20, 22, 24, 24, 26, 28, 30)):
+            past = shipment_data(
+                mode="carrier",
+                carrier=("EMS", "ems ")[n % 2],
+                tracking_number=f"E{n}",
+                origin_region=("sichuan", "Sichuan")[n % 2],
+                destination={
+                    "site": "Lhasa",
+                    "warehouse": None,
+                    "region": ("Tibet", "tibet")[n % 2],
+                },
+                status="delivered",
+                promised_delivery_at=None,
+                dispatched_at=iso(T0 - timedelta(days=30)),
+                delivered_at=iso(T0 - timedelta(days=30) + timedelta(hours=hours)),
+            )
+            tracking.shipment("delivered", past)
+        shipment = shipment_data(
+            mode="carrier",
+            carrier="Ems",
+            tracking_number="E99",
+            destination={"site": "Lhasa", "warehouse": None, "region": "TIBET"},
+            promised_delivery_at=None,
+        )
+        tracking.shipment("dispatched", shipment)
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert (eta["basis"], eta["eta"]) == ("lane_history", iso(at(24)))
+        assert "7 past deliveries" in eta["reason"]
+
     def test_a_carrier_shipment_not_dispatched_reads_every_carrier_on_its_route(
         self, tracking: TrackingUnderTest
     ) -> None:
