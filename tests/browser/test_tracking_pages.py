@@ -288,6 +288,8 @@ class TestJobPage:
     def test_a_delivered_part_says_when_it_came_not_a_range(self, site: Site) -> None:
         shipment = dispatched_tube(site)
         site.clock.advance(timedelta(hours=10))
+        scanned = {"shipment_id": shipment["id"], "kind": "checkpoint", "checkpoint": "Ganzi"}
+        site.tracking.record_event({**scanned, "occurred_at": site.clock.now()})
         site.shipments.deliver(shipment["id"], {"received_by": "li.wei"})
         wait_until(
             lambda: site.tracking.job_view("JOB-7")["parts"][0]["shipment_status"] == "delivered",
@@ -296,6 +298,8 @@ class TestJobPage:
         text = site.client("engineer").get("/tracking/jobs/JOB-7").body_text
         assert "Delivered" in text
         assert "between" not in text and "ETA" not in text
+        # Delivered by the desk, not by a scan: the last scan is not where it is.
+        assert "Where delivered, " in text and "checkpoint at" not in text
         text = site.client("engineer").get(f"/tracking/shipments/{shipment['id']}").body_text
         assert "Delivered" in text and "between" not in text.lower()
 
