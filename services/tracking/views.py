@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from markupsafe import Markup
 from wtforms import SelectField, StringField, ValidationError
 from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
@@ -72,6 +74,11 @@ def alert_message(alert: Mapping[str, Any]) -> str:
         return alert["message"]
     with in_readers_zone():
         return retold(alert["message"], written_at)
+
+
+def _plain_when(moment: datetime) -> str:
+    """A moment as pages show it, in words only (for a form's error)."""
+    return Markup(pages.format_when(moment)).striptags()
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -232,6 +239,21 @@ def record_scan(shipment_id: str) -> Any:
                     "checkpoint": [
                         f"not a checkpoint of this route ({route}): choose one of them, "
                         "or give the place as the location"
+                    ]
+                },
+            )
+            form.refused_status = 422
+            data = None
+        dispatched_at = pages.as_datetime(eta.get("dispatched_at"))
+        if data and dispatched_at is not None and data["occurred_at"] < dispatched_at:
+            # Most likely a time typed in another zone than the one chosen beside it:
+            # recorded, it would pass a checkpoint hours before the part set off.
+            pages.add_errors(
+                form,
+                {
+                    "occurred_at": [
+                        f"before the shipment was dispatched ({_plain_when(dispatched_at)}): "
+                        "check the time and the zone it is in"
                     ]
                 },
             )

@@ -222,6 +222,17 @@ class TestScans:
         (event,) = site.tracking.shipment_events(shipment["id"])
         assert event["occurred_at"].isoformat() == "2026-11-23T06:50:00+00:00"
 
+    def test_a_scan_before_the_dispatch_is_taken_for_a_slip_of_the_zone(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        # Dispatched at 06:00 UTC; 07:50 typed as UTC+08:00 is 23:50 the day before.
+        shipment, form = scan_form_an_hour_on(site)
+        reply = enter_checkpoint(staff, form, "Kangding", "2026-11-23T07:50", "+08:00")
+        assert reply.status == 422
+        assert "before the shipment was dispatched (2026-11-23 06:00 UTC)" in reply.text("main")
+        assert site.tracking.shipment_events(shipment["id"]) == []
+        assert enter_checkpoint(staff, form, "Kangding", "2026-11-23T06:50").status == 302
+
     def test_a_scan_without_its_time_is_refused_with_values_kept(
         self, site: Site, staff: PageClient
     ) -> None:
