@@ -290,6 +290,9 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
             f"{REPLACEMENT_GONE[r.reservation_status]}, so none is on its way: another must "
             "be reserved by hand"
         )
+    if r.status == "confirmed" and r.shipment_status == "delivered":
+        on = f" on {when(r.eta)}" if r.eta is not None else ""
+        return f"its replacement {r.part_number} from {r.warehouse} was delivered{on}"
     if r.status == "confirmed":
         timing = ""
         if r.eta is not None and required_by is not None:

@@ -186,6 +186,12 @@ class TestRescue:
         tracking.clock.set(at(30))
         tracking.api("service").post(f"{V1}/events", event_body(planned["id"], "delivered", at(29)))
         assert tracking.open_alerts(kind="lost") == []
+        # The lost part's reason says so too, not the ETA it had on its way.
+        job = tracking.api("engineer").get(f"{V1}/jobs/JOB-TEE").body
+        lost = next(p for p in job["parts"] if p["reservation_id"] == probe["id"])
+        assert lost["reason"].endswith(
+            "its replacement TEE-P7 from CDU was delivered on 21 Nov 11:00 UTC."
+        ), lost["reason"]
 
     def test_no_stock_anywhere_is_said_plainly(self, tracking: TrackingUnderTest) -> None:
         probe, shipment = probe_on_its_way(tracking)
