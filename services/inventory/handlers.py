@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.inventory.schemas import ReleaseCommand, ReserveCommand
+from services.inventory.schemas import LocateCommand, ReleaseCommand, ReserveCommand
 from services.inventory.service import Inventory
 from shared.bus.consumer import Route
 from shared.bus.topology import COMMAND
@@ -34,6 +34,15 @@ def release(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]
         inventory.reject_command("inventory.release.rejected", envelope, error, request=data)
 
 
+def locate(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    """``inventory.locate``: the answer is ``inventory.stock.located``, or
+    ``inventory.locate.rejected`` for a part nobody knows."""
+    try:
+        inventory.locate_part(data)
+    except DomainError as error:
+        inventory.reject_command("inventory.locate.rejected", envelope, error, request=data)
+
+
 def issue(inventory: Inventory, data: dict[str, Any], envelope: dict[str, Any]) -> None:
     inventory.issue_for_shipment(data)
 
@@ -52,6 +61,9 @@ ROUTES: dict[str, Route] = {
     ),
     "inventory.release": Route(
         release, ReleaseCommand, kind=COMMAND, rejected="inventory.release.rejected"
+    ),
+    "inventory.locate": Route(
+        locate, LocateCommand, kind=COMMAND, rejected="inventory.locate.rejected"
     ),
     "shipments.shipment.dispatched": Route(issue, ShipmentData),
     "shipments.shipment.delivered": Route(delivered, ShipmentData),

@@ -165,6 +165,18 @@ class ReserveCommand(ReservationIn):
     shipment_id = Text(max_length=36)
 
 
+class LocateCommand(Schema):
+    """The ``inventory.locate`` command: where else a part could come from for a site,
+    asked when the shipment carrying it is in trouble. Its answer is the event
+    ``inventory.stock.located``."""
+
+    part_number = Code(required=True, max_length=64)
+    quantity = Quantity(required=True)
+    site = fields.Nested(SiteSchema, required=True)
+    # The shipment in trouble, echoed in the answer.
+    shipment_id = Text(max_length=36)
+
+
 class ReleaseIn(Schema):
     reason = Text(max_length=500)
 

@@ -606,6 +606,31 @@ class Inventory:
             _announce_crossing(tx, part, chosen.source.code, before, level)
         return resource
 
+    def locate_part(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Where ``quantity`` of a part could come from for a site, and when it could
+        arrive: announced as ``inventory.stock.located``, the answer to the command."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            part = self._catalogue.part(s, data["part_number"])
+            region = self._catalogue.region_as_known(s, data["site"]["region"])
+            alternatives = [
+                {
+                    "warehouse": ranked.source.code,
+                    "available": ranked.source.available,
+                    "estimated_arrival": ranked.estimated_arrival(now),
+                }
+                for ranked in self._ranked_sources(s, part.id, region, minimum=data["quantity"])
+            ]
+            located = {
+                "part_number": part.part_number,
+                "quantity": data["quantity"],
+                "shipment_id": data.get("shipment_id"),
+                "alternatives": _jsonable(alternatives),
+            }
+            tx.publish("inventory.stock.located", subject=part.part_number, data=located)
+        return located
+
     def _ranked_sources(
         self, s: Session, part_id: int, site_region: str, *, minimum: int
     ) -> list[rules.RankedSource]:

@@ -84,6 +84,16 @@ class Replacement:
 
 
 @dataclass(frozen=True)
+class Elsewhere:
+    """Where else a part on a shipment in trouble could come from, as inventory
+    answered: ``(warehouse, available, estimated arrival)``, the earliest first."""
+
+    part_number: str
+    quantity: int
+    sources: Sequence[tuple[str, int, datetime]] = ()
+
+
+@dataclass(frozen=True)
 class ShipmentSituation:
     shipment_id: str
     status: str
@@ -102,6 +112,8 @@ class ShipmentSituation:
     lost_note: str | None = None
     checkpoints: Sequence[Checkpoint] = ()
     replacements: Sequence[Replacement] = ()
+    # Asked of inventory when it got into trouble (held up, or silent too long).
+    elsewhere: Sequence[Elsewhere] = ()
     # Where it goes: a site, or a warehouse (a transfer between warehouses).
     destination_site: str | None = None
     destination_warehouse: str | None = None
@@ -129,6 +141,46 @@ def silent_hours(s: ShipmentSituation, now: datetime) -> float | None:
     if not moments:
         return None
     return (now - max(moments)).total_seconds() / 3600
+
+
+def in_trouble(s: ShipmentSituation, now: datetime) -> bool:
+    """Held up by an exception, or silent longer than its lane allows: its owners need
+    to know where else its parts could come from."""
+    if s.status == "exception":
+        return True
+    silent = silent_hours(s, now)
+    limit = stall_after_hours(s.mode, s.estimate.typical_hours, s.estimate.usual_silence_hours)
+    return s.status in MOVING and silent is not None and silent > limit
+
+
+def elsewhere_words(s: ShipmentSituation) -> str:
+    """Where else its parts could come from and whether in time, as a clause to end a
+    sentence with ("" until inventory has answered)."""
+    clauses = []
+    for e in s.elsewhere:
+        if not e.sources:
+            clauses.append(f"no other {e.part_number} is in stock in any warehouse")
+            continue
+        warehouse, available, arrival = e.sources[0]
+        more = len(e.sources) - 1
+        others = f"; {more} more {'warehouse has' if more == 1 else 'warehouses have'} it" * (
+            more > 0
+        )
+        clauses.append(
+            f"another {e.quantity} × {e.part_number} could come from {warehouse} ({available} "
+            f"available there{others}) by {when(arrival)}{_against(arrival, s.required_by)}"
+        )
+    return "".join(f"; {clause}" for clause in clauses)
+
+
+def _against(arrival: datetime | None, required_by: datetime | None) -> str:
+    """Whether an arrival makes the required-by, as a clause ("" when either is unknown)."""
+    if arrival is None or required_by is None:
+        return ""
+    if arrival <= required_by:
+        return f", in time for the required-by {when(required_by)}"
+    late = duration((arrival - required_by).total_seconds() / 3600)
+    return f", {late} after the required-by {when(required_by)}"
 
 
 def lost_by_silence(s: ShipmentSituation, now: datetime) -> str | None:
@@ -198,23 +250,25 @@ def shipment_problems(s: ShipmentSituation, now: datetime) -> list[Problem]:
     limit = stall_after_hours(s.mode, s.estimate.typical_hours, s.estimate.usual_silence_hours)
     if silent is not None and silent > limit:
         since = max(m for m in (s.last_scan_at, s.dispatched_at) if m is not None)
+        elsewhere = elsewhere_words(s)
         problems.append(
             Problem(
                 "stalled",
                 s.shipment_id,
                 f"{who}: no scan of {what} since {when(since)}, longer than this lane "
-                f"allows ({duration(limit)}); {eta_now}.",
-                f"stalled|{since.isoformat()}",
+                f"allows ({duration(limit)}); {eta_now}{elsewhere}.",
+                f"stalled|{since.isoformat()}|{elsewhere}",
             )
         )
     if s.status == "exception":
         note = f" ({s.exception_note})" if s.exception_note else ""
+        elsewhere = elsewhere_words(s)
         problems.append(
             Problem(
                 "exception",
                 s.shipment_id,
-                f"{who}: the carrier reports an exception on {what}{note}; {eta_now}.",
-                f"exception|{s.exception_note or ''}",
+                f"{who}: the carrier reports an exception on {what}{note}; {eta_now}{elsewhere}.",
+                f"exception|{s.exception_note or ''}|{elsewhere}",
             )
         )
     return problems
@@ -294,15 +348,9 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
         on = f" on {when(r.eta)}" if r.eta is not None else ""
         return f"its replacement {r.part_number} from {r.warehouse} was delivered{on}"
     if r.status == "confirmed":
-        timing = ""
-        if r.eta is not None and required_by is not None:
-            if r.eta <= required_by:
-                timing = f", in time for the required-by {when(required_by)}"
-            else:
-                late = duration((r.eta - required_by).total_seconds() / 3600)
-                timing = f", {late} after the required-by {when(required_by)}"
         return (
-            f"a replacement {r.part_number} is reserved at {r.warehouse}, ETA {when(r.eta)}{timing}"
+            f"a replacement {r.part_number} is reserved at {r.warehouse}, ETA {when(r.eta)}"
+            f"{_against(r.eta, required_by)}"
         )
     if r.status == "rejected":
         return r.detail or (

@@ -17,6 +17,7 @@ from shared.contracts.inventory import (
     ReservationRejectedData,
     StockChangeData,
     StockData,
+    StockLocatedData,
     WarehouseData,
 )
 from shared.contracts.shipments import ShipmentData
@@ -68,6 +69,10 @@ def stock_replenished(tracking: Tracking, data: dict[str, Any], envelope: dict[s
     tracking.apply_stock_signal(data, envelope, low=False)
 
 
+def stock_located(tracking: Tracking, data: dict[str, Any], envelope: dict[str, Any]) -> None:
+    tracking.apply_located(data)
+
+
 def periodic_jobs(tracking: Tracking, settings: Settings) -> list[PeriodicJob]:
     """The alert scheduler: judge every open shipment every few seconds."""
     return [
@@ -108,4 +113,5 @@ ROUTES: dict[str, Route] = {
     "inventory.stock.adjusted": Route(stock_arrived, StockChangeData),
     "inventory.stock.low": Route(stock_low, StockData),
     "inventory.stock.replenished": Route(stock_replenished, StockData),
+    "inventory.stock.located": Route(stock_located, StockLocatedData),
 }

@@ -246,6 +246,23 @@ class Rescue(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Sourcing(Base):
+    """Where else a part on a shipment in trouble (held up, or silent too long) could
+    come from: asked of inventory (``requested``), then its answer (``answered``), the
+    warehouses with the part available, the earliest arrival first."""
+
+    __tablename__ = "sourcings"
+
+    shipment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    part_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    # JSON: [{warehouse, available, estimated_arrival}], once answered.
+    alternatives: Mapped[str | None] = mapped_column(Text)
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class StockSignal(Base):
     """The latest low/replenished signal per part and warehouse, by the time it was
     sent, so that the two arriving out of order leave the right one standing."""

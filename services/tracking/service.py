@@ -11,6 +11,7 @@ scheduler and the consumers take turns on it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from services.tracking.models import (
     Rescue,
     ShipmentCheckpoint,
     ShipmentLine,
+    Sourcing,
     StockSignal,
     TrackedShipment,
     TrackingEvent,
@@ -1015,6 +1017,8 @@ class Tracking:
             destination_site=shipment.destination_site,
             destination_warehouse=shipment.destination_warehouse,
         )
+        if reservations and alerts.in_trouble(situation, now):
+            situation = dataclasses.replace(situation, elsewhere=_elsewhere(s, shipment.id))
         return _Snapshot(
             shipment,
             now,
@@ -1262,6 +1266,8 @@ class Tracking:
         for key, alert in active.items():
             if key not in wanted:
                 self._resolve(tx, alert, now)
+        if _troubled(wanted) and not _troubled(active):
+            self._ask_where_else(tx, snap, now)
         job_id, owner = snap.situation.job_id, snap.situation.owner
         for key, problem in wanted.items():
             alert = active.get(key)
@@ -1278,6 +1284,53 @@ class Tracking:
                 alert.updated_at = now
                 s.flush()
                 tx.publish("tracking.alert.updated", subject=alert.id, data=alert_resource(alert))
+
+    def _ask_where_else(self, tx: Transaction, snap: _Snapshot, now: datetime) -> None:
+        """A shipment carrying reservations got into trouble: ask inventory where else
+        each of its parts could come from for the site (``inventory.locate``); the
+        answer re-words its alert."""
+        s = tx.session
+        if not snap.reservations:
+            return
+        needed: dict[str, int] = {}
+        for r in snap.reservations:
+            needed[r.part_number] = needed.get(r.part_number, 0) + r.quantity
+        region = snap.shipment.destination_region or snap.reservations[0].site_region
+        site = snap.shipment.destination_site or snap.reservations[0].site_name
+        for part_number, quantity in needed.items():
+            sourcing = s.get(Sourcing, (snap.shipment.id, part_number)) or Sourcing(
+                shipment_id=snap.shipment.id, part_number=part_number
+            )
+            sourcing.quantity, sourcing.status = quantity, "requested"
+            sourcing.alternatives, sourcing.asked_at, sourcing.answered_at = None, now, None
+            s.add(sourcing)
+            tx.send_command(
+                "inventory.locate",
+                subject=part_number,
+                data={
+                    "part_number": part_number,
+                    "quantity": quantity,
+                    "site": {"name": site, "region": region},
+                    "shipment_id": snap.shipment.id,
+                },
+            )
+        s.flush()
+
+    def apply_located(self, data: Mapping[str, Any]) -> None:
+        """``inventory.stock.located``: where else a part of a shipment in trouble could
+        come from. Its alerts are re-worded to say so."""
+        if not data.get("shipment_id"):
+            return
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            sourcing = s.get(Sourcing, (data["shipment_id"], data["part_number"]))
+            if sourcing is None or sourcing.quantity != data["quantity"]:
+                return
+            sourcing.status, sourcing.answered_at = "answered", now
+            sourcing.alternatives = json.dumps(data["alternatives"])
+            s.flush()
+            self._revisit(tx, data["shipment_id"], now, _Lanes())
 
     def _reconcile_taken(self, tx: Transaction, job: Job, now: datetime) -> None:
         """One at_risk alert per reservation of the job taken for a machine-down job
@@ -1810,6 +1863,8 @@ def _shipment_fields(snap: _Snapshot, part_number: str) -> dict[str, Any]:
             snap.situation.replacements, part_number, snap.required_by
         )
         reason = f"{reason.removesuffix('.')}; {rescue}." if rescue else reason
+    elif snap.situation.elsewhere:
+        reason = f"{reason.removesuffix('.')}{alerts.elsewhere_words(snap.situation)}."
     return {
         "shipment_id": snap.shipment.id,
         "shipment_status": snap.shipment.status,
@@ -1974,6 +2029,33 @@ def _touch_job(
             setattr(job, name, value)
     job.updated_at = now
     return job, before
+
+
+TROUBLE_KINDS = ("exception", "stalled")
+
+
+def _troubled(alerts_by_key: Mapping[tuple[str, str], Any]) -> bool:
+    return any(kind in TROUBLE_KINDS for _subject, kind in alerts_by_key)
+
+
+def _elsewhere(s: Session, shipment_id: str) -> list[alerts.Elsewhere]:
+    """What inventory answered of where else the shipment's parts could come from."""
+    answered = s.scalars(
+        select(Sourcing)
+        .where(Sourcing.shipment_id == shipment_id, Sourcing.status == "answered")
+        .order_by(Sourcing.part_number)
+    )
+    return [
+        alerts.Elsewhere(
+            sourcing.part_number,
+            sourcing.quantity,
+            [
+                (a["warehouse"], a["available"], datetime.fromisoformat(a["estimated_arrival"]))
+                for a in json.loads(sourcing.alternatives or "[]")
+            ],
+        )
+        for sourcing in answered
+    ]
 
 
 def _needed_by(s: Session, reservation: JobReservation) -> datetime:

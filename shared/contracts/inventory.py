@@ -64,6 +64,19 @@ class ReservationRejectedData(Schema):
     alternatives = fields.List(fields.Dict(), load_default=list)
 
 
+class StockLocatedData(Schema):
+    """``inventory.stock.located``: the answer to ``inventory.locate``, the warehouses
+    with the part available, the earliest arrival at the site first."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    part_number = fields.String(required=True)
+    quantity = fields.Integer(required=True)
+    shipment_id = fields.String(allow_none=True, load_default=None)
+    alternatives = fields.List(fields.Dict(), load_default=list)
+
+
 class PartData(Schema):
     """``inventory.part.{created,updated}``."""
 

@@ -1043,3 +1043,60 @@ class TestTroubleReportedBeforeTheDispatchWasRecorded:
         )
         assert replacement["replaces"] == reservation["id"]
         assert_books_balance(embedded)
+
+
+class TestWhereElseWhenInTrouble:
+    """A shipment held up tells its job's owners at once where else its part could
+    come from, and whether in time (story 2)."""
+
+    def held_up(self, embedded, api: ApiClient, reservation: dict) -> dict:
+        shipment = planned_shipment(api, reservation["id"])
+        sent = {"carrier": "SF", "tracking_number": f"SF-{reservation['job_id']}"}
+        assert api.post(f"{SHP}/{shipment['id']}/dispatch", sent).status == 200
+        scan(embedded, shipment["id"], "exception", datetime.now(UTC), note="not found at sort")
+        return shipment
+
+    def test_the_exception_alert_names_the_nearest_other_stock(
+        self, embedded, api: ApiClient
+    ) -> None:
+        shipment = self.held_up(embedded, api, reserve(api, warehouse="CDU"))
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts",
+            lambda body: len(body) == 1 and "could come from" in body[0]["message"],
+            kind="exception",
+            status="open",
+        )
+        assert alert["shipment_id"] == shipment["id"]
+        assert (
+            "another 1 × XRT-2000 could come from CDU (1 available there; 1 more warehouse "
+            "has it) by "
+        ) in alert["message"]
+        assert ", in time for the required-by " in alert["message"]
+        [part] = api.get("/tracking/api/v1/jobs/JOB-1").body["parts"]
+        assert "could come from CDU" in part["reason"]
+
+    def test_a_stalled_shipment_names_it_too(self, embedded, api: ApiClient) -> None:
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        sent = {"carrier": "SF", "tracking_number": "SF-silent", "dispatched_at": hours_ago(72)}
+        assert api.post(f"{SHP}/{shipment['id']}/dispatch", sent).status == 200
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts",
+            lambda body: len(body) == 1 and "could come from" in body[0]["message"],
+            kind="stalled",
+            status="open",
+        )
+        assert "could come from CDU" in alert["message"]
+
+    def test_no_other_unit_anywhere_is_said_plainly(self, embedded, api: ApiClient) -> None:
+        probe = reserve(api, warehouse="SHA")
+        reserve(api, job_id="JOB-2", warehouse="CDU")
+        reserve(api, job_id="JOB-3", warehouse="CDU")
+        self.held_up(embedded, api, probe)
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts",
+            lambda body: len(body) == 1 and "any warehouse" in body[0]["message"],
+            kind="exception",
+            status="open",
+            job_id="JOB-1",
+        )
+        assert alert["message"].endswith("; no other XRT-2000 is in stock in any warehouse.")
