@@ -325,6 +325,15 @@ def tee_probe_story(world: World) -> None:
     assert world.open_alerts(job_id="JOB-TEE-17") == []
     world.scan_at(19)
     assert [a["kind"] for a in world.open_alerts(job_id="JOB-TEE-17")] == ["stalled"]
+    # Its owners learn at once where else a probe is, and whether it can make the scan.
+
+    def says_where_else() -> dict[str, Any] | None:
+        stalled = world.open_alerts(kind="stalled", job_id="JOB-TEE-17")
+        return next((a for a in stalled if "could come from" in a["message"]), None)
+
+    stalled = world.wait(says_where_else, "the stalled alert to say where else a probe is")
+    assert "another 1 × TEE-P7 could come from CDU (1 available there) by " in stalled["message"]
+    assert ", in time for the required-by 22 Nov 06:00 UTC" in stalled["message"]
     world.scan_at(36)
     world.wait(lambda: world.tracked(sid, "lost"), "the shipment is declared lost")
     world.wait(
