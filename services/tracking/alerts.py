@@ -153,6 +153,19 @@ def in_trouble(s: ShipmentSituation, now: datetime) -> bool:
     return s.status in MOVING and silent is not None and silent > limit
 
 
+def trouble_words(s: ShipmentSituation, now: datetime) -> str:
+    """What a part's reason adds while its shipment is in trouble: its silence, when
+    it has been silent too long, and where else it could come from ("" otherwise)."""
+    if not in_trouble(s, now):
+        return ""
+    silence = ""
+    if s.status != "exception":
+        since = max(m for m in (s.last_scan_at, s.dispatched_at) if m is not None)
+        limit = stall_after_hours(s.mode, s.estimate.typical_hours, s.estimate.usual_silence_hours)
+        silence = f"; no scan since {when(since)}, longer than this lane allows ({duration(limit)})"
+    return silence + elsewhere_words(s)
+
+
 def elsewhere_words(s: ShipmentSituation) -> str:
     """Where else its parts could come from and whether in time, as a clause to end a
     sentence with ("" until inventory has answered)."""

@@ -1863,8 +1863,8 @@ def _shipment_fields(snap: _Snapshot, part_number: str) -> dict[str, Any]:
             snap.situation.replacements, part_number, snap.required_by
         )
         reason = f"{reason.removesuffix('.')}; {rescue}." if rescue else reason
-    elif snap.situation.elsewhere:
-        reason = f"{reason.removesuffix('.')}{alerts.elsewhere_words(snap.situation)}."
+    elif trouble := alerts.trouble_words(snap.situation, snap.now):
+        reason = f"{reason.removesuffix('.')}{trouble}."
     return {
         "shipment_id": snap.shipment.id,
         "shipment_status": snap.shipment.status,

@@ -1086,6 +1086,9 @@ class TestWhereElseWhenInTrouble:
             status="open",
         )
         assert "could come from CDU" in alert["message"]
+        # The engineer's view says it is silent, and where else the part is.
+        [part] = api.get("/tracking/api/v1/jobs/JOB-1").body["parts"]
+        assert "; no scan since " in part["reason"] and "could come from CDU" in part["reason"]
 
     def test_no_other_unit_anywhere_is_said_plainly(self, embedded, api: ApiClient) -> None:
         probe = reserve(api, warehouse="SHA")
