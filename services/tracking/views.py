@@ -245,7 +245,12 @@ def record_scan(shipment_id: str) -> Any:
             form.refused_status = 422
             data = None
         dispatched_at = pages.as_datetime(eta.get("dispatched_at"))
-        if data and dispatched_at is not None and data["occurred_at"] < dispatched_at:
+        # The form takes minutes: a scan in the minute of the dispatch is after it.
+        if (
+            data
+            and dispatched_at is not None
+            and data["occurred_at"] < dispatched_at.replace(second=0, microsecond=0)
+        ):
             # Most likely a time typed in another zone than the one chosen beside it:
             # recorded, it would pass a checkpoint hours before the part set off.
             pages.add_errors(

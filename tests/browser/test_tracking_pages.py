@@ -233,6 +233,17 @@ class TestScans:
         assert site.tracking.shipment_events(shipment["id"]) == []
         assert enter_checkpoint(staff, form, "Kangding", "2026-11-23T06:50").status == 302
 
+    def test_a_scan_in_the_minute_of_the_dispatch_is_taken(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        # Dispatched at 06:00:30; the form's own time, to the minute, is 06:00.
+        site.clock.advance(timedelta(seconds=30))
+        shipment = dispatched_tube(site)
+        form = f"/tracking/shipments/{shipment['id']}/scans/new"
+        assert staff.get(form).value("occurred_at") == "2026-11-23T06:00"
+        scan = {"kind": "picked_up", "occurred_at": "2026-11-23T06:00", "utc_offset": "+00:00"}
+        assert staff.submit(form, scan).status == 302
+
     def test_a_scan_without_its_time_is_refused_with_values_kept(
         self, site: Site, staff: PageClient
     ) -> None:
