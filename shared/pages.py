@@ -163,7 +163,7 @@ def install(app: Flask, *, clock: Clock) -> None:
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
     app.jinja_env.filters.update(when=format_when, ago=format_ago, local_input=local_input)
-    app.jinja_env.globals.update(UTC_OFFSETS=UTC_OFFSETS)
+    app.jinja_env.globals.update(UTC_OFFSETS=UTC_OFFSETS, request_target=request_target)
 
 
 def page_blueprint(name: str, import_name: str, url_prefix: str) -> Blueprint:
@@ -256,6 +256,13 @@ def sign_out() -> None:
     g.page_user = None
 
 
+def request_target() -> str:
+    """This request's address, to link back to it: the path quoted again, since a job
+    id may hold a ``#``, a ``?`` or a ``%``."""
+    query = request.query_string.decode()
+    return quote(request.path, safe="/") + (f"?{query}" if query else "")
+
+
 def login_url(target: str) -> str:
     return "/login?next=" + quote(target, safe="/")
 
@@ -269,7 +276,7 @@ def page_requires(permission: str) -> Callable[[Callable[..., Any]], Callable[..
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             user = page_user()
             if user is None:
-                return redirect(login_url(request.full_path.rstrip("?")))
+                return redirect(login_url(request_target()))
             if not user.can(permission):
                 return forbidden(user)
             return view(*args, **kwargs)

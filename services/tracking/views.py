@@ -306,7 +306,7 @@ def job(job_id: str) -> Any:
     user = page_user()
     opened_by_link = _link_opens(job_id, request.args.get("key"))
     if user is None and not opened_by_link:
-        return redirect(pages.login_url(request.full_path.rstrip("?")))
+        return redirect(pages.login_url(pages.request_target()))
     if user is not None and not user.can(READ) and not opened_by_link:
         return pages.forbidden(user)
     with in_readers_zone():

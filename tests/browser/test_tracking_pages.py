@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from services.tracking.eta import times_told_in
-from tests.browser.conftest import Site
+from tests.browser.conftest import PASSWORD, Site
 from tests.browser.pageclient import PageClient
 from tests.conftest import wait_until
 
@@ -355,6 +355,29 @@ class TestJobPage:
         assert page.status == 200
         assert "Job WO/2026/1042" in page.body_text
         assert "1 × XRT-2000" in page.body_text
+
+    def test_a_work_order_number_with_a_hash_keeps_its_links(self, site: Site) -> None:
+        dispatched_tube(site, "WO#1234?")
+        path = "/tracking/jobs/WO%231234%3F"
+        link = site.client("dispatcher").get(path).value("share-link") or ""
+        texted = "/" + link.split("://", 1)[1].split("/", 1)[1]
+        engineer = site.client()
+        page = engineer.get(texted)
+        assert "Job WO#1234?" in page.body_text
+        assert f'href="{texted}">reload now' in page.html
+        # The zone's Apply leads back to the same page.
+        reply = engineer.submit(
+            texted, {"utc_offset": "+08:00"}, action=f"/preferences/time-zone?next={quote(texted)}"
+        )
+        assert (reply.status, reply.location) == (302, texted)
+        assert f"next={quote(texted)}" in page.html
+        # Without the link's key, signing in leads back to it too.
+        stranger = site.client()
+        sent = stranger.get(path)
+        assert sent.location == f"/login?next={quote(path, safe='/')}"
+        signed_in = stranger.sign_in("engineer", PASSWORD, next_path=quote(path, safe="/"))
+        assert signed_in.location == path
+        assert "Job WO#1234?" in stranger.get(signed_in.location).body_text
 
     def test_the_texted_link_opens_it_without_signing_in(self, site: Site) -> None:
         dispatched_tube(site)
