@@ -1,5 +1,6 @@
 // Reload a page that asks for it (data-refresh-seconds on any element) while the
-// page is on screen and the reader is not typing into a form. The page works the
+// page is on screen and the reader is not typing into a form (nor has typed
+// something not sent yet). The page works the
 // same without this script; it only stays current on its own.
 (function () {
   "use strict";
@@ -11,9 +12,16 @@
   if (!(seconds > 0)) {
     return;
   }
+  // Typing now, or something typed and not sent yet (a note left for a moment).
   function typing() {
     var active = document.activeElement;
-    return active !== null && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+    if (active !== null && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) {
+      return true;
+    }
+    return Array.prototype.some.call(
+      document.querySelectorAll("input[type=text], textarea"),
+      function (field) { return field.value !== field.defaultValue; }
+    );
   }
   function tick() {
     if (document.visibilityState === "visible" && !typing()) {

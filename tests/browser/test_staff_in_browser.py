@@ -123,3 +123,37 @@ def test_the_api_documentation_shows_each_operation(
     paths = desk.locator(".opblock-summary-path").all_inner_texts()
     assert any(path.startswith(f"/{service}/api/v1/") for path in paths), paths
     assert refused == []
+
+
+def test_the_control_tower_keeps_a_note_not_sent_yet(stocked: Site, desk: Any) -> None:
+    # The last tube at SHA promised: its low stock is an open alert to acknowledge.
+    stocked.inventory.reserve_part(
+        {
+            "job_id": "JOB-1042",
+            "part_number": "XRT-2000",
+            "quantity": 1,
+            "warehouse": "SHA",
+            "required_by": stocked.clock.now().replace(day=26),
+            "priority": "machine_down",
+            "owner": "li.wei",
+            "site": {"name": "Ganzi County Hospital", "region": "sichuan"},
+        }
+    )
+    wait_until(
+        lambda: stocked.tracking.list_alerts(status="open", kind="low_stock").items,
+        message="the low-stock alert",
+    )
+    desk.clock.install()
+    sign_in(desk, stocked, "dispatcher", "/tracking/control-tower")
+    note = desk.get_by_placeholder("Note (optional)").first
+    note.fill("calling the courier now")
+    desk.get_by_role("heading", level=1).click()  # the reader looks elsewhere a moment
+    desk.evaluate("window.sameVisit = true")
+    desk.clock.run_for("02:00")
+    assert desk.evaluate("window.sameVisit === true")
+    assert note.input_value() == "calling the courier now"
+    # With nothing typed the page reloads on its own again.
+    note.fill("")
+    desk.get_by_role("heading", level=1).click()
+    with desk.expect_navigation():
+        desk.clock.run_for("01:05")
