@@ -162,7 +162,9 @@ def install(app: Flask, *, clock: Clock) -> None:
     app.context_processor(_layout_context)
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-    app.jinja_env.filters.update(when=format_when, ago=format_ago, local_input=local_input)
+    app.jinja_env.filters.update(
+        when=format_when, ago=format_ago, local_input=local_input, as_datetime=as_datetime
+    )
     app.jinja_env.globals.update(UTC_OFFSETS=UTC_OFFSETS, request_target=request_target)
 
 

@@ -254,6 +254,7 @@ def _detail(
         shipment=shipments().get_shipment(shipment_id),
         deliver_form=deliver_form,
         cancel_form=cancel_form,
+        now=pages.page_now(),
     ), (failed.status_code if failed else 200)
 
 

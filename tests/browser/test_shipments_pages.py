@@ -3,6 +3,7 @@ by hand-carry with its checkpoints, delivered; planning and cancelling by hand."
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -88,6 +89,14 @@ class TestDispatch:
         assert dispatched["status"] == "in_transit"
         assert [c["name"] for c in dispatched["checkpoints"]] == ["Kangding", "Zheduo Pass"]
         assert dispatched["checkpoints"][0]["due_at"].isoformat() == "2026-11-23T10:00:00+00:00"
+        # Kangding gone by unscanned is overdue; once delivered, it was not scanned.
+        site.clock.advance(timedelta(hours=4, minutes=30))
+        rows = staff.get(f"/shipments/{shipment['id']}").text("main")
+        assert "Kangding 2026-11-23 18:00 UTC+08:00 overdue" in rows
+        assert "Zheduo Pass 2026-11-23 21:00 UTC+08:00 not yet" in rows
+        site.shipments.deliver(shipment["id"], {})
+        rows = staff.get(f"/shipments/{shipment['id']}").text("main")
+        assert "Kangding 2026-11-23 18:00 UTC+08:00 not scanned" in rows
 
     def test_a_carrier_is_asked_for_and_the_checkpoints_kept(
         self, site: Site, staff: PageClient
