@@ -576,7 +576,12 @@ def account_blueprint() -> Blueprint:
                 return redirect(target)
             form.form_errors.append("Wrong name or password.")
             form.refused_status = 401
-        return render_template("pages/login.html", form=form, next=target), form.status_code
+        return render_template(
+            "pages/login.html",
+            form=form,
+            next=target,
+            link_unusable=request.args.get("link") == "unusable",
+        ), form.status_code
 
     @account.route("/logout", methods=["GET", "POST"])
     def logout() -> Any:

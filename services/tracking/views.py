@@ -306,7 +306,10 @@ def job(job_id: str) -> Any:
     user = page_user()
     opened_by_link = _link_opens(job_id, request.args.get("key"))
     if user is None and not opened_by_link:
-        return redirect(pages.login_url(pages.request_target()))
+        # A link that no longer opens the page (expired, or cut short in the text)
+        # is said to be so on the sign-in page.
+        unusable = "&link=unusable" if request.args.get("key") else ""
+        return redirect(pages.login_url(pages.request_target()) + unusable)
     if user is not None and not user.can(READ) and not opened_by_link:
         return pages.forbidden(user)
     with in_readers_zone():

@@ -427,9 +427,14 @@ class TestJobPage:
 
     def test_a_tampered_link_leads_to_the_login_form(self, site: Site) -> None:
         dispatched_tube(site)
-        reply = site.client().get("/tracking/jobs/JOB-7", key="forged")
+        stranger = site.client()
+        reply = stranger.get("/tracking/jobs/JOB-7", key="forged")
         assert reply.status == 302
         assert reply.location.startswith("/login?next=")
+        assert "This job link no longer opens the page" in stranger.get(reply.location).body_text
+        # Sent to sign in without a link, nobody is told of one.
+        reply = stranger.get("/tracking/jobs/JOB-7")
+        assert "job link" not in stranger.get(reply.location).body_text
 
     def test_an_unknown_job_is_a_404_page(self, site: Site) -> None:
         page = site.client("engineer").get("/tracking/jobs/NOPE")
