@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import Site, page_width, screenshot, seed_stock, sign_in
 from tests.conftest import wait_until
@@ -120,12 +121,13 @@ def test_the_x_ray_tube_story(stocked: Site, desk: Any, phone: Any) -> None:
     link = desk.get_by_label("Link").input_value()
     assert link.startswith(f"{base}/tracking/jobs/JOB-1042?key=")
     phone.goto(link)
+    # The phone's own zone is applied at once: the page comes back in UTC+08:00.
+    expect(phone.locator("section.part .eta").first).to_contain_text("UTC+08:00")
     assert phone.get_by_role("heading", level=1).inner_text() == "Job JOB-1042"
     part = phone.locator("section.part").first
     assert "ETA" in part.locator(".eta").inner_text()
     assert "between" in part.inner_text()
     assert "Kangding" in part.locator(".reason").inner_text()
-    # Not signed in, the engineer is offered the phone's own zone.
     assert phone.locator("#footer-offset").input_value() == "+08:00"
     assert "Passed Kangding" in part.locator("ol.timeline").inner_text()
     assert "Planned Ganzi County Hospital" in part.locator("ol.timeline").inner_text()
