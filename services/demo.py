@@ -101,10 +101,13 @@ def load_demo(system: EmbeddedSystem) -> list[str]:
             password = secrets.token_urlsafe(9)
             token = store.add(name, role, password)
             lines.append(f"  {name:<11} {password}  {token}   ({role})")
-        lines.append("These are shown once; add more with: partsflow users add NAME --role ROLE")
+        lines.append(
+            "These are shown once; add more with: "
+            ".venv/bin/partsflow users add NAME --role ROLE --password"
+        )
     else:
         lines.append(
             f"Users: {', '.join(store.names())} (passwords and tokens were shown when they "
-            "were made); add one with: partsflow users add NAME --role ROLE --password"
+            "were made); add one with: .venv/bin/partsflow users add NAME --role ROLE --password"
         )
     return lines
