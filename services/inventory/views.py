@@ -377,6 +377,8 @@ def reserve() -> Any:
                 url_for(".reservation", reservation_id=reservation["id"]),
             )
     rejection = form.problem if isinstance(form.problem, ReservationRejected) else None
+    if rejection and request.form.get("action") == "preempt" and not preempt:
+        form.form_errors.append("Nothing was taken: check the reservations to take first.")
     alternatives = rejection.extra.get("alternatives", []) if rejection else []
     return render_template(
         "inventory/reserve.html",

@@ -217,6 +217,12 @@ class TestReserve:
         # Asked first of a warehouse with none, as the refusal left the form.
         refused = client.submit("/inventory/reservations/new", dict(RESERVATION, warehouse="CDU"))
         assert refused.status == 409 and "PM-1" in refused.text("alternatives")
+        # Sent with none checked, it says so, and the choice stays on offer.
+        unchecked = client.submit(
+            "/inventory/reservations/new", dict(RESERVATION, warehouse="CDU", action="preempt")
+        )
+        assert unchecked.status == 409 and "PM-1" in unchecked.text("alternatives")
+        assert "Nothing was taken: check the reservations to take first." in unchecked.body_text
         taken = client.submit(
             "/inventory/reservations/new",
             dict(RESERVATION, warehouse="CDU", preempt=routine["id"], action="preempt"),
