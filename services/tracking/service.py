@@ -11,6 +11,7 @@ scheduler and the consumers take turns on it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import threading
 import time
@@ -1275,10 +1276,10 @@ class Tracking:
                 self._raise(tx, problem, now, shipment_id=shipment.id, job_id=job_id, owner=owner)
                 continue
             handed_over = owner is not None and alert.owner != owner
-            changed = alert.fingerprint != problem.fingerprint or eta_moved or handed_over
+            changed = alert.fingerprint != _kept(problem) or eta_moved or handed_over
             if changed and alert.message != problem.message:
                 alert.message = problem.message
-                alert.fingerprint = problem.fingerprint
+                alert.fingerprint = _kept(problem)
                 alert.job_id = job_id or alert.job_id
                 alert.owner = owner or alert.owner
                 alert.updated_at = now
@@ -1361,7 +1362,7 @@ class Tracking:
                 self._raise(tx, problem, now, shipment_id=None, job_id=job.job_id, owner=job.owner)
             elif active.message != problem.message:
                 active.message = problem.message
-                active.fingerprint = problem.fingerprint
+                active.fingerprint = _kept(problem)
                 active.owner = job.owner or active.owner
                 active.updated_at = now
                 s.flush()
@@ -1386,7 +1387,7 @@ class Tracking:
             job_id=job_id,
             owner=owner,
             message=problem.message,
-            fingerprint=problem.fingerprint,
+            fingerprint=_kept(problem),
             raised_at=now,
             updated_at=now,
         )
@@ -2029,6 +2030,12 @@ def _touch_job(
             setattr(job, name, value)
     job.updated_at = now
     return job, before
+
+
+def _kept(problem: alerts.Problem) -> str:
+    """A problem's fingerprint as an alert keeps it: a digest, since what it is made of
+    (a carrier's note, the stock elsewhere) has no length an alert could hold."""
+    return hashlib.sha256(problem.fingerprint.encode()).hexdigest()
 
 
 TROUBLE_KINDS = ("exception", "stalled")

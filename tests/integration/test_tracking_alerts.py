@@ -529,3 +529,23 @@ class TestPartsStillWaitingForAShipment:
         job = tracking.api("engineer").get(f"{V1}/jobs/JOB-X").body
         assert (job["parts"][0]["risk"], job["risk"]) == ("on_track", "on_track")
         assert tracking.open_alerts(job_id="JOB-X") == []
+
+
+@pytest.mark.postgres
+def test_an_exception_with_a_long_note_is_alerted_on_postgresql(postgres, tmp_path) -> None:
+    from tests.conftest import make_settings
+
+    system = start_tracking(make_settings(tmp_path, tracking_db_url=postgres.create("long_note")))
+    try:
+        shipment = shipment_data(mode="carrier", carrier="SF", tracking_number="SF1")
+        system.shipment("dispatched", shipment)
+        system.clock.set(at(2))
+        note = "customs hold: " + "papers missing " * 65  # the 1,000 characters a note may have
+        reply = system.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "exception", at(1), note=note[:1000])
+        )
+        assert reply.status == 201, reply
+        (alert,) = system.open_alerts(kind="exception")
+        assert note[:1000].strip() in alert["message"]
+    finally:
+        system.service.db.dispose()
