@@ -106,7 +106,7 @@ class TrackedShipment(Base):
     last_event_id: Mapped[str | None] = mapped_column(String(36))
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Why it was taken for lost, when the scheduler did so.
-    lost_note: Mapped[str | None] = mapped_column(String(500))
+    lost_note: Mapped[str | None] = mapped_column(Text)
     # The ETA last announced by ``tracking.eta.updated``.
     announced_eta: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,6 +14,8 @@ CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
 # The inbox's and outbox's key: a longer id (or correlation id) could not be kept.
 MAX_ID_LENGTH = 64
+# A sender's source is kept as who did what (a reservation's history, a scan's source).
+MAX_SOURCE_LENGTH = 200
 
 
 class MalformedMessage(ValueError):
@@ -86,6 +88,10 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         raise MalformedMessage(f"envelope lacks {', '.join(missing)}", message_id=message_id)
     if message_id is None:
         raise MalformedMessage(f"id is longer than {MAX_ID_LENGTH} characters")
+    if len(envelope["source"]) > MAX_SOURCE_LENGTH:
+        raise MalformedMessage(
+            f"source is longer than {MAX_SOURCE_LENGTH} characters", message_id=message_id
+        )
     if envelope["specversion"] != "1.0":
         raise MalformedMessage("specversion must be 1.0", message_id=message_id)
     if not isinstance(envelope.get("data", {}), dict):

@@ -532,7 +532,9 @@ class TestPartsStillWaitingForAShipment:
 
 
 @pytest.mark.postgres
-def test_an_exception_with_a_long_note_is_alerted_on_postgresql(postgres, tmp_path) -> None:
+def test_an_exception_and_a_loss_with_long_notes_are_alerted_on_postgresql(
+    postgres, tmp_path
+) -> None:
     from tests.conftest import make_settings
 
     system = start_tracking(make_settings(tmp_path, tracking_db_url=postgres.create("long_note")))
@@ -546,6 +548,12 @@ def test_an_exception_with_a_long_note_is_alerted_on_postgresql(postgres, tmp_pa
         )
         assert reply.status == 201, reply
         (alert,) = system.open_alerts(kind="exception")
+        assert note[:1000].strip() in alert["message"]
+        reply = system.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "lost", at(2), note=note[:1000])
+        )
+        assert reply.status == 201, reply
+        (alert,) = system.open_alerts(kind="lost")
         assert note[:1000].strip() in alert["message"]
     finally:
         system.service.db.dispose()

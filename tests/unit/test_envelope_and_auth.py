@@ -61,6 +61,7 @@ class TestEnvelope:
             {"datacontenttype": "text/plain"},
             {"correlationid": ""},
             {"correlationid": "c" * 65},
+            {"source": "s" * 201},
         ],
     )
     def test_envelope_fields_are_checked(self, changes: dict) -> None:
@@ -73,6 +74,7 @@ class TestEnvelope:
         body = {"specversion": "1.0", "id": "cmd-9", "source": "s", "type": "t"}
         assert decode(json.dumps({**body, "time": "2026-11-24T08:00:00+01:00"}))["id"] == "cmd-9"
         assert decode(json.dumps(body))["data"] == {}
+        assert decode(json.dumps({**body, "source": "s" * 200}))["source"] == "s" * 200
 
     def test_malformed_envelope_keeps_its_id_when_it_has_one(self) -> None:
         with pytest.raises(MalformedMessage) as error:
