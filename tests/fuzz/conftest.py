@@ -33,8 +33,10 @@ class FuzzedSystem:
 
 
 @pytest.fixture(scope="session")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedSystem]:
-    embedded = EmbeddedSystem(make_settings(tmp_path_factory.mktemp("fuzz")))
+def fuzzed(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[FuzzedSystem]:
+    # On PostgreSQL, whose columns hold no more than they are made for (SQLite would).
+    urls = {f"{name}_db_url": postgres.create(f"fuzz_{name}") for name in SERVICES}
+    embedded = EmbeddedSystem(make_settings(tmp_path_factory.mktemp("fuzz"), **urls))
     token = UserStore(embedded.settings.users_path).add("fuzz-admin", "admin")
     embedded.start_background()
     system = FuzzedSystem(embedded, token, {})
