@@ -220,6 +220,14 @@ class TestPlanByHand:
         )
         assert reply.status == 302, reply.body_text
         assert "Shipment planned from CDU: 5 × GEL-250." in staff.get(reply.location).body_text
+        # On its way, it links to its ETA and scans, as a job's shipment does to its job.
+        detail = reply.location or ""
+        assert staff.submit(f"{detail}/dispatch", {"mode": "courier"}).status == 302
+        tracked = f"/tracking/shipments/{detail.rsplit('/', 1)[1]}"
+        assert f'href="{tracked}">ETA and scans' in staff.get(detail).html
+        wait_until(
+            lambda: staff.get(tracked).status == 200, message="tracking to hear of the transfer"
+        )
 
     def test_a_transfer_names_the_units_of_a_serialized_part(
         self, site: Site, staff: PageClient
