@@ -51,45 +51,63 @@ def test_migrations_build_the_models_schema(database: str, tmp_path: Path, reque
     }
 
 
+def rows_across_migration(
+    request: Any,
+    tmp_path: Path,
+    database: str,
+    service: Any,
+    before: str,
+    inserts: list[str],
+    query: str,
+) -> list[tuple]:
+    """Rows written at migration ``before``, read back at the head: what a data
+    migration made of them."""
+    name = service.__name__.rsplit(".", 1)[1]
+    url = make_settings(tmp_path).db_url(name)
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres").create(f"data_{name}_{before}")
+    upgrade(name, url, service.MIGRATIONS, before)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for insert in inserts:
+                conn.exec_driver_sql(insert)
+        upgrade(name, url, service.MIGRATIONS)
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(query).all()]
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_reservations_known_before_their_sites_were_kept_take_them_from_their_shipment(
     database: str, tmp_path: Path, request
 ) -> None:
-    url = make_settings(tmp_path).db_url("shipments")
-    if database == "postgresql":
-        url = request.getfixturevalue("postgres").create("backfill_shipments")
-    upgrade("shipments", url, shipments_service.MIGRATIONS, "0006")
-    engine = create_engine(url)
     columns = (
         "id, status, origin, destination_site, destination_region, mode, version, "
         "created_at, updated_at"
     )
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO known_reservations (id, version, status, job_id, part_number, "
-                "quantity, warehouse) VALUES ('r-1', 1, 'confirmed', 'JOB-1', 'XRT-2000', 1, "
-                "'CDU'), ('r-2', 1, 'confirmed', 'JOB-2', 'GEL-250', 2, 'CDU'), "
-                "('r-3', 1, 'confirmed', 'JOB-1', 'GEL-250', 1, 'CDU')"
-            )
-            conn.exec_driver_sql(
-                f"INSERT INTO shipments ({columns}) VALUES ('s-1', 'planned', 'CDU', "
-                "'Ganzi County Hospital', 'sichuan', 'carrier', 1, "
-                "'2026-11-20 08:00:00', '2026-11-20 08:00:00')"
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO shipment_lines (shipment_id, part_number, quantity, "
-                "reservation_id, serials) VALUES ('s-1', 'XRT-2000', 1, 'r-1', 'C-1'), "
-                "('s-1', 'GEL-250', 1, 'r-3', '')"
-            )
-        upgrade("shipments", url, shipments_service.MIGRATIONS)
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT id, site_name, site_region, serials FROM known_reservations ORDER BY id"
-            ).all()
-    finally:
-        engine.dispose()
-    assert [tuple(row) for row in rows] == [
+    rows = rows_across_migration(
+        request,
+        tmp_path,
+        database,
+        shipments_service,
+        "0006",
+        [
+            "INSERT INTO known_reservations (id, version, status, job_id, part_number, "
+            "quantity, warehouse) VALUES ('r-1', 1, 'confirmed', 'JOB-1', 'XRT-2000', 1, "
+            "'CDU'), ('r-2', 1, 'confirmed', 'JOB-2', 'GEL-250', 2, 'CDU'), "
+            "('r-3', 1, 'confirmed', 'JOB-1', 'GEL-250', 1, 'CDU')",
+            f"INSERT INTO shipments ({columns}) VALUES ('s-1', 'planned', 'CDU', "
+            "'Ganzi County Hospital', 'sichuan', 'carrier', 1, "
+            "'2026-11-20 08:00:00', '2026-11-20 08:00:00')",
+            "INSERT INTO shipment_lines (shipment_id, part_number, quantity, "
+            "reservation_id, serials) VALUES ('s-1', 'XRT-2000', 1, 'r-1', 'C-1'), "
+            "('s-1', 'GEL-250', 1, 'r-3', '')",
+        ],
+        "SELECT id, site_name, site_region, serials FROM known_reservations ORDER BY id",
+    )
+    assert rows == [
         ("r-1", "Ganzi County Hospital", "sichuan", "C-1"),
         ("r-2", None, None, None),
         # A line that named no units says nothing of them.
@@ -101,28 +119,22 @@ def test_reservations_known_before_their_sites_were_kept_take_them_from_their_sh
 def test_lanes_learnt_before_are_kept_by_their_names_key(
     database: str, tmp_path: Path, request
 ) -> None:
-    url = make_settings(tmp_path).db_url("tracking")
-    if database == "postgresql":
-        url = request.getfixturevalue("postgres").create("lanes_tracking")
-    upgrade("tracking", url, tracking_service.MIGRATIONS, "0007")
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO lane_transits (shipment_id, origin_region, destination_region, "
-                "mode, carrier, hours, delivered_at) VALUES "
-                "('s-1', 'East-China', ' Tibet', 'carrier', 'EMS', 40, '2026-11-20 08:00:00'), "
-                "('s-2', 'east-china', 'tibet', 'courier', '', 30, '2026-11-20 08:00:00')"
-            )
-        upgrade("tracking", url, tracking_service.MIGRATIONS)
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT shipment_id, origin_region, destination_region, carrier "
-                "FROM lane_transits ORDER BY shipment_id"
-            ).all()
-    finally:
-        engine.dispose()
-    assert [tuple(row) for row in rows] == [
+    rows = rows_across_migration(
+        request,
+        tmp_path,
+        database,
+        tracking_service,
+        "0007",
+        [
+            "INSERT INTO lane_transits (shipment_id, origin_region, destination_region, "
+            "mode, carrier, hours, delivered_at) VALUES "
+            "('s-1', 'East-China', ' Tibet', 'carrier', 'EMS', 40, '2026-11-20 08:00:00'), "
+            "('s-2', 'east-china', 'tibet', 'courier', '', 30, '2026-11-20 08:00:00')"
+        ],
+        "SELECT shipment_id, origin_region, destination_region, carrier "
+        "FROM lane_transits ORDER BY shipment_id",
+    )
+    assert rows == [
         ("s-1", "east-china", "tibet", "ems"),
         ("s-2", "east-china", "tibet", ""),
     ]

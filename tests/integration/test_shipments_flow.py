@@ -73,6 +73,35 @@ def shipment_by_hand(
     return reply.body
 
 
+def five_deliveries_from_sha(
+    api: ApiClient,
+    sites: list[dict],
+    mode: str,
+    carriers: list[str],
+    *,
+    transit_hours: float,
+) -> None:
+    """Lane history: five GEL-250 shipped from SHA days ago, to the sites and by the
+    carriers given in turn, each delivered ``transit_hours`` after it left; returns once
+    inventory has learnt them all."""
+    for n in range(5):
+        past = shipment_by_hand(api, "SHA", sites[n % len(sites)], mode, "GEL-250", 1)
+        sent = {
+            "carrier": carriers[n % len(carriers)],
+            "tracking_number": f"PAST-{mode}-{n}",
+            "dispatched_at": hours_ago(100 - n),
+        }
+        assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
+        arrived = {"delivered_at": hours_ago(100 - n - transit_hours)}
+        assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
+    api.wait_for(
+        f"{INV}/movements",
+        lambda body: sum(line["kind"] == "delivery" for line in body) == 5,
+        part_number="GEL-250",
+        warehouse="SHA",
+    )
+
+
 def hand_carry(**changes) -> dict:
     now = datetime.now(UTC)
     body = {
@@ -165,19 +194,7 @@ class TestPlanning:
 
         # Before: across regions, three days by default.
         assert sha_arrives_in_hours() > 70
-        for n in range(5):
-            past = shipment_by_hand(api, "SHA", site, "courier", "GEL-250", 1)
-            left = hours_ago(100 - n)
-            sent = {"carrier": "EMS", "tracking_number": f"EMS-{n}", "dispatched_at": left}
-            assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
-            arrived = {"delivered_at": hours_ago(95 - n)}
-            assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
-        api.wait_for(
-            f"{INV}/movements",
-            lambda body: sum(line["kind"] == "delivery" for line in body) == 5,
-            part_number="GEL-250",
-            warehouse="SHA",
-        )
+        five_deliveries_from_sha(api, [site], "courier", ["EMS"], transit_hours=5)
         # Learnt as soon as inventory has handled the deliveries: no stale ranking.
         assert 4.9 < sha_arrives_in_hours() < 5.1
 
@@ -204,21 +221,10 @@ class TestPlanning:
         self, api: ApiClient
     ) -> None:
         api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 6})
-        for n in range(5):
-            site = {"site": "Lhasa People's Hospital", "region": ("Tibet", "tibet ")[n % 2]}
-            past = shipment_by_hand(api, "SHA", site, "carrier", "GEL-250", 1)
-            carrier = ("EMS", "ems")[n % 2]
-            left = hours_ago(100 - n)
-            sent = {"carrier": carrier, "tracking_number": f"T-{n}", "dispatched_at": left}
-            assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
-            arrived = {"delivered_at": hours_ago(60 - n)}
-            assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
-        api.wait_for(
-            f"{INV}/movements",
-            lambda body: sum(line["kind"] == "delivery" for line in body) == 5,
-            part_number="GEL-250",
-            warehouse="SHA",
-        )
+        sites = [
+            {"site": "Lhasa People's Hospital", "region": region} for region in ("Tibet", "tibet ")
+        ]
+        five_deliveries_from_sha(api, sites, "carrier", ["EMS", "ems"], transit_hours=40)
         lhasa = {"name": "Lhasa People's Hospital", "region": "TIBET"}
         reservation = reserve(api, part_number="GEL-250", warehouse="SHA", site=lhasa)
         # Spelled as its latest delivery spelled it.
