@@ -8,7 +8,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, redirect, render_template, request, url_for
+from flask import Flask, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from wtforms import (
     BooleanField,
@@ -26,6 +26,7 @@ from services.inventory.rules import PRIORITIES, WAREHOUSE_KINDS
 from services.inventory.service import Inventory, ReservationRejected
 from shared import pages
 from shared.auth import MANAGE_STOCK, READ, RESERVE
+from shared.contracts import name_key
 from shared.pages import (
     PageForm,
     carry_out,
@@ -368,7 +369,8 @@ def reserve() -> Any:
             if data.get("preempt"):
                 jobs = [inventory().get_reservation(i)["job_id"] for i in data["preempt"]]
                 taken = f"; it takes the reservation of {', '.join(jobs)}"
-            return succeed(
+            notes = _job_notes(reservation)
+            reserved = succeed(
                 f"Reserved {reservation['quantity']} × {reservation['part_number']} at "
                 f"{reservation['warehouse']} for {reservation['job_id']}"
                 + (f" (serials {pages.named(serials)})" if serials else "")
@@ -376,6 +378,9 @@ def reserve() -> Any:
                 + ".",
                 url_for(".reservation", reservation_id=reservation["id"]),
             )
+            for note in notes:
+                flash(note, "info")
+            return reserved
     rejection = form.problem if isinstance(form.problem, ReservationRejected) else None
     if rejection and request.form.get("action") == "preempt" and not preempt:
         form.form_errors.append("Nothing was taken: check the reservations to take first.")
@@ -393,6 +398,39 @@ def reserve() -> Any:
         preemptible=rejection.extra.get("preemptible", []) if rejection else [],
         preempt=preempt,
     ), form.status_code
+
+
+def _job_notes(reservation: dict[str, Any]) -> list[str]:
+    """What a new reservation changed of its job that the one reserving may not have
+    meant: a site none of the job's other parts go to, or an owner none of them names
+    (the job is handed over: its alerts go to the new one)."""
+    others = [
+        r
+        for r in inventory().list_reservations(job_id=reservation["job_id"]).items
+        if r["id"] != reservation["id"] and r["status"] in ("confirmed", "issued")
+    ]
+    if not others:
+        return []
+    job, site = reservation["job_id"], reservation["site"]
+    notes = []
+    sites = {_site_key(r["site"]): r["site"] for r in others}
+    if _site_key(site) not in sites:
+        before = ", ".join(f"{s['name']} ({s['region']})" for s in sites.values())
+        notes.append(
+            f"{job}'s other parts go to {before}; this one goes to {site['name']} "
+            f"({site['region']})."
+        )
+    owners = {name_key(r["owner"]): r["owner"] for r in others}
+    if name_key(reservation["owner"]) not in owners:
+        notes.append(
+            f"{job} is now held by {reservation['owner']} (before: "
+            f"{', '.join(owners.values())}); its alerts go to them."
+        )
+    return notes
+
+
+def _site_key(site: dict[str, str]) -> tuple[str, str]:
+    return name_key(site["name"]), name_key(site["region"])
 
 
 @blueprint.get("/reservations/<reservation_id>")

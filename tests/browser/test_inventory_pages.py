@@ -173,6 +173,30 @@ class TestReserve:
         # 18:00 at UTC+08:00 is 10:00 UTC.
         assert reservation["required_by"].isoformat() == "2026-11-26T10:00:00+00:00"
 
+    def test_a_job_given_another_site_or_owner_is_said_so(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        assert client.submit("/inventory/reservations/new", dict(RESERVATION)).status == 302
+        site.inventory.receive_stock({"warehouse": "SHA", "part_number": "GEL-250", "quantity": 9})
+        elsewhere = dict(
+            RESERVATION,
+            part_number="GEL-250",
+            owner="zhang.min",
+            **{"site.name": "Kashgar Hospital", "site.region": "xinjiang"},
+        )
+        reply = client.submit("/inventory/reservations/new", elsewhere)
+        assert reply.status == 302
+        page = client.get(reply.location).text("main")
+        assert "Reserved 1 × GEL-250" in page
+        assert (
+            "JOB-7's other parts go to Ganzi County Hospital (sichuan); this one goes to "
+            "Kashgar Hospital (xinjiang)." in page
+        )
+        assert "JOB-7 is now held by zhang.min (before: li.wei); its alerts go to them." in page
+        # The same again says nothing more.
+        reply = client.submit("/inventory/reservations/new", elsewhere)
+        page = client.get(reply.location).text("main")
+        assert "Reserved 1 × GEL-250" in page and "other parts" not in page
+
     def test_none_at_the_chosen_warehouse_offers_the_others(self, site: Site) -> None:
         client = site.client("dispatcher")
         reply = client.submit("/inventory/reservations/new", dict(RESERVATION, warehouse="CDU"))
