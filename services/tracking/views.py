@@ -155,10 +155,14 @@ def attention() -> Any:
         else:
             by_severity[alert["severity"]].append(alert)
     jobs = [job for job in tower["jobs"] if job["risk"] in AT_RISK]
+    # The open jobs the reader holds, first: an engineer's own parts without a search.
+    reader = name_key(page_actor())
+    mine = [job for job in tower["jobs"] if job["owner"] and name_key(job["owner"]) == reader]
     return render_template(
         "tracking/attention.html",
         alert_groups=[(level, by_severity[level]) for level in SEVERITY_ORDER],
         jobs=jobs,
+        mine=mine,
         low_stock=low_stock,
         low_stock_severity=severity("low_stock"),
         acknowledge_form=AcknowledgeForm(formdata=None),

@@ -97,6 +97,27 @@ class TestAttention:
         assert "Every open job is on track." in page.body_text
         assert "Warning alerts 0 None open besides low stock (2)." in page.body_text
 
+    def test_an_engineer_finds_the_jobs_they_hold_first(self, site: Site) -> None:
+        dispatched_tube(site, "JOB-7")  # li.wei's
+        site.inventory.reserve_part(
+            {
+                "job_id": "JOB-9",
+                "part_number": "GEL-250",
+                "quantity": 1,
+                "required_by": site.clock.now() + timedelta(days=2),
+                "priority": "urgent",
+                "owner": "Engineer",
+                "site": {"name": "Litang County Hospital", "region": "sichuan"},
+            }
+        )
+        wait_until(
+            lambda: len(site.tracking.control_tower()["jobs"]) == 2,
+            message="tracking to know both jobs",
+        )
+        mine = site.client("engineer").get("/").text("your-jobs-list")
+        assert "JOB-9 at Litang County Hospital" in mine and "JOB-7" not in mine
+        assert "Your jobs" not in site.client("auditor").get("/").text("main")
+
     def test_a_stranger_is_sent_to_sign_in(self, site: Site) -> None:
         assert site.client().get("/").location == "/login?next=/"
 
