@@ -371,6 +371,16 @@ def format_when(value: datetime | str | None, with_zone: bool = True) -> Markup 
     )
 
 
+def when_in_words(value: datetime | str | None, offset: str | None = None) -> str:
+    """A moment as plain text (for a form's error), in the zone given (the one chosen
+    beside the time typed), else in the page's."""
+    moment = as_datetime(value)
+    if moment is None:
+        return "—"
+    offset = offset if offset in UTC_OFFSETS else display_offset()
+    return f"{moment.astimezone(offset_zone(offset)):%Y-%m-%d %H:%M} {zone_label(offset)}"
+
+
 def format_ago(value: datetime | str | None) -> str:
     """How far a time is from now, in words: "in 3 h 20 min", "45 min ago"."""
     moment = as_datetime(value)

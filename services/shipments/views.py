@@ -350,6 +350,8 @@ def deliver(shipment_id: str) -> Any:
     form = DeliverForm()
     if form.validate_on_submit():
         data = load_form(form, schemas.DeliverIn(), form.payload())
+        if data is not None and data.get("delivered_at"):
+            data = _after_the_dispatch(form, shipment_id, data)
         delivered = (
             carry_out(form, lambda: shipments().deliver(shipment_id, data, actor=page_actor()))
             if data is not None
@@ -363,6 +365,26 @@ def deliver(shipment_id: str) -> Any:
                 url_for(".shipment", shipment_id=shipment_id),
             )
     return _detail(shipment_id, deliver_form=form)
+
+
+def _after_the_dispatch(
+    form: DeliverForm, shipment_id: str, data: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A delivery typed to the minute of the dispatch is at the dispatch (the form
+    takes minutes); one typed before it is most likely in another zone than the one
+    chosen beside it, and is refused in the reader's own words."""
+    dispatched_at = pages.as_datetime(shipments().get_shipment(shipment_id)["dispatched_at"])
+    if dispatched_at is None or data["delivered_at"] >= dispatched_at:
+        return data
+    if data["delivered_at"] >= dispatched_at.replace(second=0, microsecond=0):
+        return {**data, "delivered_at": dispatched_at}
+    when = pages.when_in_words(dispatched_at, form.utc_offset.data)
+    pages.add_errors(
+        form,
+        {"delivered_at": [f"before the dispatch ({when}): check the time and the zone it is in"]},
+    )
+    form.refused_status = 422
+    return None
 
 
 @blueprint.post("/<shipment_id>/cancel")

@@ -8,12 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from markupsafe import Markup
 from wtforms import SelectField, StringField, ValidationError
 from wtforms.fields import DateTimeLocalField
 from wtforms.validators import InputRequired, Optional
@@ -74,11 +72,6 @@ def alert_message(alert: Mapping[str, Any]) -> str:
         return alert["message"]
     with in_readers_zone():
         return retold(alert["message"], written_at)
-
-
-def _plain_when(moment: datetime) -> str:
-    """A moment as pages show it, in words only (for a form's error)."""
-    return Markup(pages.format_when(moment)).striptags()
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -257,12 +250,13 @@ def record_scan(shipment_id: str) -> Any:
         ):
             # Most likely a time typed in another zone than the one chosen beside it:
             # recorded, it would pass a checkpoint hours before the part set off.
+            when = pages.when_in_words(dispatched_at, form.utc_offset.data)
             pages.add_errors(
                 form,
                 {
                     "occurred_at": [
-                        f"before the shipment was dispatched ({_plain_when(dispatched_at)}): "
-                        "check the time and the zone it is in"
+                        f"before the shipment was dispatched ({when}): check the time and the "
+                        "zone it is in"
                     ]
                 },
             )

@@ -171,6 +171,24 @@ class TestDeliverAndCancel:
         assert "future" in reply.text("delivered_at-error")
         assert reply.value("received_by") == "Zhang"
 
+    def test_a_delivery_before_the_dispatch_is_refused_in_the_readers_zone(
+        self, site: Site, staff: PageClient
+    ) -> None:
+        # Dispatched at 06:00:30 UTC, 14:00 in Chengdu.
+        site.clock.advance(timedelta(seconds=30))
+        shipment, detail = on_its_way(site)
+        typed = {"delivered_at": "2026-11-23T06:00", "utc_offset": "+08:00"}
+        reply = staff.submit(detail, typed, action=f"{detail}/deliver")
+        assert reply.status == 422
+        assert "before the dispatch (2026-11-23 14:00 UTC+08:00)" in reply.text(
+            "delivered_at-error"
+        )
+        # Typed to the minute of the dispatch, it is taken as the dispatch's moment.
+        typed = {"delivered_at": "2026-11-23T14:00", "utc_offset": "+08:00"}
+        assert staff.submit(detail, typed, action=f"{detail}/deliver").status == 302
+        delivered = site.shipments.get_shipment(shipment["id"])
+        assert delivered["delivered_at"] == delivered["dispatched_at"]
+
     def test_cancelling_needs_a_reason(self, site: Site, staff: PageClient) -> None:
         shipment = planned_shipment(site)
         detail = f"/shipments/{shipment['id']}"
