@@ -517,10 +517,13 @@ class Shipments:
             report = s.get(EarlyReport, shipment.id)
             if report is None:
                 return dispatched
-            # The carrier reported trouble before the dispatch was recorded.
+            # The carrier reported trouble before the dispatch was recorded: taken up
+            # at once. The answer is the dispatch itself (status in_transit, as the
+            # contract has it); what follows it is its own event.
             s.delete(report)
             self._move(s, shipment, report.action, report.at, now, report.note)
-            return self._announce(tx, shipment, states.ANNOUNCED[report.action])
+            self._announce(tx, shipment, states.ANNOUNCED[report.action])
+            return dispatched
 
     def deliver(
         self, shipment_id: str, data: Mapping[str, Any], *, actor: str | None = None

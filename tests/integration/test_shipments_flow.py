@@ -991,6 +991,8 @@ class TestTroubleReportedBeforeTheDispatchWasRecorded:
     """The carrier scanned trouble while the desk had yet to record the dispatch."""
 
     def dispatch_late(self, api: ApiClient, shipment_id: str, left: datetime) -> dict:
+        """The shipment once its late dispatch is recorded (answered in_transit, as
+        every dispatch is)."""
         reply = api.post(
             f"{SHP}/{shipment_id}/dispatch",
             {
@@ -1001,7 +1003,8 @@ class TestTroubleReportedBeforeTheDispatchWasRecorded:
             },
         )
         assert reply.status == 200, reply
-        return reply.body
+        assert reply.body["status"] == "in_transit"
+        return api.get(f"{SHP}/{shipment_id}").body
 
     def test_an_exception_holds_it_up_once_dispatched(self, embedded, api: ApiClient) -> None:
         shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
