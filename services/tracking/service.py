@@ -1329,7 +1329,12 @@ class Tracking:
             if sourcing is None or sourcing.quantity != data["quantity"]:
                 return
             sourcing.status, sourcing.answered_at = "answered", now
-            sourcing.alternatives = json.dumps(data["alternatives"])
+            sourcing.alternatives = json.dumps(
+                [
+                    {**a, "estimated_arrival": a["estimated_arrival"].isoformat()}
+                    for a in data["alternatives"]
+                ]
+            )
             s.flush()
             self._revisit(tx, data["shipment_id"], now, _Lanes())
 

@@ -64,6 +64,17 @@ class ReservationRejectedData(Schema):
     alternatives = fields.List(fields.Dict(), load_default=list)
 
 
+class Alternative(Schema):
+    """A warehouse a part could come from, and when it could arrive."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    warehouse = fields.String(required=True)
+    available = fields.Integer(required=True)
+    estimated_arrival = Instant(required=True)
+
+
 class StockLocatedData(Schema):
     """``inventory.stock.located``: the answer to ``inventory.locate``, the warehouses
     with the part available, the earliest arrival at the site first."""
@@ -74,7 +85,7 @@ class StockLocatedData(Schema):
     part_number = fields.String(required=True)
     quantity = fields.Integer(required=True)
     shipment_id = fields.String(allow_none=True, load_default=None)
-    alternatives = fields.List(fields.Dict(), load_default=list)
+    alternatives = fields.List(fields.Nested(Alternative), load_default=list)
 
 
 class PartData(Schema):

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from shared.bus.consumer import Outcome
 from shared.config import Settings
 from tests.integration.tracking_support import (
     T0,
@@ -557,3 +558,24 @@ def test_an_exception_and_a_loss_with_long_notes_are_alerted_on_postgresql(
         assert note[:1000].strip() in alert["message"]
     finally:
         system.service.db.dispose()
+
+
+def test_where_else_is_taken_only_as_inventory_tells_it(tracking: TrackingUnderTest) -> None:
+    probe = reservation_data()
+    tracking.reservation("confirmed", probe)
+    line = {"part_number": "XRT-2000", "quantity": 1, "reservation_id": probe["id"]}
+    shipment = shipment_data(mode="carrier", carrier="SF", tracking_number="SF2", lines=[line])
+    tracking.shipment("dispatched", shipment)
+    tracking.clock.set(at(2))
+    post(tracking, event_body(shipment["id"], "exception", at(1), note="not found at sort"))
+    located = {"part_number": "XRT-2000", "quantity": 1, "shipment_id": shipment["id"]}
+    # An answer without its arrival times is not one: dead-lettered, the views unharmed.
+    broken = {**located, "alternatives": [{"warehouse": "SHA", "available": 1}]}
+    outcome, _ = tracking.deliver("inventory.stock.located", broken)
+    assert outcome is Outcome.DEAD
+    assert tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").status == 200
+    arrival = {"warehouse": "SHA", "available": 1, "estimated_arrival": iso(at(40))}
+    outcome, _ = tracking.deliver("inventory.stock.located", {**located, "alternatives": [arrival]})
+    assert outcome is Outcome.ACK
+    (alert,) = tracking.open_alerts(kind="exception")
+    assert "another 1 × XRT-2000 could come from SHA (1 available there) by " in alert["message"]
