@@ -12,6 +12,15 @@ from typing import Any
 _UNKEEPABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
+class UnkeepableText(json.JSONDecodeError):
+    """Valid JSON holding text that cannot be kept; ``value`` is what it reads as, for
+    a caller that can still say which message it was (its id)."""
+
+    def __init__(self, text: str, value: Any) -> None:
+        super().__init__("a string holds NUL or half a surrogate pair", text, 0)
+        self.value = value
+
+
 def read_json(raw: bytes | str) -> Any:
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
@@ -26,8 +35,13 @@ def read_json(raw: bytes | str) -> Any:
     except ValueError as exc:  # a number too long to convert, say
         raise json.JSONDecodeError(str(exc), text, 0) from None
     if _UNKEEPABLE_ESCAPE.search(text) and not _all_text(value):
-        raise json.JSONDecodeError("a string holds NUL or half a surrogate pair", text, 0)
+        raise UnkeepableText(text, value)
     return value
+
+
+def is_keepable(text: str) -> bool:
+    """Text a database and a UTF-8 message can hold."""
+    return _all_text(text)
 
 
 def _all_text(value: Any) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.json_input import read_json
+from shared.json_input import UnkeepableText, is_keepable, read_json
 
 CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
@@ -74,6 +74,13 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     else:
         try:
             envelope = read_json(body)
+        except UnkeepableText as exc:
+            # Still an envelope whose sender can be told, when its id is usable.
+            named = exc.value.get("id") if isinstance(exc.value, dict) else None
+            raise MalformedMessage(
+                "a string in the body holds NUL or half a surrogate pair",
+                message_id=usable_id(named),
+            ) from None
         except ValueError as exc:
             raise MalformedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
@@ -114,7 +121,12 @@ def decode(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
 
 def usable_id(value: Any) -> str | None:
     """An id the inbox can keep and a reply can name: text, not blank, not too long."""
-    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
+    if (
+        isinstance(value, str)
+        and value.strip()
+        and len(value) <= MAX_ID_LENGTH
+        and is_keepable(value)
+    ):
         return value
     return None
 

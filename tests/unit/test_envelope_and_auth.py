@@ -45,7 +45,7 @@ class TestEnvelope:
         with pytest.raises(MalformedMessage):
             decode(body)
 
-    @pytest.mark.parametrize("message_id", ["", "   ", "x" * 65, 7])
+    @pytest.mark.parametrize("message_id", ["", "   ", "x" * 65, 7, "cmd\x00", "cmd\ud800"])
     def test_an_id_nobody_could_answer_or_record_is_no_id(self, message_id: object) -> None:
         body = {"specversion": "1.0", "id": message_id, "source": "s", "type": "t", "data": {}}
         with pytest.raises(MalformedMessage) as error:
@@ -80,6 +80,15 @@ class TestEnvelope:
         with pytest.raises(MalformedMessage) as error:
             decode(json.dumps({"id": "cmd-7", "type": "inventory.reserve"}))
         assert error.value.message_id == "cmd-7"
+
+    @pytest.mark.parametrize("text", ["li\x00wei", "li\udc00wei"])
+    def test_unkeepable_text_in_the_data_keeps_the_id_to_answer(self, text: str) -> None:
+        """Its sender waits for an answer: the id is read though the data cannot be."""
+        body = {"specversion": "1.0", "id": "cmd-6", "source": "s", "type": "t"}
+        with pytest.raises(MalformedMessage) as error:
+            decode(json.dumps({**body, "data": {"owner": text}}))
+        assert error.value.message_id == "cmd-6"
+        assert "NUL" in error.value.reason
 
 
 class TestUserStore:
