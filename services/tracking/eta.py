@@ -6,13 +6,16 @@ Pure functions over plain values: no Flask, SQL or broker.
 Transit times are modelled as log-normal: always positive, skewed towards delays,
 described by a median and a spread (the standard deviation of their logarithm). The
 median comes from the lane's history when it has enough, else from the promised
-delivery time, else from a per-mode default with a wide spread. What is known at the
-moment of reading narrows it: time that has passed without a delivery (the
+delivery time, else from a per-mode default with a wide spread. A lane with a long
+history speaks for itself: its own transits, whatever their shape (two humps when a
+pass closes, a long tail of strikes), not a log-normal fitted to them. What is known at
+the moment of reading narrows it: time that has passed without a delivery (the
 distribution given "not arrived yet"), and the checkpoints passed or overdue so far.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
@@ -29,6 +32,16 @@ BASES = ("promised", "lane_history", "checkpoints", "default")
 
 # A lane needs this many delivered shipments before its history is trusted alone.
 MIN_LANE_HISTORY = 5
+# From this many, the lane's transits themselves are the model. Of n transits, the next
+# one falls below the k-th shortest with probability k / (n + 1), whatever their shape.
+SHAPE_HISTORY = 30
+# A 90 % point needs this many transits beyond it (0.9 x (9 + 1) = 9); past the last
+# few, the model says what they said was still ahead of them, and more the later it is.
+TAIL_TRANSITS = 9
+# A lane changes with time (a new depot, winter roads): the next transit comes from a
+# lane a little unlike its past, so its range reaches a little past the past's own 10 %
+# and 90 % points (to their 9 % and 91 %).
+SHAPE_WIDENING = 1.025
 # Without history: a typical transit per mode, and a spread that makes the 80 % range
 # about half to twice that (never falsely narrow).
 DEFAULT_HOURS = {"carrier": 48.0, "courier": 12.0, "hand_carry": 24.0}
@@ -117,6 +130,10 @@ class LaneStats:
     # How long a shipment on this lane may go without news and still be as usual (None:
     # too few deliveries say).
     usual_silence_hours: float | None = None
+    # The transits, and their shares of the promised time, shortest first, once there
+    # are enough of them to be the model (SHAPE_HISTORY); empty before.
+    shape_hours: tuple[float, ...] = ()
+    shape_promise_ratios: tuple[float, ...] = ()
 
 
 def lane_stats(transits: Sequence[Transit]) -> LaneStats:
@@ -151,7 +168,13 @@ def lane_stats(transits: Sequence[Transit]) -> LaneStats:
         usual_silence_hours=_usual_silence(
             [t.longest_silence_hours for t in transits if t.longest_silence_hours is not None]
         ),
+        shape_hours=_shape(hours),
+        shape_promise_ratios=_shape(ratios),
     )
+
+
+def _shape(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(sorted(values)) if len(values) >= SHAPE_HISTORY else ()
 
 
 def _usual_silence(silences: Sequence[float]) -> float | None:
@@ -221,11 +244,17 @@ def _widening(n: int) -> float:
 class TransitModel:
     """A log-normal transit time, in hours from dispatch; or, with ``mixture``, a blend
     of log-normals ``(weight, median_hours, spread)``, whose median and upper spread
-    ``median_hours`` and ``spread`` then give."""
+    ``median_hours`` and ``spread`` then give; or, with ``observed``, the transits a
+    lane has seen (shortest first), which ``median_hours`` and ``spread`` summarise."""
 
     median_hours: float
     spread: float
     mixture: tuple[tuple[float, float, float], ...] = ()
+    observed: tuple[float, ...] = ()
+
+    @classmethod
+    def of_transits(cls, observed: Sequence[float], spread: float) -> TransitModel:
+        return cls(float(statistics.median(observed)), spread, observed=tuple(observed))
 
     @classmethod
     def blend(cls, seen: TransitModel, assumed: TransitModel, weight: float) -> TransitModel:
@@ -242,6 +271,9 @@ class TransitModel:
     def quantile(self, p: float, elapsed_hours: float = 0.0) -> float:
         """The ``p`` quantile of the transit time, given that it has lasted
         ``elapsed_hours`` without arriving."""
+        if self.observed:
+            hours = _observed_quantile(self.observed, p, elapsed_hours)
+            return max(min(hours, MAX_TRANSIT_HOURS), elapsed_hours)
         parts = [
             (weight, NormalDist(math.log(median), min(max(spread, MIN_SPREAD), MAX_SPREAD)))
             for weight, median, spread in self.mixture or ((1.0, self.median_hours, self.spread),)
@@ -262,6 +294,32 @@ class TransitModel:
                 low, high = (middle, high) if share(middle) < q else (low, middle)
             hours = math.exp((low + high) / 2)
         return max(min(hours, MAX_TRANSIT_HOURS), elapsed_hours)
+
+
+def _observed_quantile(observed: Sequence[float], p: float, elapsed: float) -> float:
+    """The ``p`` point of the next transit among those that outlasted ``elapsed``; past
+    all but the last TAIL_TRANSITS, what those had still ahead of them at the last but
+    TAIL_TRANSITS, grown with the time already waited (a hold-up that has lasted long is
+    likely to last longer: how long tails behave)."""
+    p = 0.5 + (p - 0.5) * SHAPE_WIDENING
+    beyond = observed[bisect.bisect_right(observed, elapsed) :]
+    if len(beyond) >= TAIL_TRANSITS:
+        return _order_statistic(beyond, p, elapsed)
+    pivot = observed[-TAIL_TRANSITS - 1]
+    ahead = _order_statistic(observed[-TAIL_TRANSITS:], p, pivot) - pivot
+    return elapsed + ahead * max(elapsed, pivot) / pivot
+
+
+def _order_statistic(values: Sequence[float], p: float, floor: float) -> float:
+    """The point the next value falls below with probability ``p``: the ``p(n + 1)``-th
+    of ``n`` sorted values, interpolated; below the first, towards ``floor``."""
+    position = p * (len(values) + 1) - 1
+    if position <= 0:
+        return floor + (values[0] - floor) * max(position + 1, 0.0)
+    if position >= len(values) - 1:
+        return values[-1]
+    below = math.floor(position)
+    return values[below] + (values[below + 1] - values[below]) * (position - below)
 
 
 @dataclass(frozen=True)
@@ -315,6 +373,11 @@ def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, 
     if lane.count >= MIN_LANE_HISTORY and lane.median_hours:
         if promised is not None and lane.promise_count >= MIN_LANE_HISTORY:
             model = TransitModel(promised * lane.promise_ratio, lane.promise_spread)
+            if lane.shape_promise_ratios:
+                model = TransitModel.of_transits(
+                    [promised * ratio for ratio in lane.shape_promise_ratios],
+                    lane.promise_spread,
+                )
             why = (
                 f"the promised {duration(promised)} corrected by this lane's record "
                 f"({lane.promise_count} deliveries took {lane.promise_ratio:.0%} of their "
@@ -322,6 +385,8 @@ def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, 
             )
         else:
             model = TransitModel(lane.median_hours, lane.spread)
+            if lane.shape_hours:
+                model = TransitModel.of_transits(lane.shape_hours, lane.spread)
             why = (
                 f"{lane.count} past deliveries on this lane took "
                 f"{duration(lane.median_hours)} at the median"
@@ -345,12 +410,16 @@ def transit_model(facts: ShipmentFacts, lane: LaneStats) -> tuple[TransitModel, 
     else:
         hours = DEFAULT_HOURS[mode] * REGION_FACTOR[facts.same_region]
         assumed = TransitModel(hours, DEFAULT_SPREAD)
-        beside = ""
-        where = {True: " within one region", False: " between regions", None: ""}
+        within = {True: " within one region", False: " between regions", None: ""}[
+            facts.same_region
+        ]
+        kind = mode.replace("_", "-")
+        # The estimate lies between a little history and this, so the sentence names both.
+        beside = f" and the {duration(hours)} usually assumed for a {kind} transit{within}"
         alone = (
             "default",
-            f"no history on this lane, so a {mode.replace('_', '-')} transit of "
-            f"{duration(hours)}{where[facts.same_region]} is assumed and the range is wide",
+            f"no history on this lane, so a {kind} transit of {duration(hours)}{within} is "
+            "assumed and the range is wide",
         )
     if lane.count and lane.median_hours:
         # A little history moves the estimate towards itself, but the promise or the
@@ -441,7 +510,12 @@ def _from_elapsed(
     start = facts.dispatched_at
     elapsed = _hours(now - start)
     end = model.quantile(0.9)
-    if elapsed > end:
+    if model.observed:
+        # The lane's own transits say how much is still ahead, however late it is.
+        eta, earliest, latest = (
+            start + timedelta(hours=model.quantile(p, elapsed)) for p in (0.5, 0.1, 0.9)
+        )
+    elif elapsed > end:
         # Past where this lane's arrivals end, a log-normal's thin tail would say "any
         # minute now" with a range of a minute. What was still ahead at that point
         # stays ahead (so the estimate never moves back as it gets later), and a
@@ -463,10 +537,12 @@ def _from_elapsed(
             start + timedelta(hours=model.quantile(0.1, elapsed)),
             start + timedelta(hours=model.quantile(0.9, elapsed)),
         )
-    # A shipment running late is no more predictable than one on time: its range reaches
-    # at least as far past its estimate as arrivals reach past their median at dispatch
-    # (a thin log-normal tail would say of a short promise overdue "in 15 min, surely").
-    latest = max(latest, eta + timedelta(hours=end - model.quantile(0.5)))
+    if not model.observed:
+        # A shipment running late is no more predictable than one on time: its range
+        # reaches at least as far past its estimate as arrivals reach past their median
+        # at dispatch (a thin log-normal tail would say of a short promise overdue "in
+        # 15 min, surely").
+        latest = max(latest, eta + timedelta(hours=end - model.quantile(0.5)))
     if elapsed > model.quantile(0.5):
         reason = (
             f"Still on the way {duration(elapsed)} after dispatch, longer than usual "

@@ -524,6 +524,64 @@ class TestAccuracy:
         assert score["median_error_hours"] < 1.0
 
 
+def _road_or_pass_closed(rng: random.Random) -> float:
+    """Two humps: about 20 h by road, about 80 h when the pass is closed (1 in 3)."""
+    if rng.random() < 0.65:
+        return 20 * math.exp(rng.gauss(0, 0.12))
+    return 80 * math.exp(rng.gauss(0, 0.15))
+
+
+def _strikes_and_storms(rng: random.Random) -> float:
+    """A day as a rule; 15 in 100 held up for anything from hours to weeks."""
+    if rng.random() < 0.85:
+        return 24 * math.exp(rng.gauss(0, 0.25))
+    return 24 * (1 + rng.paretovariate(1.1))
+
+
+class TestLaneShapes:
+    """A long lane history is taken as it is: the range holds 8 in 10 arrivals on a lane
+    of two humps or with a long tail, at dispatch and however late the shipment is."""
+
+    @pytest.mark.parametrize("draw", [_road_or_pass_closed, _strikes_and_storms])
+    def test_coverage_at_dispatch_and_while_late(
+        self, draw: Callable[[random.Random], float]
+    ) -> None:
+        rng = random.Random(25)
+        population = sorted(draw(rng) for _ in range(50_000))
+        median, q90, q97 = (population[int(len(population) * f)] for f in (0.5, 0.9, 0.97))
+        for elapsed in (0.0, 0.9 * median, q90, q97):
+            cases = []
+            for _ in range(30):
+                history = eta.lane_stats([Transit(draw(rng)) for _ in range(300)])
+                for _ in range(25):
+                    actual = draw(rng)
+                    while actual <= elapsed:  # still on the way when looked at
+                        actual = draw(rng)
+                    cases.append((eta.estimate(carrier(), history, at(elapsed)), actual))
+            score = _score(cases)
+            assert score["inside"] >= 0.72, (elapsed, score)
+            assert score["before"] <= 0.15 and score["after"] <= 0.15, (elapsed, score)
+
+    def test_a_shipment_past_all_but_the_last_transits_keeps_a_range_ahead(self) -> None:
+        rng = random.Random(3)
+        history = eta.lane_stats([Transit(_strikes_and_storms(rng)) for _ in range(300)])
+        longest = history.shape_hours[-1]
+        previous = None
+        for elapsed in (longest * 0.5, longest, longest * 3):
+            e = eta.estimate(carrier(), history, at(elapsed))
+            assert at(elapsed) <= e.earliest <= e.eta <= e.latest
+            # Held up that long, it may well be held up as long again.
+            assert hours_of(e.latest) - elapsed >= elapsed * 0.5
+            if previous is not None:
+                assert e.eta >= previous.eta and e.latest >= previous.latest
+            previous = e
+
+    def test_a_short_history_names_what_is_assumed_beside_it(self) -> None:
+        e = eta.estimate(carrier(), lane(6.3, 7.4, 12.1), T0)
+        assert "only 3 past deliveries on this lane (7.4 h at the median)" in e.reason
+        assert "and the 2.0 days usually assumed for a carrier transit" in e.reason
+
+
 class TestSentencesRetold:
     """An alert's message is written once, in UTC; a page tells its times in the
     reader's zone."""
