@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.bus.store import BusTables, DuplicateDelivery, Transaction
+from shared.bus.store import ANSWERS, BusTables, DuplicateDelivery, Transaction
 
 # Constraint names every service's metadata uses, so migrations name them the same way.
 NAMING_CONVENTION = {
@@ -167,15 +167,22 @@ class Database:
 
     def send_answers_again(self, command_id: str, reply_to: str) -> int:
         """A command that came again (its sender lost the answer, often with the
-        connection its reply queue lived on): the relay sends its answers once more,
-        to the ``reply_to`` it names now and to the events exchange, where consumers'
-        inboxes absorb the repeat. How many there were."""
+        connection its reply queue lived on): the relay sends its answers once more, to
+        the ``reply_to`` it names now; an answer the events exchange has had already
+        goes there alone. How many there were."""
         outbox = self.bus.outbox
+        answers = (outbox.c.correlation_id == command_id, outbox.c.reply_to.is_not(None))
         with self.engine.begin() as conn:
             count = conn.execute(
                 update(outbox)
-                .where(outbox.c.correlation_id == command_id, outbox.c.reply_to.is_not(None))
-                .values(reply_to=reply_to, sent_at=None, available_at=None)
+                .where(*answers, outbox.c.sent_at.is_not(None))
+                .values(exchange=ANSWERS, reply_to=reply_to, sent_at=None, available_at=None)
+            ).rowcount
+            # Not sent yet: it goes to the events exchange as well, as it was to.
+            count += conn.execute(
+                update(outbox)
+                .where(*answers, outbox.c.sent_at.is_(None))
+                .values(reply_to=reply_to, available_at=None)
             ).rowcount
         if count:
             self.outbox_written.set()

@@ -22,6 +22,7 @@ class BusClient:
         )
         self.reply_queue_name = f"{prefix}.test-replies.{uuid.uuid4().hex[:6]}"
         self.replies: list[dict[str, Any]] = []
+        self.taps: list[str] = []
 
     def open(self) -> BusClient:
         self.connection.ensure_connection(max_retries=3)
@@ -32,10 +33,26 @@ class BusClient:
         with self.connection.channel() as channel:
             Queue(self.reply_queue_name, durable=True, auto_delete=False)(channel).declare()
 
+    def tap(self, routing_key: str) -> str:
+        """A queue of this listener's own on the events exchange, as a control tower
+        binds one; its name, for :meth:`drain_queue`."""
+        name = f"{self.prefix}.test-tap.{uuid.uuid4().hex[:6]}"
+        with self.connection.channel() as channel:
+            Queue(
+                name,
+                exchange=Exchange(f"{self.prefix}.events", type="topic", durable=True),
+                routing_key=routing_key,
+                durable=True,
+                auto_delete=False,
+            )(channel).declare()
+        self.taps.append(name)
+        return name
+
     def close(self) -> None:
         try:
             with self.connection.channel() as channel:
-                channel.queue_delete(self.reply_queue_name)
+                for name in (self.reply_queue_name, *self.taps):
+                    channel.queue_delete(name)
         except Exception:
             pass
         self.connection.release()

@@ -1767,7 +1767,7 @@ def _made_already(
             errors={"request_id": ["already used for a different reservation"]},
         )
     if handled_message_id() is not None:
-        tx.publish(
+        tx.answer_repeat(
             f"inventory.reservation.{resource['status']}",
             subject=reservation_id,
             data={**resource, "repeat": True},

@@ -220,7 +220,7 @@ class Tracking:
                 tx.publish("tracking.event.recorded", subject=shipment.id, data=resource)
                 self._after_change(tx, shipment, now, _Lanes())
             elif answer_repeat:
-                tx.publish(
+                tx.answer_repeat(
                     "tracking.event.recorded",
                     subject=shipment.id,
                     data={**resource, "repeat": True},

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection as SQLConnection
 
 from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
 from shared.bus.envelope import CONTENT_TYPE
-from shared.bus.store import COMMANDS, OUTBOX_CHANNEL
+from shared.bus.store import ANSWERS, COMMANDS, OUTBOX_CHANNEL
 from shared.bus.topology import Topology
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
@@ -318,7 +318,9 @@ class OutboxRelay:
         for row in rows:
             properties = self._properties(row)
             properties.pop("delivery_mode")
-            targets = [(self.topology.exchange_for(row.exchange), row.routing_key)]
+            targets: list[tuple[Any, str]] = []
+            if row.exchange != ANSWERS:
+                targets.append((self.topology.exchange_for(row.exchange), row.routing_key))
             if row.reply_to:
                 targets.append(("", row.reply_to))
             for exchange, routing_key in targets:
@@ -366,7 +368,11 @@ class OutboxRelay:
             for row in rows:
                 # Only a command must reach a queue; an event nobody listens to is fine.
                 mandatory = row.exchange == COMMANDS
-                targets = [(self.topology.exchange_name(row.exchange), row.routing_key, mandatory)]
+                targets: list[tuple[str, str, bool]] = []
+                if row.exchange != ANSWERS:
+                    targets.append(
+                        (self.topology.exchange_name(row.exchange), row.routing_key, mandatory)
+                    )
                 if row.reply_to:
                     targets.append(("", row.reply_to, False))
                 for exchange, routing_key, mandatory in targets:

@@ -35,6 +35,9 @@ from shared.sqltypes import BigId, UTCDateTime
 
 EVENTS = "events"
 COMMANDS = "commands"
+# An outbox row for its reply_to alone: the answer to a command that changed nothing (a
+# repeat), whose event everyone else has had already.
+ANSWERS = "answers"
 
 OUTBOX_CHANNEL = "partsflow_outbox"
 # The reply_to of a command's answers when the command named no queue: not NULL, so
@@ -292,6 +295,16 @@ class Transaction:
         this event is also sent there.
         """
         return self._add(EVENTS, type, data, subject, correlation_id, reply)
+
+    def answer_repeat(
+        self, type: str, *, data: Mapping[str, Any], subject: str | None = None
+    ) -> str:
+        """Answer a command that came again and changed nothing, with the event it
+        caused the first time: to the queue it names, the one its sender waits on;
+        without one, on the events exchange, the only place that sender can hear it."""
+        context = current_message.get()
+        kind = ANSWERS if context is not None and context.reply_to else EVENTS
+        return self._add(kind, type, data, subject, None, reply=True)
 
     def send_command(
         self,

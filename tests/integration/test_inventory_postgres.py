@@ -364,19 +364,78 @@ class TestReserveCommands:
         assert stock["reserved"] == 3
         assert len(system.api().get(f"{V1}/reservations").body) == 1
 
+    def test_a_command_sent_again_is_answered_again_to_its_new_queue_alone(
+        self, pg_inventory
+    ) -> None:
+        """The sender lost its answer with the connection its reply queue lived on:
+        the command again, to a new queue, is answered there; listeners on the events
+        exchange heard of the reservation once."""
+        system = pg_inventory
+        receive(system, "GEL-250", "CDU", 10)
+        prefix = system.settings.bus_prefix
+        command_id = str(uuid.uuid4())
+        body = reservation_body(part_number="GEL-250", warehouse="CDU")
+        listener = BusClient(AMQP_URL, prefix).open()
+        clients = [BusClient(AMQP_URL, prefix).open() for _ in range(2)]
+        try:
+            tap = listener.tap("inventory.reservation.#")
+            for client in clients:
+                client.command("inventory.reserve", body, message_id=command_id)
+                client.collect_replies(lambda r: len(r) >= 1, timeout=20)
+            later = listener.command(
+                "inventory.reserve", reservation_body(part_number="GEL-250", job_id="J-LATER")
+            )
+            heard: list[dict] = []
+            wait_until(
+                lambda: (
+                    heard.extend(json.loads(m.body) for m in listener.drain_queue(tap))
+                    or any(e["correlationid"] == later for e in heard)
+                ),
+                timeout=20,
+                message="the later reservation's event",
+            )
+        finally:
+            for client in (listener, *clients):
+                client.close()
+        first, again = (client.replies[0] for client in clients)
+        assert first == again and first["correlationid"] == command_id
+        assert [e["id"] for e in heard if e["correlationid"] == command_id] == [first["id"]]
+
     def test_a_new_command_repeating_a_request_id_is_answered_with_the_first(
         self, pg_inventory
     ) -> None:
         system = pg_inventory
         body = reservation_body(part_number="GEL-250", quantity=3, warehouse="CDU")
         body["request_id"] = "field-service-req-77"
-        answers, first, again = reserve_twice(system, body, body)
+        listener = BusClient(AMQP_URL, system.settings.bus_prefix).open()
+        try:
+            tap = listener.tap("inventory.reservation.#")
+            answers, first, again = reserve_twice(system, body, body)
+            # A later change, published after anything the repeat could have sent.
+            later = listener.command(
+                "inventory.reserve", reservation_body(part_number="GEL-250", job_id="J-LATER")
+            )
+            heard: list[dict] = []
+            wait_until(
+                lambda: (
+                    heard.extend(json.loads(m.body) for m in listener.drain_queue(tap))
+                    or any(e["correlationid"] == later for e in heard)
+                ),
+                timeout=20,
+                message="the later reservation's event",
+            )
+        finally:
+            listener.close()
         assert (
             answers[first]["type"] == answers[again]["type"] == ("inventory.reservation.confirmed")
         )
         assert answers[again]["data"]["id"] == answers[first]["data"]["id"]
         assert answers[again]["data"]["repeat"] is True
-        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3
+        assert system.api().get(f"{V1}/stock", part_number="GEL-250").body[0]["reserved"] == 3 + 1
+        # Everyone else heard of the reservation once: the repeat went to its sender.
+        assert [
+            e["correlationid"] for e in heard if e["data"]["id"] == answers[first]["data"]["id"]
+        ] == [first]
 
     def test_a_request_id_asking_for_something_else_is_rejected(self, pg_inventory) -> None:
         system = pg_inventory
