@@ -1173,9 +1173,13 @@ class Inventory:
     def _units_not_available(
         self, s: Session, part_id: int, warehouse_id: int, serials: Sequence[str]
     ) -> list[str]:
-        """Those of ``serials`` that are not units of the part available here."""
+        """Those of ``serials`` that are not units of the part available here; a unit
+        named twice is there once."""
         if not serials:
             return []
+        twice = sorted({x for x in serials if serials.count(x) > 1})
+        if twice:
+            return twice
         here = set(
             s.scalars(
                 select(unit_t.c.serial).where(

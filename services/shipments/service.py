@@ -5,6 +5,7 @@ event announcing it commit together."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,7 @@ class Shipments:
 
     def _create_shipment(self, data: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
         now = self.clock.now()
+        _check_units_named_once(data["lines"])
         with self.db.transaction() as tx:
             s = tx.session
             origin = _known_warehouse(s, data["origin"])
@@ -982,6 +984,18 @@ class _Job:
     priority: str | None = None
     owner: str | None = None
     required_by: datetime | None = None
+
+
+def _check_units_named_once(lines: Sequence[Mapping[str, Any]]) -> None:
+    """A unit is one thing in one place: named twice, on one line or two, it would
+    leave its warehouse twice on the books while another unit stayed."""
+    named = Counter(serial for line in lines for serial in line.get("serials") or [])
+    twice = sorted(serial for serial, count in named.items() if count > 1)
+    if twice:
+        raise InvalidInput(
+            f"serial {', '.join(twice)} is named more than once",
+            errors={"lines": [f"serial {serial} is named more than once" for serial in twice]},
+        )
 
 
 def _check_jobs_carried(s: Session, reservation_ids: Sequence[str], job_id: str | None) -> None:

@@ -299,7 +299,10 @@ def _deadline_problems(
     latest = when(s.estimate.latest)
     eta_now = f"ETA now {when(s.estimate.eta)}"
     if cancelled:
-        subject = f"{subject} was cancelled and no other is planned yet; shipped now, its parts"
+        subject = (
+            f"{subject} was cancelled and no other shipment carries its parts yet; "
+            "shipped now, they"
+        )
         expected = f"{subject} would arrive after their required-by {deadline}"
         may_miss = f"{subject} may miss their required-by {deadline}, as they could arrive"
     else:

@@ -904,7 +904,7 @@ class Tracking:
         ]
         worst: tuple[str, eta.Estimate, JobReservation] | None = None
         for r in waiting:
-            estimate = self._unshipped_estimate(s, r, now, lanes)
+            estimate = self._unshipped_estimate(s, r, now, lanes, cancelled=snap.shipment)
             judged = eta.risk("planned", estimate, r.required_by, None)
             if worst is None or RISK_SEVERITY[judged] > RISK_SEVERITY[worst[0]]:
                 worst = (judged, estimate, r)
@@ -1089,8 +1089,22 @@ class Tracking:
         return self._unshipped_estimate(s, reservation, now, lanes).eta, None
 
     def _unshipped_estimate(
-        self, s: Session, reservation: JobReservation, now: datetime, lanes: _Lanes
+        self,
+        s: Session,
+        reservation: JobReservation,
+        now: datetime,
+        lanes: _Lanes,
+        *,
+        cancelled: TrackedShipment | None = None,
     ) -> eta.Estimate:
+        """``cancelled``: the shipment that was to carry it. Its next one is judged as
+        leaving now the way that one was to go: cancelling a shipment must not make a
+        part look sooner by borrowing other modes' history."""
+        if cancelled is not None:
+            facts = eta.ShipmentFacts(
+                mode=cancelled.mode, status="planned", same_region=_same_region(s, cancelled)
+            )
+            return eta.estimate(facts, self._lane(s, _lane_key(s, cancelled), lanes), now)
         origin = reservation.warehouse_region or _warehouse_region(s, reservation.warehouse)
         return self._estimate_leaving_now(
             s, origin or reservation.warehouse, reservation.site_region, now, lanes
@@ -1606,7 +1620,15 @@ class Tracking:
             part = _reservation_part(
                 r,
                 snap,
-                lambda r=r: self._unshipped_estimate(s, r, now, lanes),
+                lambda r=r, snap=snap: self._unshipped_estimate(
+                    s,
+                    r,
+                    now,
+                    lanes,
+                    cancelled=snap.shipment
+                    if snap is not None and snap.shipment.status == "cancelled"
+                    else None,
+                ),
                 taken=r.id in taken,
                 needed_by=job.required_by or r.required_by,
             )
@@ -1819,7 +1841,7 @@ def _reservation_part(
         estimate = unshipped()
         judged = eta.risk("planned", estimate, r.required_by, None)
         waiting = (
-            "Its shipment was cancelled and no other is planned yet"
+            "Its shipment was cancelled and no other carries it yet"
             if cancelled
             else "No shipment planned yet"
         )

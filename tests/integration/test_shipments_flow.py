@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import wait_until
-from tests.support import ApiClient, reservation_body, seed_catalogue
+from tests.support import SITE, ApiClient, reservation_body, seed_catalogue
 
 INV = "/inventory/api/v1"
 SHP = "/shipments/api/v1/shipments"
@@ -366,6 +366,38 @@ class TestDispatchAndDelivery:
         assert api.get(f"{INV}/reservations/{reservation['id']}").body["status"] == "confirmed"
         assert api.post(f"{SHP}/{shipment['id']}/cancel", {}).status == 422
 
+    def test_cancelling_a_shipment_does_not_make_its_part_look_sooner(self, api: ApiClient) -> None:
+        """Three hand-carries went from SHA to sichuan in 5 h; a tube reserved there is
+        planned by carrier (three deliveries do not make a lane to choose), three days
+        across regions. Cancelled, it is judged leaving now the same way, not by the
+        hand-carries' five hours."""
+        api.post(f"{INV}/receipts", {"warehouse": "SHA", "part_number": "GEL-250", "quantity": 4})
+        for n in range(3):
+            site = {"site": SITE["name"], "region": SITE["region"]}
+            past = shipment_by_hand(api, "SHA", site, "hand_carry", "GEL-250", 1)
+            sent = {"dispatched_at": hours_ago(50 - n)}
+            assert api.post(f"{SHP}/{past['id']}/dispatch", sent).status == 200
+            arrived = {"delivered_at": hours_ago(45 - n)}
+            assert api.post(f"{SHP}/{past['id']}/deliver", arrived).status == 200
+        required_by = (datetime.now(UTC) + timedelta(hours=30)).isoformat()
+        reservation = reserve(
+            api, job_id="JOB-CNL", part_number="GEL-250", warehouse="SHA", required_by=required_by
+        )
+        shipment = planned_shipment(api, reservation["id"])
+        assert shipment["mode"] == "carrier"
+        job = "/tracking/api/v1/jobs/JOB-CNL"
+
+        def part(body: dict) -> dict:
+            return body["parts"][0]
+
+        planned = part(api.wait_for(job, lambda body: part(body)["shipment_status"] == "planned"))
+        assert planned["risk"] == "late"
+        assert api.post(f"{SHP}/{shipment['id']}/cancel", {"reason": "re-plan"}).status == 200
+        waiting = part(api.wait_for(job, lambda body: part(body)["shipment_status"] == "cancelled"))
+        assert waiting["risk"] == "late"
+        assert waiting["eta"] >= planned["eta"]
+        assert "no other carries it yet" in waiting["reason"]
+
 
 class TestLoss:
     def test_lost_shipment_writes_off_its_units(self, embedded, api: ApiClient) -> None:
@@ -627,6 +659,25 @@ class TestTransfers:
         assert stock(api, "XRT-2000", "CDU")["on_hand"] == 2
         assert_books_balance(embedded)
 
+    def test_a_dispatch_naming_a_unit_twice_takes_neither_twice(
+        self, embedded, api: ApiClient
+    ) -> None:
+        """Another system's dispatch naming C-1 twice: C-1 is there once, so the line
+        leaves nothing and says so, and the books still explain every unit."""
+        shipment = {
+            "id": "from-outside-1",
+            "status": "in_transit",
+            "origin": "CDU",
+            "destination": {"warehouse": "SHA", "site": None, "region": "east-china"},
+            "mode": "courier",
+            "lines": [{"part_number": "XRT-2000", "quantity": 2, "serials": ["C-1", "C-1"]}],
+            "dispatched_at": datetime.now(UTC),
+        }
+        embedded.service("inventory").issue_for_shipment(shipment)
+        assert stock(api, "XRT-2000", "CDU")["on_hand"] == 2
+        assert {api.get(f"{INV}/units/{x}").body["status"] for x in ("C-1", "C-2")} == {"available"}
+        assert_books_balance(embedded)
+
     def test_a_dispatch_that_crossed_a_release_still_takes_the_part_off_the_shelf(
         self, embedded, api: ApiClient
     ) -> None:
@@ -729,6 +780,20 @@ class TestTransfers:
         )
         assert refused.status == 422
         assert refused.body["errors"]["lines"] == ["GEL-250: no serials for a part without them"]
+
+    def test_a_unit_is_named_once(self, api: ApiClient) -> None:
+        """Named twice, the tube would leave CDU twice on the books while C-2 stayed."""
+        base = {"origin": "CDU", "destination": {"warehouse": "SHA"}, "mode": "courier"}
+        twice_on_a_line = [{"part_number": "XRT-2000", "quantity": 2, "serials": ["C-1", "C-1"]}]
+        on_two_lines = [
+            {"part_number": "XRT-2000", "quantity": 1, "serials": ["C-1"]},
+            {"part_number": "XRT-2000", "quantity": 1, "serials": ["C-1"]},
+        ]
+        for lines in (twice_on_a_line, on_two_lines):
+            refused = api.post(SHP, {**base, "lines": lines})
+            assert refused.status == 422, refused
+            assert refused.body["errors"]["lines"] == ["serial C-1 is named more than once"]
+        assert api.get(SHP).body == []
 
     def test_manual_shipment_validation(self, api: ApiClient) -> None:
         base = {

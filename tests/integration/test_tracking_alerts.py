@@ -431,13 +431,13 @@ class TestPartsStillWaitingForAShipment:
         tracking.shipment("cancelled", {**planned, "status": "cancelled"})
         job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
         (part,) = job["parts"]
-        assert part["reason"].startswith("Its shipment was cancelled and no other is planned")
+        assert part["reason"].startswith("Its shipment was cancelled and no other carries it yet")
         assert part["risk"] == job["risk"] == "at_risk"
         # The control tower still sees it: the same alert, saying why.
         (alert,) = tracking.open_alerts(job_id="JOB-C")
         assert (alert["id"], alert["kind"], alert["owner"]) == (before["id"], "at_risk", "li.wei")
         assert "Job JOB-C (owner li.wei)" in alert["message"]
-        assert "was cancelled and no other is planned yet" in alert["message"]
+        assert "was cancelled and no other shipment carries its parts yet" in alert["message"]
         # Nothing planned for a day and a half: now it would arrive too late.
         tracking.clock.set(at(40))
         tracking.service.scan()

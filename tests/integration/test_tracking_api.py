@@ -794,7 +794,7 @@ class TestJobView:
         job = tracking.api("engineer").get(f"{V1}/jobs/JOB-C").body
         (part,) = job["parts"]
         assert (part["shipment_id"], part["shipment_status"]) == (planned["id"], "cancelled")
-        assert part["reason"].startswith("Its shipment was cancelled and no other is planned")
+        assert part["reason"].startswith("Its shipment was cancelled and no other carries it yet")
         # Still to be shipped from Chengdu, two days by carrier: past the required-by.
         assert part["eta"] is not None and part["risk"] == job["risk"] == "late"
 

@@ -115,7 +115,7 @@ class TestShipmentProblems:
         (problem,) = alerts.shipment_problems(situation(status="cancelled", risk=risk), at(30))
         assert problem.kind == risk
         assert problem.message.startswith("Job JOB-7 (owner li.wei): shipment 5f2c9a41")
-        assert "was cancelled and no other is planned yet" in problem.message
+        assert "was cancelled and no other shipment carries its parts yet" in problem.message
 
 
 class TestLost:
