@@ -57,6 +57,9 @@ class Shipment(Base):
     received_by: Mapped[str | None] = mapped_column(String(200))
     # When the latest scan heard of it happened: a report older than that is stale.
     latest_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The first scan on its way heard before its dispatch was recorded: a dispatch
+    # inferred from its delivery starts there.
+    first_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

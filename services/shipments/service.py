@@ -615,11 +615,14 @@ class Shipments:
             note = _event_note(event)
             if kind == "delivered":
                 if shipment.status == states.PLANNED:
-                    # The carrier delivered before anyone recorded the dispatch.
+                    # The carrier delivered before anyone recorded the dispatch: it left
+                    # at its first scan on the way, if one was heard.
+                    left = min(at, shipment.first_scan_at or at)
                     shipment.status = states.IN_TRANSIT
-                    shipment.dispatched_at = at
+                    shipment.dispatched_at = left
                     shipment.version += 1
-                    _history(s, shipment, at, "dispatch inferred from a delivery scan", TRACKING)
+                    how = "its first scan" if left < at else "a delivery scan"
+                    _history(s, shipment, left, f"dispatch inferred from {how}", TRACKING)
                     # Trouble reported before it: the delivery says it is over.
                     s.execute(delete(EarlyReport).where(EarlyReport.shipment_id == shipment.id))
                     self._announce(tx, shipment, "dispatched")
@@ -642,6 +645,10 @@ class Shipments:
                 else (latest is None or at >= latest)
             )
             if shipment.status == states.PLANNED:
+                if kind in states.MOVEMENT_KINDS and (
+                    shipment.first_scan_at is None or at < shipment.first_scan_at
+                ):
+                    shipment.first_scan_at = at
                 if action is not None and timely:
                     _hold_early_report(s, shipment.id, action, at, note)
             elif action is not None and states.can(action, shipment.status) and timely:

@@ -972,19 +972,22 @@ class Tracking:
         )
         exception_event = last_event if last_event and last_event.kind == "exception" else None
         points = [eta.Checkpoint(c.name, c.due_at, c.passed_at) for c in checkpoints]
+        status, dispatched_at = shipment.status, shipment.dispatched_at
+        if status == "planned" and last_event is not None and last_event.kind in MOVEMENT_KINDS:
+            # Scanned on its way before anyone recorded the dispatch: it left at its
+            # first scan, and its ETA counts from there, not from "leaving now".
+            status, dispatched_at = "in_transit", _first_movement_at(s, shipment.id)
         # Out for delivery as the latest word: a scan after it (a failed attempt, back
         # at the depot) says it is not on its last round any more.
         out_for_delivery_at = (
             last_event.occurred_at
-            if last_event
-            and last_event.kind == "out_for_delivery"
-            and shipment.status in alerts.MOVING
+            if last_event and last_event.kind == "out_for_delivery" and status in alerts.MOVING
             else None
         )
         facts = eta.ShipmentFacts(
             mode=shipment.mode,
-            status=shipment.status,
-            dispatched_at=shipment.dispatched_at,
+            status=status,
+            dispatched_at=dispatched_at,
             promised_delivery_at=shipment.promised_delivery_at,
             delivered_at=shipment.delivered_at,
             checkpoints=points,
@@ -2214,6 +2217,14 @@ def _needs_of_line(
         "owner": owner,
         "site": {"name": site_name, "region": region},
     }
+
+
+def _first_movement_at(s: Session, shipment_id: str) -> datetime | None:
+    return s.scalar(
+        select(func.min(TrackingEvent.occurred_at)).where(
+            TrackingEvent.shipment_id == shipment_id, TrackingEvent.kind.in_(MOVEMENT_KINDS)
+        )
+    )
 
 
 def _lane_key(s: Session, shipment: TrackedShipment) -> LaneKey:

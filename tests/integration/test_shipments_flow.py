@@ -955,6 +955,23 @@ class TestTrackingScans:
         [event] = published(embedded, "shipments", "shipments.shipment.exception")
         assert event["data"]["status"] == "exception"
 
+    def test_a_delivery_nobody_saw_dispatched_left_at_its_first_scan(
+        self, embedded, api: ApiClient
+    ) -> None:
+        """Picked up and scanned on its way before the desk recorded the dispatch, then
+        delivered: it left at its pickup, not in the minute it arrived."""
+        shipment = planned_shipment(api, reserve(api, warehouse="CDU")["id"])
+        now = datetime.now(UTC)
+        scan(embedded, shipment["id"], "in_transit", now - timedelta(hours=2))
+        scan(embedded, shipment["id"], "picked_up", now - timedelta(hours=3))
+        heard(embedded, api, shipment["id"], 2)
+        assert api.get(f"{SHP}/{shipment['id']}").body["status"] == "planned"
+        scan(embedded, shipment["id"], "delivered", now - timedelta(minutes=30))
+        body = api.wait_for(f"{SHP}/{shipment['id']}", lambda x: x["status"] == "delivered")
+        assert datetime.fromisoformat(body["dispatched_at"]) == now - timedelta(hours=3)
+        assert datetime.fromisoformat(body["delivered_at"]) == now - timedelta(minutes=30)
+        assert "dispatch inferred from its first scan" in [h["note"] for h in body["history"]]
+
     def test_a_scan_older_than_a_later_report_does_not_end_the_exception(
         self, embedded, api: ApiClient
     ) -> None:

@@ -504,6 +504,28 @@ class TestEta:
         assert iso(T0) <= eta["eta_earliest"] <= eta["eta"] <= eta["eta_latest"]
         assert eta["next_checkpoint"] is None
 
+    def test_scanned_on_its_way_before_the_dispatch_is_recorded_it_counts_from_its_pickup(
+        self, tracking: TrackingUnderTest
+    ) -> None:
+        """The engineer sees a part that left two hours ago, not one "leaving now"."""
+        shipment = shipment_data(
+            status="planned", dispatched_at=None, promised_delivery_at=None, mode="courier"
+        )
+        tracking.shipment("planned", shipment)
+        tracking.clock.set(at(3))
+        before = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        for kind, hours in (("picked_up", 1), ("in_transit", 2)):
+            reply = tracking.api("service").post(
+                f"{V1}/events", event_body(shipment["id"], kind, at(hours))
+            )
+            assert reply.status == 201, reply
+        eta = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert eta["status"] == "planned"
+        assert not eta["reason"].startswith("Not dispatched yet")
+        # Two hours sooner than leaving at three: it left at one.
+        assert _hours(before["eta"]) - _hours(eta["eta"]) == pytest.approx(2, abs=0.05)
+        assert iso(at(3)) <= eta["eta_earliest"] <= eta["eta"] <= eta["eta_latest"]
+
     def test_promised_time_without_history(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
         tracking.shipment("dispatched", shipment)
