@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    Select,
     and_,
     bindparam,
     func,
@@ -396,17 +397,7 @@ class Inventory:
         page: int = 1,
         page_size: int = 100,
     ) -> Page:
-        query = (
-            select(
-                Warehouse.code, Part.part_number, Part.reorder_point, Stock.on_hand, Stock.reserved
-            )
-            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-            .join(Part, Part.id == Stock.part_id)
-        )
-        if part_number:
-            query = query.where(Part.part_number == part_number)
-        if warehouse:
-            query = query.where(Warehouse.code == warehouse)
+        query = _stock_lines(part_number, warehouse)
         with self.db.reading() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.execute(
@@ -429,6 +420,17 @@ class Inventory:
                 }
             )
         return Page(items, total)
+
+    def count_low_stock(
+        self, *, part_number: str | None = None, warehouse: str | None = None
+    ) -> int:
+        """Stock lines at or below their part's reorder point, on every page."""
+        low = _stock_lines(part_number, warehouse).where(
+            Part.reorder_point.is_not(None),
+            Stock.on_hand - Stock.reserved <= Part.reorder_point,
+        )
+        with self.db.reading() as session:
+            return session.scalar(select(func.count()).select_from(low.subquery())) or 0
 
     # ==================================================================================
     # Reservations
@@ -1824,6 +1826,19 @@ def _check_replaceable(s: Session, replaced_id: str) -> None:
             f"reservation {replaced_id} was delivered: there is nothing to replace",
             current_status=status,
         )
+
+
+def _stock_lines(part_number: str | None, warehouse: str | None) -> Select[Any]:
+    query = (
+        select(Warehouse.code, Part.part_number, Part.reorder_point, Stock.on_hand, Stock.reserved)
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .join(Part, Part.id == Stock.part_id)
+    )
+    if part_number:
+        query = query.where(Part.part_number == part_number)
+    if warehouse:
+        query = query.where(Warehouse.code == warehouse)
+    return query
 
 
 def _change_stock(

@@ -200,6 +200,7 @@ def stock() -> Any:
         total=page.total,
         page=number,
         total_pages=max(1, math.ceil(page.total / PAGE_SIZE)),
+        low_total=inventory().count_low_stock(**query),
         args={k: request.args.get(k, "") for k in ("part_number", "warehouse")},
         errors=errors,
         descriptions=descriptions,

@@ -35,6 +35,22 @@ class TestStockOverview:
         assert "1 line is at or below the reorder point" in text
         assert 'class="low"' in page.html
 
+    def test_low_stock_is_counted_on_every_page(self, site: Site) -> None:
+        """Fifty-five depots each with one gel against a reorder point of 20: with CDU's
+        twelve, 56 low lines over two pages, and each page says so."""
+        for n in range(55):
+            code = f"W{n:02d}"
+            site.inventory.create_warehouse(
+                {"code": code, "name": f"Depot {n}", "region": "sichuan", "kind": "regional"}
+            )
+            site.inventory.receive_stock(
+                {"warehouse": code, "part_number": "GEL-250", "quantity": 1}
+            )
+        viewer = site.client("auditor")
+        first, second = (viewer.get("/inventory/stock", page=n).body_text for n in (1, 2))
+        assert "56 lines are at or below the reorder point (50 on this page)" in first
+        assert "56 lines are at or below the reorder point (6 on this page)" in second
+
     def test_filters_by_part_and_warehouse(self, site: Site) -> None:
         page = site.client("auditor").get("/inventory/stock", part_number="GEL-250")
         assert "GEL-250" in page.text("main")
