@@ -432,6 +432,14 @@ class Tracking:
             shipment.delivered_at = data.get("delivered_at") or (
                 shipment.delivered_at if shipment.status == "delivered" else None
             )
+            if shipment.status == "lost" and shipment.lost_note is None:
+                # Lost as reported before its dispatch was recorded: the report says why.
+                shipment.lost_note = s.scalar(
+                    select(TrackingEvent.note)
+                    .where(TrackingEvent.shipment_id == shipment.id, TrackingEvent.kind == "lost")
+                    .order_by(TrackingEvent.occurred_at.desc())
+                    .limit(1)
+                )
             shipment.updated_at = now
             s.flush()
             # A shipment first heard of has no lines, checkpoints or scans here yet.

@@ -1133,6 +1133,11 @@ class TestTroubleReportedBeforeTheDispatchWasRecorded:
             status="confirmed",
         )
         assert replacement["replaces"] == reservation["id"]
+        # The carrier's word on the loss is what the owners read.
+        [alert] = api.wait_for(
+            "/tracking/api/v1/alerts", lambda body: len(body) == 1, kind="lost", status="open"
+        )
+        assert "parcel lost" in alert["message"]
         assert_books_balance(embedded)
 
 
