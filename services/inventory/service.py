@@ -672,6 +672,17 @@ class Inventory:
             if ranked.source.code != data.get("warehouse")
         ]
         extra: dict[str, Any] = {"alternatives": alternatives}
+        # Units there but promised to other jobs: "none free" is not "none in stock".
+        extra["held"] = [
+            {"warehouse": code, "reserved": reserved}
+            for code, reserved in s.execute(
+                select(Warehouse.code, Stock.reserved)
+                .join(Stock, Stock.warehouse_id == Warehouse.id)
+                .where(Stock.part_id == part.id, Stock.reserved > 0)
+                .order_by(Stock.reserved.desc(), Warehouse.code)
+                .limit(20)
+            )
+        ]
         if data["priority"] == "machine_down":
             rows = s.execute(
                 select(Reservation, Warehouse.code)

@@ -379,8 +379,8 @@ def _replacement_words(r: Replacement, required_by: datetime | None) -> str:
 def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str | None:
     """What inventory's refusal of a replacement says exists instead, as a clause of
     the lost alert: units free but spread over warehouses, units held by routine
-    reservations a machine-down one may preempt, or another reason. None when no unit
-    of the part is there at all."""
+    reservations a machine-down one may preempt, units reserved for other jobs, or
+    another reason. None when no unit of the part is there at all."""
     alternatives = [a for a in rejection.get("alternatives") or [] if isinstance(a, Mapping)]
     preemptible = [p for p in rejection.get("preemptible") or [] if isinstance(p, Mapping)]
     clauses = []
@@ -401,6 +401,15 @@ def rejection_words(part_number: str, quantity: int, rejection: Mapping) -> str 
         clauses.append(
             f"{lead} held by routine reservations ({jobs}) that a machine-down reservation "
             "may preempt: reserve one by hand, naming them in preempt"
+        )
+    held = [h for h in rejection.get("held") or [] if isinstance(h, Mapping)]
+    if not clauses and held:
+        count = sum(int(h.get("reserved", 1)) for h in held)
+        where = _named(f"{h.get('reserved')} at {h.get('warehouse')}" for h in held)
+        clauses.append(
+            f"no {part_number} is free in any warehouse: {count} {_are(count)} reserved for "
+            f"other jobs ({where}); take one from them by hand if this job comes first, or "
+            "find a unit outside Partsflow"
         )
     if clauses:
         return "; ".join(clauses)

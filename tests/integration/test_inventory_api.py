@@ -338,6 +338,13 @@ class TestReservePart:
         assert alternative["available"] == 1
         assert alternative["estimated_arrival"].endswith("+00:00")
         assert reply.body["preemptible"] == []
+        assert reply.body["held"] == []
+        # The one at SHA reserved: none free, but not none in stock.
+        assert api.post(f"{V1}/reservations", reservation_body(warehouse="SHA")).status == 201
+        refused = api.post(f"{V1}/reservations", reservation_body(job_id="JOB-2"))
+        assert refused.status == 409
+        assert refused.body["alternatives"] == []
+        assert refused.body["held"] == [{"warehouse": "SHA", "reserved": 1}]
 
     def test_machine_down_preempts_a_routine_reservation_only_when_asked(
         self, api: ApiClient

@@ -258,6 +258,17 @@ class TestRejectedReplacement:
             "from several"
         )
 
+    def test_units_reserved_for_other_jobs_are_not_called_none_in_stock(self) -> None:
+        held = [{"warehouse": "CDU", "reserved": 1}, {"warehouse": "SHA", "reserved": 2}]
+        words = alerts.rejection_words(
+            "TEE-P7", 1, {"reason": "not-enough-stock", "alternatives": [], "held": held}
+        )
+        assert words == (
+            "no TEE-P7 is free in any warehouse: 3 are reserved for other jobs (1 at CDU, "
+            "2 at SHA); take one from them by hand if this job comes first, or find a unit "
+            "outside Partsflow"
+        )
+
     def test_another_reason_is_told_as_it_is(self) -> None:
         words = alerts.rejection_words(
             "TEE-P7", 1, {"reason": "not-found", "detail": "no part TEE-P7"}
