@@ -3,6 +3,7 @@ scans entered by hand, and the engineer's job page with its texted link."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -328,6 +329,31 @@ class TestJobPage:
         view = site.tracking.job_view("JOB-7")
         assert view["parts"][0]["reason"] in text
         assert "Planned Kangding" in text
+
+    def test_a_job_known_only_from_a_transfer_shows_what_is_known(self, site: Site) -> None:
+        """A transfer to a warehouse planned by hand for a job no reservation named:
+        its region, and no "None" where a site or owner would be."""
+        site.shipments.create_shipment(
+            {
+                "origin": "SHA",
+                "destination": {"warehouse": "CDU"},
+                "mode": "courier",
+                "job_id": "JOB-NEW",
+                "lines": [{"part_number": "GEL-250", "quantity": 1}],
+            },
+            wait_for_news=True,
+        )
+        wait_until(
+            lambda: any(j["job_id"] == "JOB-NEW" for j in site.tracking.control_tower()["jobs"]),
+            message="tracking to hear of the job",
+        )
+        viewer = site.client("engineer")
+        for path in ("/tracking/jobs/JOB-NEW", "/tracking/control-tower", "/"):
+            page = viewer.get(path)
+            assert page.status == 200, path
+            # ("None open" is how the start page counts alerts.)
+            assert not re.search(r"\bNone\b(?! open)", page.body_text), (path, page.body_text)
+        assert "sichuan" in viewer.get("/tracking/jobs/JOB-NEW").body_text
 
     def test_a_delivered_part_says_when_it_came_not_a_range(self, site: Site) -> None:
         shipment = dispatched_tube(site)
