@@ -5,9 +5,9 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.exc import OperationalError
@@ -21,6 +21,7 @@ from shared.logs import configure_logging
 SERVICE_NAMES = click.Choice(list(bootstrap.SERVICES))
 # A port to listen on. Port 0 would have the system pick one nobody is told of.
 PORT = click.IntRange(1, 65535)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -223,8 +224,32 @@ def users_add(name: str, role: str, ask_password: bool) -> None:
         # Before asking for a password that would not be used.
         raise click.ClickException(str(UserExists(existing)))
     password = _read_password() if ask_password else None
+    token = _change_users(lambda store: store.add(name, role, password))
+    click.echo(f"user {name} ({role}) saved in {settings.users_path}; API token:", err=True)
+    click.echo(token)
+
+
+@users.command("sign-out")
+@click.argument("name")
+def users_sign_out(name: str) -> None:
+    """End every page session of a user, in every browser and service (its API tokens
+    stay valid). Signing out in a browser ends that browser's session only."""
+    _change_users(lambda store: store.end_sessions(name))
+    click.echo(f"user {name} is signed out everywhere", err=True)
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Remove a user: its API tokens, password and page sessions end at once."""
+    _change_users(lambda store: store.remove(name))
+    click.echo(f"user {name} removed", err=True)
+
+
+def _change_users(change: Callable[[UserStore], T]) -> T:
+    settings = _administrative_settings()
     try:
-        token = store.add(name, role, password)
+        return change(UserStore(settings.users_path))
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
@@ -232,8 +257,6 @@ def users_add(name: str, role: str, ask_password: bool) -> None:
             f"cannot write the users file {settings.users_path} (PARTSFLOW_USERS_FILE, "
             f"by default in PARTSFLOW_DATA_DIR): {error.strerror or error}"
         ) from None
-    click.echo(f"user {name} ({role}) saved in {settings.users_path}; API token:", err=True)
-    click.echo(token)
 
 
 def _read_password() -> str:

@@ -4,7 +4,9 @@ Users live in one JSON file (``PARTSFLOW_USERS_FILE``) that every service reads,
 reloaded when it changes, so ``partsflow users add`` takes effect without a
 restart. API tokens are random and stored only as SHA-256 digests (a token has
 enough entropy that a slow hash adds nothing); passwords for the login form are
-stored with werkzeug's salted scrypt hash.
+stored with werkzeug's salted scrypt hash. A user's ``sessions_from`` (set by a new
+password, or by ``partsflow users sign-out``) ends every page session begun before it,
+in every service at once, with nothing written by the services themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -54,6 +58,8 @@ class UserError(ValueError):
 class User:
     name: str
     role: str
+    # Page sessions begun before this moment (seconds since the epoch) are over.
+    sessions_from: float = field(default=0.0, compare=False)
 
     def can(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, frozenset())
@@ -126,7 +132,9 @@ class UserStore:
     def get(self, name: str) -> User | None:
         self._load()
         user = self._users.get(name)
-        return User(name=name, role=user["role"]) if user else None
+        if not user:
+            return None
+        return User(name=name, role=user["role"], sessions_from=user.get("sessions_from", 0.0))
 
     def names(self) -> list[str]:
         self._load()
@@ -144,25 +152,60 @@ class UserStore:
         if password is not None and len(password) < MIN_PASSWORD_LENGTH:
             raise UserError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            users = self._read_file()
+
+        def add_to(users: dict[str, dict]) -> None:
             user = users.get(name, {"role": role, "tokens": []})
             if user["role"] != role:
                 raise UserExists(User(name=name, role=user["role"]))
             user["tokens"] = [*user.get("tokens", []), token_digest(token)]
             if password is not None:
                 user["password_hash"] = generate_password_hash(password)
+                # A new password ends the sessions the old one opened.
+                user["sessions_from"] = time.time()
             users[name] = user
+
+        self._update(add_to)
+        return token
+
+    def end_sessions(self, name: str) -> None:
+        """Sign a user out of every browser, in every service; tokens stay valid."""
+
+        def end(users: dict[str, dict]) -> None:
+            self._named(users, name)["sessions_from"] = time.time()
+
+        self._update(end)
+
+    def remove(self, name: str) -> None:
+        """Remove a user: its tokens, password and sessions end at once."""
+
+        def drop(users: dict[str, dict]) -> None:
+            self._named(users, name)
+            del users[name]
+
+        self._update(drop)
+
+    @staticmethod
+    def _named(users: dict[str, dict], name: str) -> dict:
+        if name not in users:
+            raise UserError(f"no user {name}")
+        return users[name]
+
+    def _update(self, change: Callable[[dict[str, dict]], object]) -> None:
+        """Apply ``change`` to the users as the file holds them now, under a lock that
+        ``partsflow users`` commands run at once take in turn, and write them back
+        whole (a reader sees the old file or the new one, never half of one)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = self._read_file()
+            change(users)
             tmp = self.path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 json.dump({"users": users}, handle, indent=2, sort_keys=True)
             os.replace(tmp, self.path)
         self._mtime = None
-        return token
 
 
 def parse_bearer(header: str | None) -> str | None:

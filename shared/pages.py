@@ -15,6 +15,7 @@ domain's refusals, are shown next to the field they concern.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -54,11 +55,13 @@ from shared.auth import (
 )
 from shared.clock import Clock
 from shared.errors import Conflict, DomainError, InvalidInput, NotFound
-from shared.web import MAX_PAGE, service_context
+from shared.web import MAX_PAGE, SESSION_HOURS, service_context
 
 T = TypeVar("T")
 
 SESSION_USER = "user"
+# When the session was signed in (seconds since the epoch).
+SESSION_BEGAN = "began"
 SESSION_OFFSET = "utc_offset"
 HERE = Path(__file__).parent
 
@@ -222,11 +225,20 @@ def _domain_error_page(error: DomainError) -> tuple[str, int]:
 
 
 def page_user() -> User | None:
-    """The signed-in user of this request, read from the session cookie."""
+    """The signed-in user of this request, read from the session cookie: a session
+    lasts SESSION_HOURS from its sign-in however busy (a copy of its cookie is no key
+    for longer), and none begun before the user's ``sessions_from`` counts."""
     if "page_user" not in g:
-        name = session.get(SESSION_USER)
+        name, began = session.get(SESSION_USER), session.get(SESSION_BEGAN)
         # Looked up on every request, so a changed role or a removed user counts at once.
-        g.page_user = service_context().users.get(name) if isinstance(name, str) else None
+        user = service_context().users.get(name) if isinstance(name, str) else None
+        if user is not None and not (
+            isinstance(began, int | float)
+            and user.sessions_from <= began <= time.time()
+            and time.time() - began <= SESSION_HOURS * 3600
+        ):
+            user = None
+        g.page_user = user
     return g.page_user
 
 
@@ -250,6 +262,7 @@ def sign_in(user: User) -> None:
     session.clear()  # nothing from before signing in carries over
     session.permanent = True
     session[SESSION_USER] = user.name
+    session[SESSION_BEGAN] = time.time()
     g.page_user = user
 
 

@@ -63,6 +63,8 @@ IDEMPOTENCY_STALE_AFTER = timedelta(minutes=5)
 IDEMPOTENCY_WAIT_SECONDS = 1.0
 IDEMPOTENCY_POLL_SECONDS = 0.05
 MAX_PAGE = 1_000_000
+# How long a page session lasts from its sign-in, however busy: a working day.
+SESSION_HOURS = 12
 PROBLEM_BASE = "https://partsflow.example/problems/"
 PROBES = ("healthz", "readyz", "metrics")
 # Where a request's correlation id is left in the WSGI environ.
@@ -385,7 +387,7 @@ def create_service_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         WTF_CSRF_TIME_LIMIT=None,
         API_TITLE=title,
         API_VERSION="v1",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.auth import UserStore
+from shared.web import SESSION_HOURS
 from tests.browser.conftest import PASSWORD, Site
 from tests.browser.pageclient import PageClient, csrf_token
 
@@ -62,6 +64,46 @@ class TestSignIn:
         reply = client.submit("/logout", {})
         assert reply.status == 302
         assert client.get("/inventory/stock").status == 302
+
+    def test_a_new_password_or_a_sign_out_everywhere_ends_every_session(self, site: Site) -> None:
+        """A cookie copied from a signed-in browser opens nothing once the user has a
+        new password, or has been signed out everywhere."""
+        users = UserStore(site.system.settings.users_path)
+        for end in (
+            lambda: users.add("dispatcher", "logistics", "another password"),
+            lambda: users.end_sessions("dispatcher"),
+        ):
+            phone, desk = site.client(), site.client()
+            password = site.passwords["dispatcher"]
+            assert phone.sign_in("dispatcher", password).status == 302
+            assert desk.sign_in("dispatcher", password).status == 302
+            end()
+            for browser in (phone, desk):
+                assert browser.get("/inventory/stock").status == 302
+            site.passwords["dispatcher"] = "another password"
+            # Signing in again opens the pages again.
+            assert desk.sign_in("dispatcher", "another password").status == 302
+            assert desk.get("/inventory/stock").status == 200
+
+    def test_a_session_lasts_a_working_day_from_its_sign_in(self, site: Site) -> None:
+        """However busy: a copy of its cookie is no key for longer."""
+        client = site.client("dispatcher")
+        app = site.system.apps["inventory"]
+        cookie = client.cookie(app.config["SESSION_COOKIE_NAME"])
+        serializer = app.session_interface.get_signing_serializer(app)
+        data = serializer.loads(cookie.value)
+        assert client.get("/inventory/stock").status == 200
+        data["began"] -= SESSION_HOURS * 3600 + 60
+        client.client.set_cookie(
+            app.config["SESSION_COOKIE_NAME"], serializer.dumps(data), path=cookie.path
+        )
+        assert client.get("/inventory/stock").status == 302
+
+    def test_a_removed_user_is_signed_out_and_its_tokens_refused(self, site: Site) -> None:
+        client = site.client("dispatcher")
+        UserStore(site.system.settings.users_path).remove("dispatcher")
+        assert client.get("/inventory/stock").status == 302
+        assert client.sign_in("dispatcher", site.passwords["dispatcher"]).status == 401
 
     def test_a_role_without_the_permission_gets_a_403_page(self, site: Site) -> None:
         client = site.client("engineer")

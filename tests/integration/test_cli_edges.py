@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.auth import UserStore
 from tests.processes import cli, embedded_env
 
 DATABASE_OUT_OF_REACH = "postgresql+psycopg://nobody@127.0.0.1:1/x"
@@ -68,6 +69,31 @@ class TestUsersAdd:
         result = cli("users", "add", "ana", "--role", "viewer", env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1].startswith("pf_")
+
+
+class TestUsersSignOutAndRemove:
+    def test_a_user_signed_out_everywhere_keeps_its_tokens_and_a_removed_one_is_gone(
+        self, tmp_path: Path
+    ) -> None:
+        env = embedded_env(tmp_path)
+        token = cli("users", "add", "ana", "--role", "viewer", env=env).stdout.split()[-1]
+        store = UserStore(tmp_path / "users.json")
+        signed_out = cli("users", "sign-out", "ana", env=env)
+        assert signed_out.returncode == 0, signed_out.stderr
+        ana = store.get("ana")
+        assert ana is not None and ana.sessions_from > 0
+        assert store.by_token(token) == ana
+        removed = cli("users", "remove", "ana", env=env)
+        assert removed.returncode == 0, removed.stderr
+        assert store.get("ana") is None and store.by_token(token) is None
+
+    @pytest.mark.parametrize("command", ["sign-out", "remove"])
+    def test_no_such_user_is_said_in_one_line(self, tmp_path: Path, command: str) -> None:
+        env = embedded_env(tmp_path)
+        cli("users", "add", "ana", "--role", "viewer", env=env)
+        before = (tmp_path / "users.json").read_bytes()
+        assert_one_line_refusal(cli("users", command, "bob", env=env), "no user bob")
+        assert (tmp_path / "users.json").read_bytes() == before
 
 
 class TestPorts:
