@@ -154,7 +154,13 @@ class ReservationIn(Schema):
     site = fields.Nested(SiteSchema, required=True)
     warehouse = Code()
     preempt = fields.List(Text(max_length=36), validate=validate.Length(max=100))
-    replaces = Text(max_length=36)
+    replaces = Text(
+        max_length=36,
+        metadata={
+            "description": "The reservation this one replaces (one lost or on its way): "
+            "of the same part, for the same job, and not delivered"
+        },
+    )
 
 
 class ReserveCommand(ReservationIn):

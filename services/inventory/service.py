@@ -497,7 +497,7 @@ class Inventory:
                 if existing:
                     return _made_already(tx, existing, data)
             if data.get("replaces"):
-                _check_replaceable(s, data["replaces"])
+                _check_replaceable(s, data["replaces"], data)
             part = self._catalogue.part(s, data["part_number"])
             site_region = data["site"]["region"]
             if data.get("warehouse"):
@@ -1823,14 +1823,27 @@ def _add_history(
     return {"status": status, "at": at, "note": note, "actor": actor}
 
 
-def _check_replaceable(s: Session, replaced_id: str) -> None:
+def _check_replaceable(s: Session, replaced_id: str, data: Mapping[str, Any]) -> None:
     """A replacement names a reservation that exists and was not delivered (a loss
-    reported just after the delivery must not take a second unit)."""
-    status = s.scalar(select(Reservation.status).where(Reservation.id == replaced_id))
-    if status is None:
+    reported just after the delivery must not take a second unit), of the same part
+    for the same job: another job's reservation would tell that job's owners a part is
+    on its way when none is."""
+    row = s.execute(
+        select(Reservation.status, Reservation.job_id, Part.part_number)
+        .join(Part, Part.id == Reservation.part_id)
+        .where(Reservation.id == replaced_id)
+    ).first()
+    if row is None:
         raise InvalidInput(
             f"there is no reservation {replaced_id} to replace",
             errors={"replaces": [f"no reservation {replaced_id}"]},
+        )
+    status, job_id, part_number = row
+    if (job_id, part_number) != (data["job_id"], data["part_number"]):
+        raise InvalidInput(
+            f"reservation {replaced_id} is for {part_number} for job {job_id}: a replacement "
+            "is of the same part for the same job",
+            errors={"replaces": [f"reservation {replaced_id} is for {part_number}, job {job_id}"]},
         )
     if status == "fulfilled":
         raise Conflict(

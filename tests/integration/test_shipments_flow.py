@@ -567,6 +567,21 @@ class TestReplacements:
         assert reply.status == 201, reply
         assert reply.body["replaces"] == reservation["id"]
 
+    def test_a_replacement_is_of_the_same_part_for_the_same_job(self, api: ApiClient) -> None:
+        """Another job's reservation, or another part, named as a replacement would tell
+        the lost part's owners one is on its way."""
+        reservation = api.post(
+            f"{INV}/reservations", reservation_body(job_id="JOB-1042", warehouse="CDU")
+        ).body
+        for other in (
+            replacement_of(reservation["id"]) | {"job_id": "JOB-OTHER"},
+            replacement_of(reservation["id"]) | {"part_number": "GEL-250"},
+        ):
+            reply = api.post(f"{INV}/reservations", other)
+            assert reply.status == 422, reply
+            assert "replaces" in reply.body["errors"]
+        assert [r["id"] for r in api.get(f"{INV}/reservations").body] == [reservation["id"]]
+
 
 class TestTransfers:
     def test_transfer_moves_units_between_warehouses(self, embedded, api: ApiClient) -> None:
