@@ -315,8 +315,15 @@ def forbidden(user: User) -> tuple[str, int]:
 
 
 def local_path(target: str | None, default: str = "/") -> str:
-    """``target`` if it is a path on this site (never another site), else ``default``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """``target`` if it is a path on this site (never another site), else ``default``;
+    a path holding a control character (a line break) cannot be a Location."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 32 or ord(c) == 127 for c in target)
+    ):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:

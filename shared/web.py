@@ -63,6 +63,7 @@ IDEMPOTENCY_STALE_AFTER = timedelta(minutes=5)
 IDEMPOTENCY_WAIT_SECONDS = 1.0
 IDEMPOTENCY_POLL_SECONDS = 0.05
 MAX_PAGE = 1_000_000
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # How long a page session lasts from its sign-in, however busy: a working day.
 SESSION_HOURS = 12
 PROBLEM_BASE = "https://partsflow.example/problems/"
@@ -549,8 +550,11 @@ def _install_request_hooks(app: Flask, prefix: str, context: ServiceContext) -> 
         _idempotency_finish(context, response)
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        requests_total.labels(request.method, endpoint, str(response.status_code)).inc()
-        latency.labels(request.method, endpoint).observe(elapsed)
+        # Any word is a method to HTTP: those no route takes share one label, so that
+        # nobody can grow the metrics without bound.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        requests_total.labels(method, endpoint, str(response.status_code)).inc()
+        latency.labels(method, endpoint).observe(elapsed)
         # A replay keeps the first answer's.
         response.headers.setdefault("X-Request-ID", g.get("request_id", ""))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -53,9 +53,19 @@ class TestSignIn:
         assert reply.value("password") == ""
         assert client.get("/inventory/stock").status == 302
 
-    @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
+    @pytest.mark.parametrize(
+        "target",
+        ["//evil.example/x", "https://evil.example/", "/\\evil", "/%0d%0aSet-Cookie:x=1"],
+    )
     def test_sign_in_never_leads_to_another_site(self, site: Site, target: str) -> None:
         reply = site.client().sign_in("dispatcher", PASSWORD, next_path=target)
+        assert reply.status == 302
+        assert reply.location == "/"
+        # Nor does choosing a time zone, signed in.
+        client = site.client("dispatcher")
+        reply = client.submit(
+            "/", {"utc_offset": "+08:00"}, action=f"/preferences/time-zone?next={target}"
+        )
         assert reply.status == 302
         assert reply.location == "/"
 

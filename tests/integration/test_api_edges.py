@@ -396,6 +396,14 @@ class TestProbes:
         assert "partsflow_http_requests_total" in metrics
         assert "partsflow_outbox_unsent" in metrics
 
+    def test_made_up_methods_share_one_label(self, inventory) -> None:
+        client = inventory.app.test_client()
+        for n in range(20):
+            client.open("/inventory/api/v1/parts", method=f"FROB{n}")
+        metrics = client.get("/inventory/metrics").get_data(as_text=True)
+        assert "FROB" not in metrics
+        assert 'method="other"' in metrics
+
     def test_every_request_but_the_probes_is_logged_once(
         self, inventory, api: ApiClient, caplog: pytest.LogCaptureFixture
     ) -> None:
