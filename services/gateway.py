@@ -122,7 +122,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         client = self.client_address[0]
         forwarded_for = self.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
-        headers["X-Forwarded-Proto"] = "http"
+        # Behind a TLS proxy, the scheme it was reached by.
+        headers["X-Forwarded-Proto"] = self.headers.get("X-Forwarded-Proto") or "http"
         headers["X-Forwarded-Host"] = self.headers.get("Host", "")
         if not self.headers.get("X-Request-ID"):
             headers["X-Request-ID"] = str(uuid.uuid4())

@@ -151,6 +151,12 @@ class TestRouting:
         assert headers["x-forwarded-for"] == "127.0.0.1"
         assert headers["x-forwarded-proto"] == "http"
 
+    def test_the_scheme_a_tls_proxy_in_front_was_reached_by_is_kept(self, gateway) -> None:
+        """Links the apps make (a texted job link) must say https behind such a proxy."""
+        sent = {"X-Forwarded-Proto": "https"}
+        headers = seen(requests.get(f"{gateway}/tracking/", headers=sent, timeout=10))["headers"]
+        assert headers["x-forwarded-proto"] == "https"
+
     def test_a_request_id_is_kept_or_given(self, gateway) -> None:
         given = seen(
             requests.get(f"{gateway}/inventory/x", headers={"X-Request-ID": "req-7"}, timeout=10)
