@@ -14,6 +14,8 @@ domain's refusals, are shown next to the field they concern.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+import limits
+import limits.storage
+import limits.strategies
 import marshmallow as ma
 from flask import (
     Blueprint,
@@ -59,7 +64,11 @@ from shared.web import MAX_PAGE, SESSION_HOURS, service_context
 
 T = TypeVar("T")
 
+log = logging.getLogger("partsflow.pages")
+
 SESSION_USER = "user"
+# Wrong passwords a user name may be tried with before its sign-in waits.
+SIGN_IN_FAILURES = "10/minute"
 # When the session was signed in (seconds since the epoch).
 SESSION_BEGAN = "began"
 SESSION_OFFSET = "utc_offset"
@@ -590,6 +599,47 @@ class OffsetForm(PageForm):
     utc_offset = offset_field()
 
 
+class SignInGuard:
+    """Wrong passwords counted per user name, in the rate limits' storage (Redis in
+    production, so that every process counts together): past SIGN_IN_FAILURES, that
+    name waits out the window, so that passwords cannot be guessed at speed. A storage
+    out of reach guards nothing rather than stopping every sign-in."""
+
+    def __init__(self, storage_url: str, prefix: str) -> None:
+        self.limit = limits.parse(SIGN_IN_FAILURES)
+        self.limiter = limits.strategies.FixedWindowRateLimiter(
+            limits.storage.storage_from_string(storage_url)
+        )
+        self.prefix = prefix
+
+    def wait_seconds(self, name: str) -> int:
+        """0 when the name may be tried now, else how long until it may."""
+        try:
+            if self.limiter.test(self.limit, self.prefix, name):
+                return 0
+            reset = self.limiter.get_window_stats(self.limit, self.prefix, name).reset_time
+        except Exception:
+            log.warning("sign-in guard unavailable", exc_info=True)
+            return 0
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, name: str) -> None:
+        try:
+            self.limiter.hit(self.limit, self.prefix, name)
+        except Exception:
+            log.warning("sign-in guard unavailable", exc_info=True)
+
+
+def _sign_in_guard() -> SignInGuard:
+    context = service_context()
+    guard = context.extras.get("sign_in_guard")
+    if guard is None:
+        settings = context.settings
+        guard = SignInGuard(settings.rate_limit_storage_url, f"{settings.bus_prefix}:sign-in")
+        context.extras["sign_in_guard"] = guard
+    return guard
+
+
 def account_blueprint() -> Blueprint:
     """``/login``, ``/logout`` and the reader's time zone, at the root of the site."""
     account = Blueprint("account", __name__)
@@ -598,20 +648,39 @@ def account_blueprint() -> Blueprint:
     def login() -> Any:
         form = LoginForm()
         target = local_path(request.args.get("next"))
+        headers = {}
         if form.validate_on_submit():
-            user = service_context().users.by_password(form.name.data, form.password.data)
+            guard = _sign_in_guard()
+            wait = guard.wait_seconds(form.name.data)
+            user = (
+                None
+                if wait
+                else service_context().users.by_password(form.name.data, form.password.data)
+            )
             if user is not None:
                 sign_in(user)
                 remember_offset(form.utc_offset.data or "")
                 return redirect(target)
-            form.form_errors.append("Wrong name or password.")
-            form.refused_status = 401
-        return render_template(
-            "pages/login.html",
-            form=form,
-            next=target,
-            link_unusable=request.args.get("link") == "unusable",
-        ), form.status_code
+            if wait:
+                form.form_errors.append(
+                    f"Too many wrong passwords for this name: try again in {wait} seconds."
+                )
+                form.refused_status = 429
+                headers["Retry-After"] = str(wait)
+            else:
+                guard.failed(form.name.data)
+                form.form_errors.append("Wrong name or password.")
+                form.refused_status = 401
+        return (
+            render_template(
+                "pages/login.html",
+                form=form,
+                next=target,
+                link_unusable=request.args.get("link") == "unusable",
+            ),
+            form.status_code,
+            headers,
+        )
 
     @account.route("/logout", methods=["GET", "POST"])
     def logout() -> Any:

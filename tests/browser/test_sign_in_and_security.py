@@ -53,6 +53,18 @@ class TestSignIn:
         assert reply.value("password") == ""
         assert client.get("/inventory/stock").status == 302
 
+    def test_guessing_passwords_makes_the_name_wait(self, site: Site) -> None:
+        client = site.client()
+        for _ in range(10):
+            assert client.sign_in("dispatcher", "a wrong guess").status == 401
+        refused = client.sign_in("dispatcher", PASSWORD)
+        assert refused.status == 429
+        assert 1 <= int(refused.response.headers["Retry-After"]) <= 60
+        assert "Too many wrong passwords" in refused.body_text
+        assert client.get("/inventory/stock").status == 302
+        # Another name is not held up by them.
+        assert site.client().sign_in("auditor", PASSWORD).status == 302
+
     @pytest.mark.parametrize(
         "target",
         ["//evil.example/x", "https://evil.example/", "/\\evil", "/%0d%0aSet-Cookie:x=1"],
