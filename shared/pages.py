@@ -165,8 +165,9 @@ def install(app: Flask, *, clock: Clock) -> None:
 
     @app.after_request
     def _page_headers(response: Response) -> Response:
-        if response.mimetype == "text/html" and g.get("page_user") is not None:
-            # A signed-in page must not be kept by a shared browser or a proxy.
+        if response.mimetype == "text/html":
+            # A page (signed in, or a job opened by its texted link) must not be kept
+            # by a shared browser or a proxy.
             response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -435,6 +435,8 @@ class TestJobPage:
         opened = site.client().get(f"/{path}")
         assert opened.status == 200
         assert "Job JOB-7" in opened.body_text
+        # Kept by no shared browser or proxy, as a signed-in page is not.
+        assert opened.response.headers["Cache-Control"] == "no-store"
         # The link opens no other job, nor any other page.
         other = site.client().get(f"/{path.replace('JOB-7', 'JOB-8', 1)}")
         assert other.status == 302
