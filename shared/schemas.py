@@ -35,19 +35,37 @@ class Text(fields.String):
 
 
 class Code(fields.String):
-    """An identifier people type: warehouse codes, part numbers."""
+    """An identifier people type: warehouse codes, part numbers. It names a page (its
+    slashes stay slashes there), so no part of it between slashes may be empty, ``.``
+    or ``..``: a browser would take those for another page's address."""
 
     def __init__(self, *, max_length: int = 32, **kwargs: Any) -> None:
         super().__init__(
             validate=[
                 validate.Length(min=1, max=max_length),
                 validate.Regexp(
-                    r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
-                    error="use letters, digits and . _ / - only",
+                    r"^(?!.*//)(?!.*/\.\.?(/|$))[A-Za-z0-9][A-Za-z0-9._/-]*$",
+                    error="use letters, digits and . _ / - only, with no '//', '/.' or '/..' part",
                 ),
             ],
             **kwargs,
         )
+
+
+class JobId(Text):
+    """A job's id as the field-service system writes it (any text), but naming a page
+    too: no part of it between slashes may be ``.`` or ``..``."""
+
+    default_error_messages = {"dot_segment": "no part between slashes may be '.' or '..'."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=100, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if any(part in (".", "..") for part in text.split("/")):
+            raise self.make_error("dot_segment")
+        return text
 
 
 class Quantity(fields.Integer):

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
 from services.inventory.rules import PRIORITIES, WAREHOUSE_KINDS
-from shared.schemas import MAX_QUANTITY, Code, Instant, Quantity, Text, strict_bool
+from shared.schemas import MAX_QUANTITY, Code, Instant, JobId, Quantity, Text, strict_bool
 
 MAX_SERIALS = 10_000
 
@@ -145,7 +145,7 @@ class SiteSchema(Schema):
 
 
 class ReservationIn(Schema):
-    job_id = Text(required=True, max_length=100)
+    job_id = JobId(required=True)
     part_number = Code(required=True, max_length=64)
     quantity = Quantity(required=True)
     required_by = Instant(required=True)

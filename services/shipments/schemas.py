@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.shipments.states import MODES, STATUSES
-from shared.schemas import Code, Instant, Quantity, Text
+from shared.schemas import Code, Instant, JobId, Quantity, Text
 
 
 class DestinationIn(Schema):
@@ -42,7 +42,7 @@ class ShipmentIn(Schema):
     lines = fields.List(
         fields.Nested(LineIn), required=True, validate=validate.Length(min=1, max=200)
     )
-    job_id = Text(max_length=100)
+    job_id = JobId()
     required_by = Instant()
 
 

@@ -317,6 +317,34 @@ class TestBadInput:
         assert pagination["next_page"] == 2
 
 
+class TestIdsThatNameAPage:
+    """Part numbers, warehouse codes and job ids become page addresses: none may hold
+    a part a browser would take for another page's address ('.', '..', '//')."""
+
+    @pytest.mark.parametrize("number", ["PX/../../warehouses", "PY/./z", "W/..", "A//b"])
+    def test_a_part_number_with_a_dot_segment_is_refused(self, api: ApiClient, number) -> None:
+        reply = api.post(
+            f"{V1}/parts", {"part_number": number, "description": "x", "serialized": False}
+        )
+        assert reply.status == 422, reply
+        assert "part_number" in reply.body["errors"]
+
+    @pytest.mark.parametrize("job_id", ["../../inventory/movements", "JOB/./1", "..", "a/.."])
+    def test_a_job_id_with_a_dot_segment_is_refused(self, api: ApiClient, job_id) -> None:
+        reply = api.post(f"{V1}/reservations", reservation_body(job_id=job_id))
+        assert reply.status == 422, reply
+        assert "job_id" in reply.body["errors"]
+        assert api.get(f"{V1}/reservations").body == []
+
+    def test_slashes_and_dots_inside_a_part_are_kept(self, api: ApiClient) -> None:
+        part = {"part_number": "5141/A.2", "description": "x", "serialized": False}
+        assert api.post(f"{V1}/parts", part).status == 201
+        body = reservation_body(job_id="WO#12/3.4..5", part_number="GEL-250")
+        reply = api.post(f"{V1}/reservations", body)
+        assert reply.status == 201, reply
+        assert reply.body["job_id"] == "WO#12/3.4..5"
+
+
 class TestIdempotencyKey:
     def test_replay_returns_the_first_answer_and_changes_nothing(self, api: ApiClient) -> None:
         body = reservation_body(part_number="GEL-250", quantity=5)
