@@ -1266,15 +1266,13 @@ class Inventory:
         page: int = 1,
         page_size: int = 100,
     ) -> Page:
-        query = (
+        query = _of_part_at(
             select(Movement, Warehouse.code, Part.part_number)
             .join(Warehouse, Warehouse.id == Movement.warehouse_id)
-            .join(Part, Part.id == Movement.part_id)
+            .join(Part, Part.id == Movement.part_id),
+            part_number,
+            warehouse,
         )
-        if part_number:
-            query = query.where(Part.part_number == part_number)
-        if warehouse:
-            query = query.where(Warehouse.code == warehouse)
         if since:
             query = query.where(Movement.at >= since)
         with self.db.reading() as session:
@@ -1853,11 +1851,18 @@ def _check_replaceable(s: Session, replaced_id: str, data: Mapping[str, Any]) ->
 
 
 def _stock_lines(part_number: str | None, warehouse: str | None) -> Select[Any]:
-    query = (
+    return _of_part_at(
         select(Warehouse.code, Part.part_number, Part.reorder_point, Stock.on_hand, Stock.reserved)
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-        .join(Part, Part.id == Stock.part_id)
+        .join(Part, Part.id == Stock.part_id),
+        part_number,
+        warehouse,
     )
+
+
+def _of_part_at(query: Select[Any], part_number: str | None, warehouse: str | None) -> Select[Any]:
+    """``query`` (joined to Part and Warehouse) narrowed to a part and a warehouse when
+    they are named."""
     if part_number:
         query = query.where(Part.part_number == part_number)
     if warehouse:

@@ -385,15 +385,7 @@ class TestReserveCommands:
             later = listener.command(
                 "inventory.reserve", reservation_body(part_number="GEL-250", job_id="J-LATER")
             )
-            heard: list[dict] = []
-            wait_until(
-                lambda: (
-                    heard.extend(json.loads(m.body) for m in listener.drain_queue(tap))
-                    or any(e["correlationid"] == later for e in heard)
-                ),
-                timeout=20,
-                message="the later reservation's event",
-            )
+            heard = heard_until(listener, tap, later)
         finally:
             for client in (listener, *clients):
                 client.close()
@@ -415,15 +407,7 @@ class TestReserveCommands:
             later = listener.command(
                 "inventory.reserve", reservation_body(part_number="GEL-250", job_id="J-LATER")
             )
-            heard: list[dict] = []
-            wait_until(
-                lambda: (
-                    heard.extend(json.loads(m.body) for m in listener.drain_queue(tap))
-                    or any(e["correlationid"] == later for e in heard)
-                ),
-                timeout=20,
-                message="the later reservation's event",
-            )
+            heard = heard_until(listener, tap, later)
         finally:
             listener.close()
         assert (
@@ -780,6 +764,21 @@ def reserve_twice(
     finally:
         client.close()
     return {r["correlationid"]: r for r in replies}, first, second
+
+
+def heard_until(listener: BusClient, tap: str, command_id: str) -> list[dict]:
+    """The events a listener's queue heard, up to the one ``command_id`` caused: what
+    was published before that event has arrived by then."""
+    heard: list[dict] = []
+    wait_until(
+        lambda: (
+            heard.extend(json.loads(m.body) for m in listener.drain_queue(tap))
+            or any(e["correlationid"] == command_id for e in heard)
+        ),
+        timeout=20,
+        message=f"the event of command {command_id}",
+    )
+    return heard
 
 
 def dead_letters(client: BusClient, prefix: str, count: int) -> list[Any]:
