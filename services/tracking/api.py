@@ -70,7 +70,7 @@ class Jobs(MethodView):
     @jobs.response(200, schemas.JobOut(many=True))
     @jobs.paginate(Page)
     def get(self, query: dict[str, Any]) -> Any:
-        return tracking().list_jobs(open_only=query["open"])
+        return tracking().list_jobs(open_only=query["open"], owner=query.get("owner"))
 
 
 @jobs.route("/<path:job_id>")

@@ -132,6 +132,10 @@ class JobOut(Schema):
 
 class JobQuery(Schema):
     open = fields.Boolean(load_default=True, metadata={"description": "only jobs still waiting"})
+    owner = Text(
+        max_length=200,
+        metadata={"description": "only the jobs this person holds now (in any case)"},
+    )
 
 
 class AlertOut(Schema):

@@ -1549,15 +1549,21 @@ class Tracking:
                 raise NotFound(f"no job {job_id}")
             return self._job_view(s, job, now, _Lanes())
 
-    def list_jobs(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+    def list_jobs(
+        self, *, open_only: bool = True, owner: str | None = None
+    ) -> list[dict[str, Any]]:
         """Every job with its risk, the worst first; ``open_only``: those with a part
-        still to arrive (or lost)."""
+        still to arrive (or lost); ``owner``: those someone holds now (in any case)."""
         now = self.clock.now()
         lanes = _Lanes()
         with self.db.reading() as s:
+
+            def held(view: dict[str, Any]) -> bool:
+                return owner is None or name_key(view["owner"] or "") == name_key(owner)
+
             if not open_only:
                 views = [self._job_view(s, job, now, lanes) for job in s.scalars(select(Job))]
-                return sorted(views, key=_job_urgency)
+                return sorted(filter(held, views), key=_job_urgency)
             waiting = or_(
                 Job.job_id.in_(
                     select(JobReservation.job_id).where(
@@ -1582,7 +1588,7 @@ class Tracking:
                 view = self._job_view(s, job, now, lanes)
                 if is_waiting or any(_is_taken_back(p) for p in view["parts"]):
                     views.append(view)
-        return sorted(views, key=_job_urgency)
+        return sorted(filter(held, views), key=_job_urgency)
 
     def control_tower(self) -> dict[str, Any]:
         """Every open job with its risk, and every alert not yet resolved, the most

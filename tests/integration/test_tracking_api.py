@@ -760,6 +760,24 @@ class TestEta:
 
 
 class TestJobView:
+    def test_the_jobs_a_person_holds_now(self, tracking: TrackingUnderTest) -> None:
+        """Story 3: the desk hands JOB-2 over to its field engineer; each sees the jobs
+        they hold, without asking anyone."""
+        tracking.reservation("confirmed", reservation_data(job_id="JOB-1", owner="li.wei"))
+        tracking.reservation("confirmed", reservation_data(job_id="JOB-2", owner="desk.ma"))
+        tracking.reservation("confirmed", reservation_data(job_id="JOB-2", owner="Zhang.San"))
+        api = tracking.api("engineer")
+
+        def held_by(owner: str) -> list[str]:
+            reply = api.get(f"{V1}/jobs", owner=owner)
+            assert reply.status == 200, reply
+            return [job["job_id"] for job in reply.body]
+
+        assert held_by("li.wei") == ["JOB-1"]
+        assert held_by("zhang.san") == ["JOB-2"]
+        assert held_by("desk.ma") == []
+        assert sorted(j["job_id"] for j in api.get(f"{V1}/jobs").body) == ["JOB-1", "JOB-2"]
+
     def test_parts_reservations_and_shipments_of_a_job(self, tracking: TrackingUnderTest) -> None:
         tube = reservation_data(job_id="JOB-9")
         gel = reservation_data(job_id="JOB-9", part_number="GEL-250", quantity=2, serials=[])
