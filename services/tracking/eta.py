@@ -300,14 +300,22 @@ def _observed_quantile(observed: Sequence[float], p: float, elapsed: float) -> f
     """The ``p`` point of the next transit among those that outlasted ``elapsed``; past
     all but the last TAIL_TRANSITS, what those had still ahead of them at the last but
     TAIL_TRANSITS, grown with the time already waited (a hold-up that has lasted long is
-    likely to last longer: how long tails behave)."""
+    likely to last longer: how long tails behave), and never less than a share of how
+    late it is already (p² of it: a quarter at the median, as for any late shipment)."""
     p = 0.5 + (p - 0.5) * SHAPE_WIDENING
     beyond = observed[bisect.bisect_right(observed, elapsed) :]
     if len(beyond) >= TAIL_TRANSITS:
-        return _order_statistic(beyond, p, elapsed)
+        point = _order_statistic(beyond, p, elapsed)
+        # Even a lane of identical transits is not clockwork: the range is at least as
+        # wide as the most regular lane's.
+        median = _order_statistic(beyond, 0.5, elapsed)
+        least = median * math.exp(NormalDist().inv_cdf(p) * MIN_SPREAD)
+        return max(point, least) if p > 0.5 else min(point, least)
     pivot = observed[-TAIL_TRANSITS - 1]
     ahead = _order_statistic(observed[-TAIL_TRANSITS:], p, pivot) - pivot
-    return elapsed + ahead * max(elapsed, pivot) / pivot
+    late = elapsed - observed[len(observed) // 2]
+    least = elapsed * (math.exp(NormalDist().inv_cdf(p) * MIN_SPREAD) - 1) if p > 0.5 else 0.0
+    return elapsed + max(ahead * max(elapsed, pivot) / pivot, late * p * p, least)
 
 
 def _order_statistic(values: Sequence[float], p: float, floor: float) -> float:

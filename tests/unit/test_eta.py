@@ -576,6 +576,19 @@ class TestLaneShapes:
                 assert e.eta >= previous.eta and e.latest >= previous.latest
             previous = e
 
+    @pytest.mark.parametrize("history", [[24.0] * 30, [24.0] * 20 + [72.0] * 10])
+    def test_whole_day_transits_still_give_a_range(self, history: list[float]) -> None:
+        """A history loaded in whole days ties its transits: the range is never a
+        point, and a shipment late past them all is not "any minute now" for ever."""
+        lane = eta.lane_stats([Transit(h) for h in history])
+        for elapsed in (0.0, 24.0, 30.0, 72.0, 100.0, 200.0):
+            e = eta.estimate(carrier(), lane, at(elapsed))
+            assert at(elapsed) <= e.earliest <= e.eta < e.latest, elapsed
+            assert hours_of(e.latest) - hours_of(e.eta) >= 0.06 * hours_of(e.eta), elapsed
+            if elapsed > max(history):
+                late = elapsed - statistics.median(history)
+                assert hours_of(e.eta) - elapsed >= late / 4 - 0.02, elapsed
+
     def test_a_short_history_names_what_is_assumed_beside_it(self) -> None:
         e = eta.estimate(carrier(), lane(6.3, 7.4, 12.1), T0)
         assert "only 3 past deliveries on this lane (7.4 h at the median)" in e.reason
