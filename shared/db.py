@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy import Engine, case, create_engine, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -171,18 +171,18 @@ class Database:
         the ``reply_to`` it names now; an answer the events exchange has had already
         goes there alone. How many there were."""
         outbox = self.bus.outbox
-        answers = (outbox.c.correlation_id == command_id, outbox.c.reply_to.is_not(None))
         with self.engine.begin() as conn:
+            # One statement: a relay publishing the row holds it locked, and this then
+            # takes the row as that relay left it (sent: to the new queue alone).
             count = conn.execute(
                 update(outbox)
-                .where(*answers, outbox.c.sent_at.is_not(None))
-                .values(exchange=ANSWERS, reply_to=reply_to, sent_at=None, available_at=None)
-            ).rowcount
-            # Not sent yet: it goes to the events exchange as well, as it was to.
-            count += conn.execute(
-                update(outbox)
-                .where(*answers, outbox.c.sent_at.is_(None))
-                .values(reply_to=reply_to, available_at=None)
+                .where(outbox.c.correlation_id == command_id, outbox.c.reply_to.is_not(None))
+                .values(
+                    exchange=case((outbox.c.sent_at.is_(None), outbox.c.exchange), else_=ANSWERS),
+                    reply_to=reply_to,
+                    sent_at=None,
+                    available_at=None,
+                )
             ).rowcount
         if count:
             self.outbox_written.set()

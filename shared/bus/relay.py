@@ -27,12 +27,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import amqp
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.engine import Connection as SQLConnection
 
 from shared.bus.connection import CONNECTION_ERRORS, connect, connection_errors
 from shared.bus.envelope import CONTENT_TYPE
-from shared.bus.store import ANSWERS, COMMANDS, OUTBOX_CHANNEL
+from shared.bus.store import ANSWERS, COMMANDS, EVENTS, OUTBOX_CHANNEL
 from shared.bus.topology import Topology
 from shared.config import Settings
 from shared.db import Database, is_transient_db_error
@@ -430,7 +430,18 @@ class OutboxRelay:
         since = datetime.now(UTC) - VOLATILE_REPLAY_WINDOW
         try:
             with self.db.engine.begin() as conn:
-                conn.execute(update(outbox).where(outbox.c.sent_at > since).values(sent_at=None))
+                # An answer sent again to its queue alone was an event first: the
+                # consumers it is replayed for take it from the events exchange.
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.sent_at > since)
+                    .values(
+                        sent_at=None,
+                        exchange=case(
+                            (outbox.c.exchange == ANSWERS, EVENTS), else_=outbox.c.exchange
+                        ),
+                    )
+                )
         except Exception:
             log.exception("could not replay recent outbox rows")
 

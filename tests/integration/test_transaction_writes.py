@@ -148,3 +148,40 @@ def test_an_answer_moved_to_another_reply_queue_while_it_was_published_goes_ther
         assert row.reply_to == "replies-new" and row.sent_at is not None
     finally:
         db.dispose()
+
+
+def test_an_answer_sent_already_goes_again_to_the_new_queue_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events exchange had it; the sender that lost it gets it on its new queue."""
+    from services import bootstrap
+    from shared.bus.relay import OutboxRelay
+    from shared.bus.store import ANSWERS
+
+    settings = make_settings(tmp_path)
+    inventory_pkg.upgrade_database(settings)
+    db = inventory_pkg.open_service(settings).db
+    try:
+        command = MessageContext(
+            correlation_id="cmd-2",
+            inbox_message_id="cmd-2",
+            inbox_message_type="inventory.reserve",
+            reply_to="replies-old",
+        )
+        with message_context(command), db.transaction() as tx:
+            tx.publish("inventory.reservation.confirmed", subject="r-2", data={"id": "r-2"})
+        relay = OutboxRelay(db, settings, bootstrap.bus_topology(settings))
+        assert relay.relay_once() == 1
+        assert db.send_answers_again("cmd-2", "replies-new") == 1
+        published = []
+        real_publish = relay.publish
+
+        def publish(rows):
+            published.extend((row.exchange, row.reply_to) for row in rows)
+            return real_publish(rows)
+
+        monkeypatch.setattr(relay, "publish", publish)
+        assert relay.relay_once() == 1
+        assert published == [(ANSWERS, "replies-new")]
+    finally:
+        db.dispose()
