@@ -67,8 +67,9 @@ T = TypeVar("T")
 log = logging.getLogger("partsflow.pages")
 
 SESSION_USER = "user"
-# Wrong passwords a user name may be tried with before its sign-in waits.
-SIGN_IN_FAILURES = "10/minute"
+# Sign-ins a user name may be tried with before it waits: guessing is slowed down, a
+# person mistyping twice is not.
+SIGN_IN_ATTEMPTS = "10/minute"
 # When the session was signed in (seconds since the epoch).
 SESSION_BEGAN = "began"
 SESSION_OFFSET = "utc_offset"
@@ -601,34 +602,28 @@ class OffsetForm(PageForm):
 
 
 class SignInGuard:
-    """Wrong passwords counted per user name, in the rate limits' storage (Redis in
-    production, so that every process counts together): past SIGN_IN_FAILURES, that
+    """Sign-in attempts counted per user name, in the rate limits' storage (Redis in
+    production, so that every process counts together): past SIGN_IN_ATTEMPTS, that
     name waits out the window, so that passwords cannot be guessed at speed. A storage
     out of reach guards nothing rather than stopping every sign-in."""
 
     def __init__(self, storage_url: str, prefix: str) -> None:
-        self.limit = limits.parse(SIGN_IN_FAILURES)
+        self.limit = limits.parse(SIGN_IN_ATTEMPTS)
         self.limiter = limits.strategies.FixedWindowRateLimiter(
             limits.storage.storage_from_string(storage_url)
         )
         self.prefix = prefix
 
-    def wait_seconds(self, name: str) -> int:
-        """0 when the name may be tried now, else how long until it may."""
+    def attempt(self, name: str) -> int:
+        """Count an attempt: 0 when it may go on, else the seconds until one may."""
         try:
-            if self.limiter.test(self.limit, self.prefix, name):
+            if self.limiter.hit(self.limit, self.prefix, name):
                 return 0
             reset = self.limiter.get_window_stats(self.limit, self.prefix, name).reset_time
         except Exception:
             log.warning("sign-in guard unavailable", exc_info=True)
             return 0
         return max(1, math.ceil(reset - time.time()))
-
-    def failed(self, name: str) -> None:
-        try:
-            self.limiter.hit(self.limit, self.prefix, name)
-        except Exception:
-            log.warning("sign-in guard unavailable", exc_info=True)
 
 
 def _sign_in_guard() -> SignInGuard:
@@ -651,8 +646,9 @@ def account_blueprint() -> Blueprint:
         target = local_path(request.args.get("next"))
         headers = {}
         if form.validate_on_submit():
-            guard = _sign_in_guard()
-            wait = guard.wait_seconds(form.name.data)
+            # Counted before the password is checked: guesses sent at once are counted
+            # all the same.
+            wait = _sign_in_guard().attempt(form.name.data)
             user = (
                 None
                 if wait
@@ -664,12 +660,11 @@ def account_blueprint() -> Blueprint:
                 return redirect(target)
             if wait:
                 form.form_errors.append(
-                    f"Too many wrong passwords for this name: try again in {wait} seconds."
+                    f"Too many sign-ins for this name: try again in {wait} seconds."
                 )
                 form.refused_status = 429
                 headers["Retry-After"] = str(wait)
             else:
-                guard.failed(form.name.data)
                 form.form_errors.append("Wrong name or password.")
                 form.refused_status = 401
         return (
