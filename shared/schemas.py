@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 MAX_QUANTITY = 1_000_000
 # The times Partsflow takes: wide enough for any delivery, narrow enough that every
@@ -44,9 +45,11 @@ class Code(fields.String):
             validate=[
                 validate.Length(min=1, max=max_length),
                 validate.Regexp(
-                    r"^(?!.*//)(?!.*/\.\.?(/|$))[A-Za-z0-9][A-Za-z0-9._/-]*$",
-                    error="use letters, digits and . _ / - only, with no '//', '/.' or '/..' part",
+                    r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+                    error="use letters, digits and . _ / - only",
                 ),
+                _whole_code,
+                _names_a_page,
             ],
             **kwargs,
         )
@@ -54,18 +57,31 @@ class Code(fields.String):
 
 class JobId(Text):
     """A job's id as the field-service system writes it (any text), but naming a page
-    too: no part of it between slashes may be ``.`` or ``..``."""
-
-    default_error_messages = {"dot_segment": "no part between slashes may be '.' or '..'."}
+    too: no part of it between slashes may be empty, ``.`` or ``..``."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=100, **kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if any(part in (".", "..") for part in text.split("/")):
-            raise self.make_error("dot_segment")
+        _names_a_page(text)
         return text
+
+
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+
+
+def _whole_code(value: str) -> None:
+    # The documented pattern's "$" lets a final line break by; the whole must match.
+    if not _CODE.fullmatch(value):
+        raise ValidationError("use letters, digits and . _ / - only")
+
+
+def _names_a_page(value: str) -> None:
+    """Refuse what a browser would not keep as one page's address: an empty, ``.`` or
+    ``..`` part between slashes."""
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        raise ValidationError("no part between slashes may be empty, '.' or '..'")
 
 
 class Quantity(fields.Integer):

@@ -321,7 +321,9 @@ class TestIdsThatNameAPage:
     """Part numbers, warehouse codes and job ids become page addresses: none may hold
     a part a browser would take for another page's address ('.', '..', '//')."""
 
-    @pytest.mark.parametrize("number", ["PX/../../warehouses", "PY/./z", "W/..", "A//b"])
+    @pytest.mark.parametrize(
+        "number", ["PX/../../warehouses", "PY/./z", "W/..", "A//b", "CDU/", "GEL\n"]
+    )
     def test_a_part_number_with_a_dot_segment_is_refused(self, api: ApiClient, number) -> None:
         reply = api.post(
             f"{V1}/parts", {"part_number": number, "description": "x", "serialized": False}
@@ -329,7 +331,9 @@ class TestIdsThatNameAPage:
         assert reply.status == 422, reply
         assert "part_number" in reply.body["errors"]
 
-    @pytest.mark.parametrize("job_id", ["../../inventory/movements", "JOB/./1", "..", "a/.."])
+    @pytest.mark.parametrize(
+        "job_id", ["../../inventory/movements", "JOB/./1", "..", "a/..", "a//b", "job/", "/job"]
+    )
     def test_a_job_id_with_a_dot_segment_is_refused(self, api: ApiClient, job_id) -> None:
         reply = api.post(f"{V1}/reservations", reservation_body(job_id=job_id))
         assert reply.status == 422, reply
