@@ -673,13 +673,19 @@ class Inventory:
         ]
         extra: dict[str, Any] = {"alternatives": alternatives}
         # Units there but promised to other jobs: "none free" is not "none in stock".
+        reserved = func.sum(Reservation.quantity)
         extra["held"] = [
-            {"warehouse": code, "reserved": reserved}
-            for code, reserved in s.execute(
-                select(Warehouse.code, Stock.reserved)
-                .join(Stock, Stock.warehouse_id == Warehouse.id)
-                .where(Stock.part_id == part.id, Stock.reserved > 0)
-                .order_by(Stock.reserved.desc(), Warehouse.code)
+            {"warehouse": code, "reserved": count}
+            for code, count in s.execute(
+                select(Warehouse.code, reserved)
+                .join(Reservation, Reservation.warehouse_id == Warehouse.id)
+                .where(
+                    Reservation.part_id == part.id,
+                    Reservation.status == "confirmed",
+                    Reservation.job_id != data["job_id"],
+                )
+                .group_by(Warehouse.code)
+                .order_by(reserved.desc(), Warehouse.code)
                 .limit(20)
             )
         ]

@@ -981,10 +981,15 @@ class Tracking:
         exception_event = last_event if last_event and last_event.kind == "exception" else None
         points = [eta.Checkpoint(c.name, c.due_at, c.passed_at) for c in checkpoints]
         status, dispatched_at = shipment.status, shipment.dispatched_at
-        if status == "planned" and last_event is not None and last_event.kind in MOVEMENT_KINDS:
+        first_scan = (
+            _first_movement_at(s, shipment.id)
+            if status == "planned" and last_event is not None
+            else None
+        )
+        if first_scan is not None:
             # Scanned on its way before anyone recorded the dispatch: it left at its
             # first scan, and its ETA counts from there, not from "leaving now".
-            status, dispatched_at = "in_transit", _first_movement_at(s, shipment.id)
+            status, dispatched_at = "in_transit", first_scan
         # Out for delivery as the latest word: a scan after it (a failed attempt, back
         # at the depot) says it is not on its last round any more.
         out_for_delivery_at = (

@@ -345,6 +345,10 @@ class TestReservePart:
         assert refused.status == 409
         assert refused.body["alternatives"] == []
         assert refused.body["held"] == [{"warehouse": "SHA", "reserved": 1}]
+        # The job's own reservation is not another job's.
+        again = api.post(f"{V1}/reservations", reservation_body())
+        assert again.status == 409
+        assert again.body["held"] == []
 
     def test_machine_down_preempts_a_routine_reservation_only_when_asked(
         self, api: ApiClient

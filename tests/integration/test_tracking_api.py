@@ -525,6 +525,14 @@ class TestEta:
         # Two hours sooner than leaving at three: it left at one.
         assert _hours(before["eta"]) - _hours(eta["eta"]) == pytest.approx(2, abs=0.05)
         assert iso(at(3)) <= eta["eta_earliest"] <= eta["eta"] <= eta["eta_latest"]
+        # Held up after that, it still left at one.
+        reply = tracking.api("service").post(
+            f"{V1}/events", event_body(shipment["id"], "exception", at(2.5), note="customs")
+        )
+        assert reply.status == 201, reply
+        held = tracking.api().get(f"{V1}/shipments/{shipment['id']}/eta").body
+        assert not held["reason"].startswith("Not dispatched yet"), held["reason"]
+        assert held["eta"] >= eta["eta"]
 
     def test_promised_time_without_history(self, tracking: TrackingUnderTest) -> None:
         shipment = carrier_shipment()
