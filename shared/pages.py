@@ -135,6 +135,7 @@ NAVIGATION = (
 @dataclass(frozen=True)
 class PagesState:
     clock: Clock
+    sign_in_guard: SignInGuard
 
 
 # -- setting up an app ---------------------------------------------------------------------
@@ -145,7 +146,11 @@ def install(app: Flask, *, clock: Clock) -> None:
     prefix = f"/{service_context(app).name}"
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked below, for pages only
     csrf = CSRFProtect(app)
-    app.extensions["partsflow_pages"] = PagesState(clock)
+    settings = service_context(app).settings
+    # Made with the app, not at the first sign-in: sign-ins arriving together must
+    # count in one place.
+    guard = SignInGuard(settings.rate_limit_storage_url, f"{settings.bus_prefix}:sign-in")
+    app.extensions["partsflow_pages"] = PagesState(clock, guard)
     shared = Blueprint(
         "pages",
         __name__,
@@ -628,16 +633,6 @@ class SignInGuard:
         return max(1, math.ceil(reset - time.time()))
 
 
-def _sign_in_guard() -> SignInGuard:
-    context = service_context()
-    guard = context.extras.get("sign_in_guard")
-    if guard is None:
-        settings = context.settings
-        guard = SignInGuard(settings.rate_limit_storage_url, f"{settings.bus_prefix}:sign-in")
-        context.extras["sign_in_guard"] = guard
-    return guard
-
-
 def account_blueprint() -> Blueprint:
     """``/login``, ``/logout`` and the reader's time zone, at the root of the site."""
     account = Blueprint("account", __name__)
@@ -650,7 +645,7 @@ def account_blueprint() -> Blueprint:
         if form.validate_on_submit():
             # Counted before the password is checked: guesses sent at once are counted
             # all the same.
-            wait = _sign_in_guard().attempt(form.name.data)
+            wait = current_app.extensions["partsflow_pages"].sign_in_guard.attempt(form.name.data)
             user = (
                 None
                 if wait
