@@ -1468,7 +1468,8 @@ class Tracking:
             (Alert.status, status),
             (Alert.kind, kind),
             (Alert.job_id, job_id),
-            (Alert.owner, owner),
+            # A person's name is theirs in any case, as the pages take it.
+            (func.lower(Alert.owner), owner and " ".join(owner.split()).lower()),
             (Alert.shipment_id, shipment_id),
         ):
             if value:

@@ -877,6 +877,8 @@ class TestAlertsApi:
         assert (alert["kind"], alert["status"], alert["owner"]) == ("late", "open", "zhang.min")
         assert alert["subject"] == late["id"] and alert["shipment_id"] == late["id"]
         assert tracking.alerts(owner="nobody") == []
+        # Her name in any case finds her alerts.
+        assert [a["id"] for a in tracking.alerts(owner="Zhang.Min")] == [alert["id"]]
         assert tracking.alerts(kind="late", status="open")[0]["id"] == alert["id"]
         url = f"{V1}/alerts/{alert['id']}/acknowledge"
         assert tracking.api("viewer").post(url, {}).status == 403
