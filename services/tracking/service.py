@@ -1607,7 +1607,17 @@ class Tracking:
                 .order_by(Alert.raised_at, Alert.id)
             ).all()
             active = [alert_resource(a) for a in rows]
-        active.sort(key=lambda a: alerts.SEVERITY_ORDER.index(a["severity"]))
+        # The most severe first; within a severity, a job's trouble before stock running
+        # low, a machine-down job's before an urgent one's, then the oldest first.
+        priority = {job["job_id"]: job["priority"] for job in jobs}
+        ranks = {"machine_down": 0, "urgent": 1, "routine": 2}
+        active.sort(
+            key=lambda a: (
+                alerts.SEVERITY_ORDER.index(a["severity"]),
+                a["job_id"] is None,
+                ranks.get(priority.get(a["job_id"]) or "", len(ranks)),
+            )
+        )
         counts = {risk: 0 for risk in RISK_SEVERITY}
         for job in jobs:
             counts[job["risk"]] += 1

@@ -146,6 +146,18 @@ class TestControlTower:
         tower = staff.get("/tracking/control-tower")
         assert "1 × XRT-2000 (lost)" in tower.body_text
 
+    def test_a_jobs_trouble_comes_before_stock_running_low(self, site: Site) -> None:
+        """A machine-down job's overdue checkpoint is listed above an older low-stock
+        warning of the same severity."""
+        low = low_on_gel(site)
+        dispatched_tube(site)
+        site.clock.advance(timedelta(hours=3))
+        site.tracking.scan()
+        alerts = site.tracking.control_tower()["alerts"]
+        kinds = [a["kind"] for a in alerts if a["severity"] == "warning"]
+        assert kinds.index("checkpoint_overdue") < kinds.index("low_stock"), kinds
+        assert low["id"] in [a["id"] for a in alerts]
+
     def test_an_alert_is_acknowledged_and_stays_listed(self, site: Site, staff: PageClient) -> None:
         alert = low_on_gel(site)
         tower = staff.get("/tracking/control-tower")
