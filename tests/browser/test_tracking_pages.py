@@ -117,6 +117,10 @@ class TestAttention:
         )
         mine = site.client("engineer").get("/").text("your-jobs-list")
         assert "JOB-9 at Litang County Hospital" in mine and "JOB-7" not in mine
+        # Its parts and when they come, without opening the job (story 3).
+        (part,) = site.tracking.job_view("JOB-9")["parts"]
+        assert part["eta"] is not None
+        assert "1 × GEL-250: ETA" in mine
         assert "Your jobs" not in site.client("auditor").get("/").text("main")
 
     def test_a_stranger_is_sent_to_sign_in(self, site: Site) -> None:
