@@ -155,8 +155,12 @@ class TestDeliverAndCancel:
         shipment, detail = on_its_way(site)
         reply = staff.submit(detail, {"received_by": "Dr. Zhang"}, action=f"{detail}/deliver")
         assert reply.status == 302
-        assert "received by Dr. Zhang" in staff.get(reply.location).body_text
+        page = staff.get(reply.location).body_text
+        assert "received by Dr. Zhang" in page
         assert site.shipments.get_shipment(shipment["id"])["status"] == "delivered"
+        # Delivered: no countdown to the required-by any more.
+        required_by = page.split("Required by", 1)[1].split("Dispatched", 1)[0]
+        assert "(" not in required_by, required_by
 
     def test_a_delivery_in_the_future_is_refused_next_to_the_time(
         self, site: Site, staff: PageClient
