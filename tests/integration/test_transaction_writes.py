@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -108,11 +109,10 @@ def _bodies(db: Database) -> list[str]:
         return list(s.scalars(select(outbox.c.body).order_by(outbox.c.id)))
 
 
-def test_an_answer_moved_to_another_reply_queue_while_it_was_published_goes_there_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # SQLite: the relay reads, publishes, then marks (PostgreSQL holds the rows locked
-    # from the claim to the commit, so a repeat waits and then finds them sent).
+@pytest.fixture
+def answered(tmp_path: Path) -> Iterator[tuple[Database, Any]]:
+    """Inventory's database holding the answer to command cmd-1 (a confirmed
+    reservation, for the queue replies-old), and a relay to send it."""
     from services import bootstrap
     from shared.bus.relay import OutboxRelay
 
@@ -128,60 +128,52 @@ def test_an_answer_moved_to_another_reply_queue_while_it_was_published_goes_ther
         )
         with message_context(command), db.transaction() as tx:
             tx.publish("inventory.reservation.confirmed", subject="r-1", data={"id": "r-1"})
-        relay = OutboxRelay(db, settings, bootstrap.bus_topology(settings))
-        published: list[str | None] = []
-        real_publish = relay.publish
-
-        def publish_while_the_command_comes_again(rows):
-            published.extend(row.reply_to for row in rows)
-            if len(published) == 1:
-                db.send_answers_again("cmd-1", "replies-new")
-            return real_publish(rows)
-
-        monkeypatch.setattr(relay, "publish", publish_while_the_command_comes_again)
-        relay.relay_once()
-        relay.relay_once()
-        assert published == ["replies-old", "replies-new"]
-        outbox = db.bus.outbox
-        with db.reading() as session:
-            (row,) = session.execute(select(outbox.c.reply_to, outbox.c.sent_at)).all()
-        assert row.reply_to == "replies-new" and row.sent_at is not None
+        yield db, OutboxRelay(db, settings, bootstrap.bus_topology(settings))
     finally:
         db.dispose()
+
+
+def test_an_answer_moved_to_another_reply_queue_while_it_was_published_goes_there_too(
+    answered: tuple[Database, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite: the relay reads, publishes, then marks (PostgreSQL holds the rows locked
+    # from the claim to the commit, and the repeat's update then finds them sent).
+    db, relay = answered
+    published: list[str | None] = []
+    real_publish = relay.publish
+
+    def publish_while_the_command_comes_again(rows):
+        published.extend(row.reply_to for row in rows)
+        if len(published) == 1:
+            db.send_answers_again("cmd-1", "replies-new")
+        return real_publish(rows)
+
+    monkeypatch.setattr(relay, "publish", publish_while_the_command_comes_again)
+    relay.relay_once()
+    relay.relay_once()
+    assert published == ["replies-old", "replies-new"]
+    outbox = db.bus.outbox
+    with db.reading() as session:
+        (row,) = session.execute(select(outbox.c.reply_to, outbox.c.sent_at)).all()
+    assert row.reply_to == "replies-new" and row.sent_at is not None
 
 
 def test_an_answer_sent_already_goes_again_to_the_new_queue_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    answered: tuple[Database, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The events exchange had it; the sender that lost it gets it on its new queue."""
-    from services import bootstrap
-    from shared.bus.relay import OutboxRelay
     from shared.bus.store import ANSWERS
 
-    settings = make_settings(tmp_path)
-    inventory_pkg.upgrade_database(settings)
-    db = inventory_pkg.open_service(settings).db
-    try:
-        command = MessageContext(
-            correlation_id="cmd-2",
-            inbox_message_id="cmd-2",
-            inbox_message_type="inventory.reserve",
-            reply_to="replies-old",
-        )
-        with message_context(command), db.transaction() as tx:
-            tx.publish("inventory.reservation.confirmed", subject="r-2", data={"id": "r-2"})
-        relay = OutboxRelay(db, settings, bootstrap.bus_topology(settings))
-        assert relay.relay_once() == 1
-        assert db.send_answers_again("cmd-2", "replies-new") == 1
-        published = []
-        real_publish = relay.publish
+    db, relay = answered
+    assert relay.relay_once() == 1
+    assert db.send_answers_again("cmd-1", "replies-new") == 1
+    published = []
+    real_publish = relay.publish
 
-        def publish(rows):
-            published.extend((row.exchange, row.reply_to) for row in rows)
-            return real_publish(rows)
+    def publish(rows):
+        published.extend((row.exchange, row.reply_to) for row in rows)
+        return real_publish(rows)
 
-        monkeypatch.setattr(relay, "publish", publish)
-        assert relay.relay_once() == 1
-        assert published == [(ANSWERS, "replies-new")]
-    finally:
-        db.dispose()
+    monkeypatch.setattr(relay, "publish", publish)
+    assert relay.relay_once() == 1
+    assert published == [(ANSWERS, "replies-new")]
